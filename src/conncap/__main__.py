@@ -1,0 +1,5 @@
+"""``python -m conncap``."""
+
+from conncap.cli import main
+
+raise SystemExit(main())

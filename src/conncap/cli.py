@@ -1,0 +1,104 @@
+"""Command-line entry point: parses arguments and delegates to ``conncap.commands.*``.
+
+Each command module defines ``HELP`` (one line), ``add_arguments(parser)`` and
+``run(args) -> int``. Command modules keep heavy imports (matplotlib, the engine) inside
+``run`` so that ``conncap --help`` and ``conncap explain`` start fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+import traceback
+from collections.abc import Sequence
+from types import ModuleType
+
+from conncap import __version__
+from conncap.errors import ConncapError
+from conncap.exitcodes import ExitStatus
+
+#: Sub-command name -> module under ``conncap.commands``. Order is the order of ``--help``.
+COMMANDS: dict[str, str] = {
+    "run": "run",
+    "limits": "limits",
+    "explain": "explain",
+    "serve": "serve",
+    "open": "open_",
+    "report": "report",
+    "scenario": "scenario",
+    "cleanup": "cleanup",
+}
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports bad usage as one line and exit 2 (never a traceback)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        sys.stderr.write(f"conncap: error: {message} (see `{self.prog} --help`)\n")
+        raise SystemExit(ExitStatus.USAGE)
+
+
+def _load(module: str) -> ModuleType | None:
+    try:
+        return importlib.import_module(f"conncap.commands.{module}")
+    except ModuleNotFoundError as exc:
+        if exc.name == f"conncap.commands.{module}":
+            return None  # command not built yet in this checkout
+        raise
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="conncap",
+        description=(
+            "Measure how many TCP connections this host can hold and open, explain which "
+            "limit stopped it, predict that ceiling, and say how to raise it."
+        ),
+    )
+    parser.add_argument("--version", action="version", version=f"conncap {__version__}")
+    parser.add_argument(
+        "--traceback", action="store_true", help="on error, print the full Python traceback"
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    for name, module_name in COMMANDS.items():
+        module = _load(module_name)
+        if module is None:
+            continue
+        p = sub.add_parser(name, help=module.HELP, description=module.HELP)
+        p.add_argument("--traceback", action="store_true", help=argparse.SUPPRESS)
+        module.add_arguments(p)
+        p.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run conncap; returns an :class:`ExitStatus` value."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return ExitStatus.USAGE
+    try:
+        return int(args._run(args))
+    except ConncapError as exc:
+        if args.traceback:
+            traceback.print_exc()
+        sys.stderr.write(f"conncap: {exc}\n")
+        return int(exc.exit_status)
+    except KeyboardInterrupt:
+        if args.traceback:
+            traceback.print_exc()
+        sys.stderr.write("conncap: interrupted\n")
+        return ExitStatus.INTERRUPTED
+    except BrokenPipeError:
+        return ExitStatus.SUCCESS
+    except Exception as exc:  # noqa: BLE001 - the one place that turns a bug into a line
+        if args.traceback:
+            traceback.print_exc()
+        else:
+            sys.stderr.write(
+                f"conncap: internal error: {type(exc).__name__}: {exc} "
+                "(run again with --traceback and report it)\n"
+            )
+        return ExitStatus.FAILURE
