@@ -35,7 +35,13 @@ class _Parser(argparse.ArgumentParser):
     """argparse that reports bad usage as one line and exit 2 (never a traceback)."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
-        sys.stderr.write(f"conncap: error: {message} (see `{self.prog} --help`)\n")
+        prog = self.prog
+        if prog == "conncap":
+            # argparse reports a sub-command's unknown flags from the top-level parser.
+            command = next((a for a in sys.argv[1:] if a in COMMANDS), None)
+            if command is not None:
+                prog = f"conncap {command}"
+        sys.stderr.write(f"conncap: error: {message} (see `{prog} --help`)\n")
         raise SystemExit(ExitStatus.USAGE)
 
 

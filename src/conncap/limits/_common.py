@@ -6,6 +6,7 @@ A fact that could not be read is *unknown* with the reason, never a guessed defa
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field, fields
 from typing import Any, Generic, TypeVar
 
@@ -58,6 +59,8 @@ class Fact(Generic[T]):
 
 
 def _jsonable(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {k: _jsonable(v) for k, v in dataclasses.asdict(value).items()}
     if isinstance(value, tuple):
         return [_jsonable(v) for v in value]
     if isinstance(value, dict):
