@@ -428,6 +428,16 @@ def _conntrack_bound(limits: HostLimits) -> Bound | None:
     if fact.value is None:
         return Bound(Cause.CONNTRACK, None, _why(fact, "nf_conntrack_max"), knob=knob)
     used = limits.conntrack_count.value
+    if used == 0:
+        # Since Linux 4.x conntrack hooks a namespace only when a rule needs it (iptables/nft
+        # with NAT or ct state); an empty table while this host has connections means the
+        # kernel tracks none of them, so the table does not bound these connections.
+        detail = (
+            f"nf_conntrack_max {_n(fact.value)} but 0 tracked now: no firewall or NAT rule "
+            "makes the kernel track these connections, so the table does not bound them "
+            "(behind a NAT gateway it does)"
+        )
+        return Bound(Cause.CONNTRACK, None, detail, knob=knob)
     free = max(0, fact.value - (used or 0))
     used_part = f" − {_n(used)} tracked now" if used is not None else " (entries in use unknown)"
     detail = (

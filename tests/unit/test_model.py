@@ -461,3 +461,14 @@ def test_this_host_port_pool_matches_procfs() -> None:
         reserved.update(range(int(a), int(b or a) + 1))
     expected = (hi - lo + 1) - len([p for p in reserved if lo <= p <= hi])
     assert port_pool_size(read_limits()).count == expected
+
+
+def test_conntrack_tracking_nothing_does_not_bind() -> None:
+    limits = linux(conntrack_max=_f(1_000), conntrack_count=_f(0))
+    p = predict(
+        limits, Plan(source_ips=4, destinations=4, client_processes=64, bind="bind-no-port")
+    )
+    bound = next(b for b in p.client.bounds if b.cause is Cause.CONNTRACK)
+    assert bound.count is None
+    assert "0 tracked" in bound.detail
+    assert p.client.cause is not Cause.CONNTRACK
