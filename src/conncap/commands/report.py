@@ -1,0 +1,25 @@
+"""``conncap report RESULT.json -o report.html``: a self-contained HTML report of a result."""
+
+from __future__ import annotations
+
+import argparse
+
+HELP = "write a self-contained HTML report (plots, summary, limits) of a result JSON"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("result", metavar="RESULT.json", help="a conncap.result/1 document")
+    parser.add_argument(
+        "-o",
+        "--output",
+        metavar="REPORT.html",
+        help="where to write the report (default: RESULT.html next to the input)",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from conncap import report
+
+    path = report.build(args.result, args.output)
+    print(path)
+    return 0

@@ -1,0 +1,359 @@
+"""The report's plots: matplotlib figures rendered to inline SVG strings (None when the result
+lacks the data). Text in the SVG is escaped by matplotlib; mathtext is off, so names from the
+result are drawn as they are. matplotlib is imported when a plot is drawn, not before.
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+import re
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from html import escape
+from typing import Any
+
+from conncap import analysis
+from conncap.analysis import format_bytes, num
+
+# Fixed colours per cause so that every plot and report agrees.
+_CAUSE_COLOURS = {
+    "ephemeral-ports": "#1f77b4",
+    "file-descriptors": "#d62728",
+    "system-file-table": "#9467bd",
+    "memory": "#8c564b",
+    "server-backlog": "#ff7f0e",
+    "server-refused": "#e377c2",
+    "server-closed": "#bcbd22",
+    "conntrack": "#17becf",
+    "timeout": "#7f7f7f",
+    "network": "#2ca02c",
+    "permission": "#393b79",
+    "unknown": "#aaaaaa",
+}
+_OFF_SCALE = 1.6  # a prediction above 1.6 x the data is noted, not drawn
+
+
+def _obj(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
+
+
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
+def _str(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def _series(timeline: Sequence[Any], key: str, x: str = "t") -> tuple[list[float], list[float]]:
+    xs: list[float] = []
+    ys: list[float] = []
+    for s in timeline:
+        if not isinstance(s, Mapping):
+            continue
+        xv, yv = num(s.get(x)), num(s.get(key))
+        if xv is not None and yv is not None:
+            xs.append(xv)
+            ys.append(yv)
+    return xs, ys
+
+
+def _figure(height: float = 3.3) -> Any:
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=(9.6, height), layout="constrained")
+
+
+#: matplotlib settings for every plot (set while the figure is built, not only when saved).
+_RC: Any = {
+    "svg.fonttype": "none",  # real <text>, escaped by matplotlib; smaller than glyph paths
+    "text.parse_math": False,  # '$' in a hostname is text, not mathtext
+    "font.size": 9,
+}
+
+_Plot = Callable[[Mapping[str, Any]], str | None]
+
+
+def _plotting(fn: _Plot) -> _Plot:
+    """Build the plot under :data:`_RC`."""
+
+    @functools.wraps(fn)
+    def wrapper(doc: Mapping[str, Any]) -> str | None:
+        import matplotlib
+
+        # absurd values (1e308 connections) make matplotlib warn on stderr: the plot is
+        # still drawn, and the tables show the values as they are
+        with matplotlib.rc_context(_RC), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return fn(doc)
+
+    return wrapper
+
+
+def _svg(fig: Any, name: str, label: str) -> str:
+    import matplotlib
+
+    salt: Any = {"svg.hashsalt": f"conncap-{name}"}  # deterministic ids, distinct per plot
+    with matplotlib.rc_context(salt):
+        buf = io.StringIO()
+        fig.savefig(buf, format="svg", metadata={"Date": None})
+    text = buf.getvalue()
+    start = text.find("<svg")
+    svg = text[start:] if start >= 0 else text
+    # scale with the page: drop the fixed pt size, keep the viewBox
+    svg = re.sub(r'^<svg([^>]*?) width="[^"]*" height="[^"]*"', r"<svg\1", svg, count=1)
+    return svg.replace("<svg", f'<svg role="img" aria-label="{escape(label, quote=True)}"', 1)
+
+
+def _style_axes(ax: Any) -> None:
+    ax.grid(True, color="#e5e7eb", linewidth=0.8)
+    ax.set_axisbelow(True)
+    for side in ("top", "right"):
+        ax.spines[side].set_visible(False)
+
+
+def _steps(doc: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    return [s for s in _list(doc.get("steps")) if isinstance(s, Mapping)]
+
+
+def _short(text: str, limit: int = 32) -> str:
+    """Labels inside a plot are cut, so that a long name cannot squeeze the axes away."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _step_lines(ax: Any, doc: Mapping[str, Any]) -> None:
+    for st in _steps(doc):
+        t0 = num(st.get("t_start"))
+        if t0 is None:
+            continue
+        ax.axvline(t0, color="#6b7280", linewidth=0.9, linestyle=":", zorder=1)
+        name = _str(st.get("name"))
+        if name:
+            ax.annotate(
+                _short(name),
+                (t0, 1.0),
+                xycoords=("data", "axes fraction"),
+                xytext=(3, -3),
+                textcoords="offset points",
+                va="top",
+                fontsize=8,
+                color="#4b5563",
+            )
+
+
+def _knees(doc: Mapping[str, Any], timeline: Sequence[Any]) -> list[tuple[float, int, str]]:
+    """(t, held, cause) where a ceiling was hit: per step when steps say so, else overall."""
+    out: list[tuple[float, int, str]] = []
+    ts = [num(s.get("t")) if isinstance(s, Mapping) else None for s in timeline]
+    for st in _steps(doc):
+        ceiling = _obj(st.get("ceiling"))
+        t0, t1 = num(st.get("t_start")), num(st.get("t_end"))
+        if ceiling.get("reached") is not True or t0 is None or t1 is None:
+            continue
+        idx = [i for i, t in enumerate(ts) if t is not None and t0 <= t <= t1]
+        if idx:
+            knee = analysis.find_knee(timeline, start=idx[0], end=idx[-1] + 1)
+            if knee:
+                out.append((knee.t, knee.held, _str(ceiling.get("cause")) or "?"))
+    ceiling = _obj(doc.get("ceiling"))
+    if not out and ceiling.get("reached") is True:
+        knee = analysis.find_knee(timeline)
+        if knee:
+            out.append((knee.t, knee.held, _str(ceiling.get("cause")) or "?"))
+    return out
+
+
+@_plotting
+def plot_held(doc: Mapping[str, Any]) -> str | None:
+    """Connections held over time, with predictions, step boundaries and ceilings marked."""
+    timeline = _list(doc.get("timeline"))
+    ts, held = _series(timeline, "held")
+    if len(ts) < 2:
+        return None
+    fig = _figure(3.6)
+    ax = fig.add_subplot()
+    _style_axes(ax)
+    ax.plot(ts, held, color="#1f4e8c", linewidth=1.8, label="held")
+    top = max(held) if held else 1.0
+    pred = _obj(doc.get("prediction"))
+    p_count = num(pred.get("count"))
+    notes: list[str] = []
+    step_preds = [
+        (sp, t0, t1)
+        for st in _steps(doc)
+        if (sp := num(_obj(st.get("prediction")).get("count"))) is not None
+        and (t0 := num(st.get("t_start"))) is not None
+        and (t1 := num(st.get("t_end"))) is not None
+    ]
+    if step_preds:  # each step has its own: draw those, not the run's over every step
+        for i, (sp, t0, t1) in enumerate(step_preds):
+            if sp <= _OFF_SCALE * max(top, 1.0):
+                label = "predicted (per step)" if i == 0 else None
+                ax.hlines(sp, t0, t1, colors="#b45309", linestyles="--", linewidth=1.3, label=label)
+            else:
+                notes.append(f"step prediction {sp:,.0f} off scale")
+    elif p_count is not None:
+        label = f"predicted {p_count:,.0f} ({_short(_str(pred.get('cause')) or '?')})"
+        if p_count <= _OFF_SCALE * max(top, 1.0):
+            ax.axhline(p_count, color="#b45309", linestyle="--", linewidth=1.2, label=label)
+        else:
+            notes.append(label + ", off scale")
+    requested = num(doc.get("requested"))
+    if requested is not None and requested <= _OFF_SCALE * max(top, 1.0):
+        ax.axhline(requested, color="#9ca3af", linestyle="-.", linewidth=1.0, label="requested")
+    _step_lines(ax, doc)
+    for i, (t, h, cause) in enumerate(_knees(doc, timeline)):
+        ax.axvline(t, color="#b42318", linewidth=1.1, linestyle="--", zorder=2)
+        ax.plot([t], [h], "o", color="#b42318", label="ceiling" if i == 0 else None, zorder=3)
+        ax.annotate(
+            f"{h:,} ({_short(cause)})",
+            (t, h),
+            xytext=(6, -14),
+            textcoords="offset points",
+            fontsize=8,
+            color="#b42318",
+        )
+    if notes:
+        ax.set_title("; ".join(notes), fontsize=9, color="#b45309", loc="right")
+    ax.set_xlabel("time (s)")
+    ax.set_ylabel("connections held")
+    ax.set_ylim(bottom=0)
+    ax.yaxis.set_major_formatter(_thousands())
+    ax.legend(loc="lower right", fontsize=8, frameon=False)
+    return _svg(fig, "held", "connections held over time")
+
+
+def _thousands() -> Any:
+    from matplotlib.ticker import FuncFormatter
+
+    return FuncFormatter(lambda v, _pos: f"{v:,.0f}")
+
+
+@_plotting
+def plot_rate(doc: Mapping[str, Any]) -> str | None:
+    """Connects per second over time."""
+    ts, rate = _series(_list(doc.get("timeline")), "rate")
+    if len(ts) < 2:
+        return None
+    fig = _figure(2.6)
+    ax = fig.add_subplot()
+    _style_axes(ax)
+    ax.plot(ts, rate, color="#0f766e", linewidth=1.4)
+    ax.fill_between(ts, rate, color="#0f766e", alpha=0.12)
+    _step_lines(ax, doc)
+    ax.set_xlabel("time (s)")
+    ax.set_ylabel("connects / s")
+    ax.set_ylim(bottom=0)
+    ax.yaxis.set_major_formatter(_thousands())
+    return _svg(fig, "rate", "connect rate over time")
+
+
+@_plotting
+def plot_failures(doc: Mapping[str, Any]) -> str | None:
+    """Cumulative failures by cause over time, stacked."""
+    timeline = _list(doc.get("timeline"))
+    rows: list[tuple[float, Mapping[str, Any]]] = []
+    for s in timeline:
+        if isinstance(s, Mapping) and (t := num(s.get("t"))) is not None:
+            rows.append((t, _obj(s.get("failures_by_cause"))))
+    causes: dict[str, float] = {}
+    for _, by in rows:
+        for cause, n in by.items():
+            v = num(n)
+            if v is not None and v > 0:
+                causes[str(cause)] = max(causes.get(str(cause), 0.0), v)
+    if len(rows) < 2 or not causes:
+        return None
+    order = sorted(causes, key=lambda c: -causes[c])
+    ts = [t for t, _ in rows]
+    ys = [[num(by.get(c)) or 0.0 for _, by in rows] for c in order]
+    fig = _figure(2.8)
+    ax = fig.add_subplot()
+    _style_axes(ax)
+    colours = [_CAUSE_COLOURS.get(c, "#4b5563") for c in order]
+    ax.stackplot(ts, ys, labels=[_short(c) for c in order], colors=colours, alpha=0.85)
+    _step_lines(ax, doc)
+    ax.set_xlabel("time (s)")
+    ax.set_ylabel("failed attempts (cumulative)")
+    ax.yaxis.set_major_formatter(_thousands())
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
+    return _svg(fig, "failures", "failures by cause over time")
+
+
+def _user_key(timeline: Sequence[Any]) -> str | tuple[str, ...] | None:
+    have = [
+        k
+        for k in ("user_bytes_client", "user_bytes_server")
+        if any(isinstance(s, Mapping) and num(s.get(k)) is not None for s in timeline)
+    ]
+    if len(have) == 2:
+        return ("user_bytes_client", "user_bytes_server")
+    return have[0] if have else None
+
+
+def memory_fits(doc: Mapping[str, Any]) -> dict[str, analysis.Fit]:
+    """The kernel and user bytes-per-connection fits over the ramp of the document's timeline."""
+    timeline = _list(doc.get("timeline"))
+    out: dict[str, analysis.Fit] = {}
+    kernel = analysis.memory_per_connection(timeline, "kernel_bytes")
+    if kernel:
+        out["kernel"] = kernel
+    key = _user_key(timeline)
+    if key is not None:
+        user = analysis.memory_per_connection(timeline, key)
+        if user:
+            out["user"] = user
+    return out
+
+
+@_plotting
+def plot_memory(doc: Mapping[str, Any]) -> str | None:
+    """Kernel and user memory against connections held (one panel each, as they differ by an
+    order of magnitude), with the per-connection slope line and its value."""
+    timeline = _list(doc.get("timeline"))
+    fits = memory_fits(doc)
+    if not fits:
+        return None
+    keys: dict[str, str | tuple[str, ...]] = {"kernel": "kernel_bytes"}
+    user_key = _user_key(timeline)
+    if user_key is not None:
+        keys["user"] = user_key
+    titles = {
+        "kernel": "kernel memory (slab caches + socket buffers)",
+        "user": "user memory of the client and server processes"
+        if isinstance(user_key, tuple)
+        else "user memory",
+    }
+    colours = {"kernel": "#7c3aed", "user": "#059669"}
+    fig = _figure(3.2)
+    axes = fig.subplots(1, len(fits), squeeze=False)[0]
+    for ax, (name, fit) in zip(axes, fits.items(), strict=True):
+        _style_axes(ax)
+        xs: list[float] = []
+        ys: list[float] = []
+        for s in timeline:
+            if not isinstance(s, Mapping):
+                continue
+            h, v = num(s.get("held")), analysis.sample_value(s, keys[name])
+            if h is not None and v is not None:
+                xs.append(h)
+                ys.append(v - fit.intercept)
+        span = max((abs(y) for y in ys), default=1.0)
+        unit, scale = ("MiB", 1024.0**2) if span >= 4 * 1024**2 else ("KiB", 1024.0)
+        ax.plot(xs, [y / scale for y in ys], ".", color=colours[name], markersize=3, alpha=0.5)
+        lo, hi = min(xs, default=0.0), max(xs, default=0.0)
+        ax.plot(
+            [lo, hi],
+            [fit.slope * lo / scale, fit.slope * hi / scale],
+            color=colours[name],
+            linewidth=1.6,
+            label=f"{format_bytes(fit.slope)} per connection\n"
+            f"(r² {fit.r2:.3f}, {fit.n} ramp samples)",
+        )
+        ax.set_title(titles[name], fontsize=9, loc="left")
+        ax.set_xlabel("connections held")
+        ax.set_ylabel(f"{unit} above the fit's intercept")
+        ax.xaxis.set_major_formatter(_thousands())
+        ax.legend(loc="upper left", fontsize=8, frameon=False)
+    return _svg(fig, "memory", "kernel and user memory against connections held")

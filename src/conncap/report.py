@@ -1,0 +1,466 @@
+"""The HTML report: one self-contained file (inline CSS and SVG plots, no script, no network)
+from a ``conncap.result/1`` document.
+
+Every string taken from the document is escaped with :func:`html.escape` (matplotlib escapes
+the text it writes into SVG); a Content-Security-Policy forbids scripts and every network
+fetch, as a second line of defence. A field that is missing or of the wrong type is shown as
+"not measured", never a crash. The plots are in :mod:`conncap.plots`, which imports matplotlib
+only when it draws.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+import os
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from conncap import __version__, analysis
+from conncap.analysis import about, format_bytes, num
+from conncap.plots import plot_failures, plot_held, plot_memory, plot_rate
+
+#: No script, no fetch of anything: the report is data to read, not a page that acts.
+CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:"
+
+_CSS = """
+:root { --fg:#1f2328; --muted:#59636e; --line:#d1d9e0; --bg:#ffffff; --soft:#f6f8fa;
+        --bad:#b42318; --good:#1a7f37; }
+* { box-sizing: border-box; }
+body { margin:0; background:var(--bg); color:var(--fg);
+       font: 15px/1.5 system-ui, -apple-system, "Segoe UI", "DejaVu Sans", sans-serif; }
+main { max-width: 1080px; margin: 0 auto; padding: 24px 28px 48px; }
+h1 { font-size: 1.6em; margin: 0 0 4px; }
+h2 { font-size: 1.2em; margin: 32px 0 8px; padding-bottom: 4px;
+     border-bottom: 1px solid var(--line); }
+h3 { font-size: 1.0em; margin: 20px 0 6px; }
+.meta { color: var(--muted); margin: 0; }
+ul.summary { padding-left: 1.2em; }
+ul.summary li { margin: 4px 0; }
+table { border-collapse: collapse; margin: 8px 0; font-size: 0.92em; }
+th, td { border: 1px solid var(--line); padding: 4px 8px; text-align: left; vertical-align: top; }
+th { background: var(--soft); font-weight: 600; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
+tr.unknown td { color: var(--bad); }
+tr.na td { color: var(--muted); }
+.na { color: var(--muted); font-style: italic; }
+figure { margin: 12px 0 20px; }
+figure svg { width: 100%; height: auto; display: block; }
+figcaption { color: var(--muted); font-size: 0.9em; }
+.cards { display: flex; flex-wrap: wrap; gap: 10px; margin: 8px 0; }
+.card { border: 1px solid var(--line); border-radius: 6px; padding: 8px 12px; min-width: 150px; }
+.card .v { font-size: 1.35em; font-weight: 600; font-variant-numeric: tabular-nums; }
+.card .k { color: var(--muted); font-size: 0.85em; }
+.card.ceiling .v { color: var(--bad); }
+code { background: var(--soft); padding: 1px 4px; border-radius: 3px; font-size: 0.92em; }
+details summary { cursor: pointer; color: var(--muted); }
+footer { margin-top: 40px; color: var(--muted); font-size: 0.85em; }
+"""
+
+
+def e(value: Any) -> str:
+    """HTML-escape anything (quotes too)."""
+    return html.escape(str(value), quote=True)
+
+
+def _obj(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
+
+
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
+def _str(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def _int(value: Any) -> int | None:
+    f = num(value)
+    return int(f) if f is not None else None
+
+
+def _steps(doc: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    return [s for s in _list(doc.get("steps")) if isinstance(s, Mapping)]
+
+
+def fmt(value: Any) -> str:
+    """A JSON value as text for a table cell (not yet escaped)."""
+    if value is None:
+        return "—"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            return str(value)
+        return f"{value:,.3f}".rstrip("0").rstrip(".") if abs(value) < 1e6 else f"{value:,.0f}"
+    if isinstance(value, list):
+        return ", ".join(fmt(v) for v in value) if value else "(none)"
+    if isinstance(value, dict):
+        return json.dumps(value, sort_keys=True, ensure_ascii=False)
+    return str(value)
+
+
+# --- HTML ---------------------------------------------------------------------------------------
+
+
+def _table(
+    headers: Sequence[str],
+    rows: Sequence[Sequence[Any]],
+    classes: Sequence[str] = (),
+    *,
+    align_numbers: bool = True,
+) -> str:
+    head = "".join(f"<th>{e(h)}</th>" for h in headers)
+    body = []
+    for i, row in enumerate(rows):
+        cls = f' class="{e(classes[i])}"' if i < len(classes) and classes[i] else ""
+        cells = []
+        for v in row:
+            numeric = align_numbers and isinstance(v, int | float) and not isinstance(v, bool)
+            cells.append(
+                f'<td class="num">{e(fmt(v))}</td>' if numeric else f"<td>{e(fmt(v))}</td>"
+            )
+        body.append(f"<tr{cls}>{''.join(cells)}</tr>")
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+
+
+def _kv(mapping: Mapping[str, Any]) -> str:
+    return _table(
+        ("field", "value"), [(str(k), v) for k, v in mapping.items()], align_numbers=False
+    )
+
+
+def _figure_html(svg: str | None, caption: str, missing: str) -> str:
+    """The plot with its caption, or the sentence ``missing`` saying why there is none."""
+    if svg is None:
+        return f'<p class="na">{e(missing)}</p>'
+    return f"<figure>{svg}<figcaption>{e(caption)}</figcaption></figure>"
+
+
+def _cards(doc: Mapping[str, Any]) -> str:
+    ceiling, pred = _obj(doc.get("ceiling")), _obj(doc.get("prediction"))
+    duration = num(doc.get("duration_s"))
+    cards: list[tuple[str, str, str]] = [
+        ("requested", fmt(doc.get("requested")), ""),
+        ("peak held", fmt(doc.get("established_peak")), ""),
+        ("held at the end", fmt(doc.get("held_at_end")), ""),
+        ("attempts", fmt(doc.get("attempts")), ""),
+        ("duration", f"{duration:.1f} s" if duration is not None else "—", ""),
+    ]
+    if ceiling.get("reached") is True:
+        cause = _str(ceiling.get("cause")) or "unknown cause"
+        cards.append((f"ceiling ({cause})", fmt(ceiling.get("count")), "ceiling"))
+    elif ceiling:
+        cards.append(("ceiling", "not reached", ""))
+    if pred.get("count") is not None:
+        cause = _str(pred.get("cause")) or "?"
+        cards.append((f"predicted ({cause})", fmt(pred.get("count")), ""))
+    return (
+        '<div class="cards">'
+        + "".join(
+            f'<div class="card {e(cls)}"><div class="v">{e(v)}</div>'
+            f'<div class="k">{e(k)}</div></div>'
+            for k, v, cls in cards
+        )
+        + "</div>"
+    )
+
+
+def _failures_html(doc: Mapping[str, Any]) -> str:
+    failures = {
+        str(k): n for k, v in _obj(doc.get("failures")).items() if (n := _int(v)) is not None
+    }
+    total = sum(failures.values())
+    parts = []
+    if total:
+        rows = [
+            (name, n, f"{n / total:.1%}", analysis.cause_of_name(name))
+            for name, n in sorted(failures.items(), key=lambda kv: (-kv[1], kv[0]))
+        ]
+        parts.append(_table(("errno", "attempts", "share", "cause"), rows))
+    else:
+        parts.append("<p>No attempt failed.</p>")
+    ceiling = _obj(doc.get("ceiling"))
+    if ceiling:
+        fields = {
+            k: ceiling.get(k)
+            for k in ("reached", "count", "cause", "errno", "knob", "evidence", "windows")
+            if k in ceiling
+        }
+        parts.append("<h3>Ceiling</h3>" + _kv(fields))
+        advice = [a for a in _list(ceiling.get("advice")) if isinstance(a, str)]
+        if advice:
+            parts.append(
+                "<p>To raise it:</p><ul>"
+                + "".join(f"<li><code>{e(a)}</code></li>" for a in advice)
+                + "</ul>"
+            )
+    server = _obj(doc.get("server"))
+    if server:
+        parts.append("<h3>Server</h3>" + _kv(server))
+    return "".join(parts)
+
+
+def _memory_html(doc: Mapping[str, Any]) -> str:
+    mem = _obj(doc.get("memory"))
+    svg = plot_memory(doc)
+    parts = [
+        _figure_html(
+            svg,
+            "Kernel and user memory against connections held; each line is the least-squares "
+            "slope over the ramp (flat start and plateau left out), its value is the memory one "
+            "connection costs.",
+            "Memory against connections held: not measured ("
+            + (
+                "`conncap open` does not sample memory"
+                if doc.get("command") == "open"
+                else "the timeline has no kernel or user memory samples over a ramp"
+            )
+            + ").",
+        )
+    ]
+    if mem:
+        rows = []
+        for k, v in mem.items():
+            shown = fmt(v)
+            if isinstance(v, int | float) and not isinstance(v, bool):
+                if k.endswith("bytes") or "per_conn" in k or k == "mem_available":
+                    shown = f"{fmt(v)} ({format_bytes(v)})"
+                elif k == "extrapolated_ceiling":
+                    shown = f"{fmt(v)} (about {about(v)})"
+            rows.append((k, shown))
+        parts.append(_table(("field", "value"), rows))
+    return "".join(parts)
+
+
+def _plan_html(doc: Mapping[str, Any]) -> str:
+    parts = []
+    plan = _obj(doc.get("plan"))
+    parts.append(_kv(plan) if plan else '<p class="na">No plan recorded.</p>')
+    steps = _steps(doc)
+    if steps:
+        rows = []
+        for st in steps:
+            c, p = _obj(st.get("ceiling")), _obj(st.get("prediction"))
+            ceiling = (
+                f"{fmt(c.get('count'))} ({fmt(c.get('cause'))})"
+                if c.get("reached") is True
+                else "not reached"
+            )
+            predicted = (
+                f"{fmt(p.get('count'))} ({fmt(p.get('cause'))})"
+                if p.get("count") is not None
+                else "—"
+            )
+            rows.append(
+                (
+                    st.get("name"),
+                    st.get("title"),
+                    st.get("t_start"),
+                    st.get("t_end"),
+                    st.get("established_peak"),
+                    ceiling,
+                    predicted,
+                )
+            )
+        parts.append(
+            "<h3>Steps</h3>"
+            + _table(("step", "what", "start (s)", "end (s)", "peak", "ceiling", "predicted"), rows)
+        )
+        for st in steps:
+            sp = _obj(st.get("plan"))
+            if sp:
+                name = e(fmt(st.get("name")))
+                parts.append(f"<details><summary>plan of step {name}</summary>{_kv(sp)}</details>")
+    bounds = [b for b in _list(_obj(doc.get("prediction")).get("bounds")) if isinstance(b, Mapping)]
+    if bounds:
+        bound_rows = [
+            (b.get("cause"), b.get("count"), b.get("detail"), b.get("estimate")) for b in bounds
+        ]
+        parts.append(
+            "<h3>Prediction: every bound the model found</h3>"
+            + _table(("cause", "count", "detail", "estimate"), bound_rows)
+        )
+    return "".join(parts)
+
+
+def _limit_value(name: str, value: Any) -> str:
+    pair = isinstance(value, list) and len(value) == 2
+    if pair and "range" in name and all(isinstance(v, int) for v in value):
+        return f"{value[0]}–{value[1]}"
+    if isinstance(value, int) and not isinstance(value, bool) and "mem" in name and value > 4096:
+        return f"{value:,} ({format_bytes(value)})"
+    return fmt(value)
+
+
+def _limits_html(doc: Mapping[str, Any]) -> str:
+    limits = _obj(doc.get("limits"))
+    facts = _obj(limits.get("facts"))
+    if not facts:
+        why = "`conncap open` does not record them" if doc.get("command") == "open" else "none"
+        return f'<p class="na">No host limits in this result ({e(why)}).</p>'
+    implied = _obj(limits.get("implied"))
+    headers = ("limit", "value", "what it implies", "source", "status / reason")
+    rows, classes, na_rows = [], [], []
+    for name, fact in facts.items():
+        f = _obj(fact)
+        status = _str(f.get("status")) or "?"
+        reason = _str(f.get("reason")) or ""
+        no_limit = status == "unknown" and reason.startswith("no limit")
+        value = "no limit" if no_limit else _limit_value(str(name), f.get("value"))
+        row = (
+            str(name),
+            value,
+            _str(_obj(implied.get(name)).get("text")) or "",
+            _str(f.get("source")) or "",
+            status + (f": {reason}" if reason else ""),
+        )
+        if status == "n/a":
+            na_rows.append(row)
+        else:
+            rows.append(row)
+            classes.append("unknown" if status == "unknown" and not no_limit else "")
+    os_name = _str(limits.get("os")) or "this OS"
+    out = _table(headers, rows, classes, align_numbers=False)
+    if na_rows:
+        out += (
+            f"<details><summary>{len(na_rows)} limits not applicable on {e(os_name)}</summary>"
+            + _table(headers, na_rows, align_numbers=False)
+            + "</details>"
+        )
+    return out
+
+
+def _any_failure(doc: Mapping[str, Any]) -> bool:
+    for s in _list(doc.get("timeline")):
+        for v in _obj(_obj(s).get("failures_by_cause")).values():
+            if (num(v) or 0) > 0:
+                return True
+    return False
+
+
+def render(doc: Mapping[str, Any]) -> str:
+    """The report as one HTML string."""
+    host = _obj(doc.get("host"))
+    hostname = _str(host.get("hostname")) or "unknown host"
+    command = _str(doc.get("command")) or "?"
+    started = _str(doc.get("started_at")) or ""
+    meta = " · ".join(
+        e(p)
+        for p in (
+            hostname,
+            " ".join(x for x in (_str(host.get("os")), _str(host.get("kernel"))) if x),
+            f"{fmt(host.get('cpu_count'))} CPUs" if host.get("cpu_count") is not None else "",
+            f"conncap {command}",
+            started,
+        )
+        if p
+    )
+    summary = [s for s in _list(doc.get("summary")) if isinstance(s, str)]
+    if not summary:
+        summary = analysis.summarize(doc)
+    summary_html = (
+        '<ul class="summary">' + "".join(f"<li>{e(s)}</li>" for s in summary) + "</ul>"
+        if summary
+        else '<p class="na">Nothing to summarize.</p>'
+    )
+    timeline = _list(doc.get("timeline"))
+    why = "the result has no timeline" if not timeline else ""
+    counted = any(isinstance(_obj(x).get("failures_by_cause"), Mapping) for x in timeline)
+    no_failures = (
+        "Failures by cause over time: none, no attempt failed."
+        if counted and not _any_failure(doc)
+        else "Failures by cause over time: not measured "
+        f"({why or 'the timeline has no failures_by_cause'})."
+    )
+    sections = [
+        ("Summary", summary_html + _cards(doc)),
+        (
+            "Connections over time",
+            _figure_html(
+                plot_held(doc),
+                "Connections held. Dashed: the prediction (per step when the run has steps); "
+                "dotted: the start of each step; red: where held stopped growing at a ceiling.",
+                f"Connections held over time: not measured "
+                f"({why or 'fewer than 2 samples with t and held'}).",
+            )
+            + _figure_html(
+                plot_rate(doc),
+                "Connect rate (connections opened per second).",
+                f"Connect rate over time: not measured "
+                f"({why or 'fewer than 2 samples with t and rate'}).",
+            )
+            + _figure_html(
+                plot_failures(doc),
+                "Failed attempts by cause, cumulative and stacked.",
+                no_failures,
+            ),
+        ),
+        ("Failures and ceiling", _failures_html(doc)),
+        ("Memory per connection", _memory_html(doc)),
+        ("Plan and steps", _plan_html(doc)),
+        ("Host limits", _limits_html(doc)),
+    ]
+    body = "".join(
+        f"<section><h2>{e(title)}</h2>{content}</section>" for title, content in sections
+    )
+    title = f"conncap report: {hostname} ({command}{', ' + started if started else ''})"
+    return (
+        "<!DOCTYPE html>\n"
+        '<html lang="en"><head><meta charset="utf-8">'
+        f'<meta http-equiv="Content-Security-Policy" content="{e(CSP)}">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>{e(title)}</title><style>{_CSS}</style></head>"
+        f'<body><main><header><h1>conncap report</h1><p class="meta">{meta}</p></header>'
+        f"{body}"
+        f"<footer>{e(doc.get('schema'))} · written by conncap "
+        f"{e(doc.get('conncap_version') or '?')} · rendered by conncap {e(__version__)}</footer>"
+        "</main></body></html>\n"
+    )
+
+
+def write_text_atomic(path: str | os.PathLike[str], text: str) -> Path:
+    """Write ``text`` so that a reader never sees a half-written file."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return target
+
+
+def default_output(result_path: str | os.PathLike[str]) -> Path:
+    """RESULT.json -> RESULT.html next to it."""
+    return Path(result_path).with_suffix(".html")
+
+
+def build(
+    result_path: str | os.PathLike[str], output: str | os.PathLike[str] | None = None
+) -> Path:
+    """Load a result (one-line UsageError if it is not one), render it, write it atomically."""
+    from conncap import result
+    from conncap.errors import UsageError
+
+    doc = result.load(result_path)
+    out = Path(output) if output is not None else default_output(result_path)
+    if out.resolve() == Path(result_path).resolve():
+        raise UsageError(f"{out}: that is the result itself; choose another file with -o")
+    text = render(doc)
+    try:
+        return write_text_atomic(out, text)
+    except OSError as exc:
+        raise UsageError(f"{out}: cannot write the report ({exc.strerror or exc})") from None

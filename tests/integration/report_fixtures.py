@@ -1,0 +1,52 @@
+"""Shared by the report tests: the result fixtures and the hostile strings."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "results"
+RUN = FIXTURES / "run_loopback.json"
+OPEN = FIXTURES / "open_minimal.json"
+
+#: Strings that would act if they reached the page unescaped.
+PAYLOADS = (
+    '<script>document.body.setAttribute("data-pwned","1")</script>',
+    "\"><img src=x onerror=\"document.body.setAttribute('data-pwned','2')\">",
+    "--><svg onload=\"document.body.setAttribute('data-pwned','3')\">",
+    "$\\alpha$ {0} %s &amp; </style></title>",
+)
+#: Maps whose keys come from the outside (errno names, causes, fact names, source IPs).
+_KEYED = {"failures", "failures_by_cause", "facts", "errors", "per_source_ip", "implied"}
+
+
+def load(path: Path) -> dict[str, Any]:
+    doc: dict[str, Any] = json.loads(path.read_text())
+    return doc
+
+
+def poison(value: Any, key: str = "", counter: list[int] | None = None) -> Any:
+    """Append a payload to every string (and to every key of the outside-keyed maps)."""
+    counter = counter if counter is not None else [0]
+
+    def payload() -> str:
+        counter[0] += 1
+        return PAYLOADS[counter[0] % len(PAYLOADS)]
+
+    if isinstance(value, str):
+        return value if key == "schema" else value + payload()
+    if isinstance(value, list):
+        return [poison(v, key, counter) for v in value]
+    if isinstance(value, dict):
+        out = {}
+        for k, v in value.items():
+            new_key = k + payload() if key in _KEYED else k
+            out[new_key] = poison(v, k, counter)
+        return out
+    return value
+
+
+def svgs(page: str) -> list[str]:
+    return re.findall(r"<svg\b.*?</svg>", page, re.S)

@@ -1,0 +1,233 @@
+"""`conncap report`: the HTML it writes (self-contained, escaped, degrading gracefully) and the
+command's exit codes for bad input. The browser checks are in test_report_browser.py."""
+
+from __future__ import annotations
+
+import copy
+import html
+import math
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from report_fixtures import FIXTURES, OPEN, RUN, load, poison, svgs
+
+from conncap import plots, report
+from conncap.result import REQUIRED_KEYS, SCHEMA
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "conncap", "report", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+# --- what the page contains ---------------------------------------------------------------------
+
+
+def test_realistic_run_has_every_plot_and_section() -> None:
+    page = report.render(load(RUN))
+    assert len(svgs(page)) == 4  # held, rate, failures, memory
+    for heading in (
+        "Summary",
+        "Connections over time",
+        "Failures and ceiling",
+        "Memory per connection",
+        "Plan and steps",
+        "Host limits",
+    ):
+        assert f"<h2>{heading}</h2>" in page
+    assert "Predicted: 28,232 connections before ephemeral-ports binds (client side)." in page
+    assert "7.7 KiB per connection" in page  # the slope's value, in the memory plot's legend
+    assert "28,232 connections per (source IP, destination ip:port)" in page  # limits implied
+    assert "server-fds" in page and "a server limited to 20,000 descriptors" in page
+    assert "not measured" not in page
+
+
+def test_the_page_needs_no_network_and_runs_no_script() -> None:
+    page = report.render(load(RUN))
+    assert f'content="{html.escape(report.CSP)}"' in page
+    assert "<script" not in page.lower()
+    assert "<link" not in page.lower() and "@import" not in page and "<iframe" not in page
+    assert not re.search(r"\bsrc\s*=", page)
+    # the only references are to ids inside the page (clip paths)
+    assert all(h.startswith("#") for h in re.findall(r'href="([^"]*)"', page))
+    assert all(u.startswith("#") for u in re.findall(r"url\(([^)]*)\)", page))
+
+
+def test_render_is_deterministic() -> None:
+    doc = load(RUN)
+    assert report.render(doc) == report.render(copy.deepcopy(doc))
+
+
+def test_open_result_says_not_measured_instead_of_broken_plots() -> None:
+    page = report.render(load(OPEN))
+    assert len(svgs(page)) == 2  # held and rate
+    assert (
+        "Memory against connections held: not measured (`conncap open` does not sample memory)."
+        in page
+    )
+    assert "Failures by cause over time: none, no attempt failed." in page
+    assert "No host limits in this result" in page
+    assert "predicted 28,232 (ephemeral-ports), off scale" in page
+
+
+def test_bare_minimum_document_renders() -> None:
+    doc: dict[str, Any] = {k: None for k in REQUIRED_KEYS}
+    doc.update(schema=SCHEMA, timeline=[], failures={})
+    page = report.render(doc)
+    assert svgs(page) == []
+    assert "Connections held over time: not measured (the result has no timeline)." in page
+    assert "Failures by cause over time: not measured (the result has no timeline)." in page
+
+
+WRONG = [None, "text", -3, 1.5, True, [], {}, [None, "x", 4], {"a": {"b": []}}]
+#: Keys whose values reach matplotlib; the others only reach the HTML.
+PLOTTED = ("timeline", "steps", "prediction", "requested", "ceiling", "command")
+
+
+@pytest.fixture
+def cheap_svg(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Skip matplotlib's SVG drawing (0.1 s a plot): the data handling before it still runs."""
+    monkeypatch.setattr(plots, "_svg", lambda fig, name, label: "<svg></svg>")
+
+
+@pytest.mark.usefixtures("cheap_svg")
+@pytest.mark.parametrize("wrong", WRONG, ids=[repr(w)[:20] for w in WRONG])
+def test_any_field_of_the_wrong_type_degrades_without_a_crash(wrong: Any) -> None:
+    base = load(RUN)
+    for key in base:
+        if key == "schema":
+            continue
+        doc = copy.deepcopy(base)
+        doc[key] = wrong
+        assert "</html>" in report.render(doc), key
+    for key in ("t", "held", "rate", "failures_by_cause", "kernel_bytes", "user_bytes_client"):
+        doc = copy.deepcopy(base)
+        for sample in doc["timeline"][::3]:
+            sample[key] = wrong
+        assert "</html>" in report.render(doc), key
+    doc = copy.deepcopy(base)
+    doc["timeline"][5:9] = [wrong] * 4
+    for step in doc["steps"]:
+        step.update(t_start=wrong, ceiling=wrong, prediction=wrong)
+    assert "</html>" in report.render(doc)
+
+
+ODD_NUMBERS = [math.nan, math.inf, -1e308, 1e308, -5]
+
+
+@pytest.mark.parametrize("odd", ODD_NUMBERS, ids=[repr(v) for v in ODD_NUMBERS])
+def test_odd_numbers_reach_real_plots_without_a_crash(odd: float) -> None:
+    """JSON from Python may hold NaN and Infinity; huge or negative values must not break the
+    drawing either (this one runs matplotlib for real)."""
+    doc = load(RUN)
+    for sample in doc["timeline"][::7]:
+        for key in ("t", "held", "rate", "kernel_bytes", "user_bytes_server"):
+            sample[key] = odd
+        sample["failures_by_cause"] = {"timeout": odd}
+    doc["prediction"]["count"] = odd
+    doc["requested"] = odd
+    doc["steps"][0]["t_start"] = odd
+    doc["steps"][1]["prediction"]["count"] = odd
+    page = report.render(doc)
+    assert "</html>" in page
+    assert len(svgs(page)) >= 3
+
+
+# --- escaping -----------------------------------------------------------------------------------
+
+
+def test_every_input_string_is_escaped_in_html_and_svg() -> None:
+    doc = poison(load(RUN))
+    doc["host"]["hostname"] = "<script>alert(1)</script>"
+    page = report.render(doc)
+    lowered = page.lower()
+    assert "<script" not in lowered
+    assert "<img" not in lowered
+    assert not re.search(r"<[a-z]+[^>]*\son[a-z]+\s*=", lowered)  # no event handler attribute
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    plots = svgs(page)
+    assert len(plots) == 4  # payloads in step names and causes did not break a plot
+    inside_svg = "".join(plots)
+    assert "&lt;script&gt;" in inside_svg or "&lt;img" in inside_svg  # the text is there, inert
+    assert "<svg onload" not in lowered
+    assert "$\\alpha$" in page  # '$' is text, not mathtext
+
+
+# --- the command ------------------------------------------------------------------------------
+
+
+def test_cli_writes_the_report_atomically_where_asked(tmp_path: Path) -> None:
+    out = tmp_path / "sub" / "report.html"
+    done = run_cli(str(RUN), "-o", str(out))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == str(out)
+    assert len(svgs(out.read_text())) == 4
+    assert [p.name for p in out.parent.iterdir()] == ["report.html"]  # no temporary left
+
+
+def test_cli_default_output_is_next_to_the_input(tmp_path: Path) -> None:
+    src = tmp_path / "result.json"
+    shutil.copy(OPEN, src)
+    done = run_cli(str(src))
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "result.html").is_file()
+
+
+def _one_line_exit_2(done: subprocess.CompletedProcess[str], words: str) -> None:
+    assert done.returncode == 2, (done.stdout, done.stderr)
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert lines[0].startswith("conncap: ")
+    assert words in lines[0]
+    assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("name", "words"),
+    [
+        ("corrupted.json", "not a conncap result (invalid JSON"),
+        ("foreign.json", "not a conncap result (schema is 'other.tool/3'"),
+        ("absent.json", "no such file"),
+    ],
+)
+def test_cli_bad_input_is_one_line_and_exit_2(name: str, words: str, tmp_path: Path) -> None:
+    out = tmp_path / "r.html"
+    _one_line_exit_2(run_cli(str(FIXTURES / name), "-o", str(out)), words)
+    assert not out.exists()
+
+
+def test_cli_unwritable_output_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    _one_line_exit_2(run_cli(str(OPEN), "-o", str(blocker / "r.html")), "cannot write")
+
+
+def test_cli_refuses_to_overwrite_the_result(tmp_path: Path) -> None:
+    src = tmp_path / "result.json"
+    shutil.copy(OPEN, src)
+    _one_line_exit_2(run_cli(str(src), "-o", str(src)), "that is the result itself")
+    assert src.read_bytes() == OPEN.read_bytes()
+
+
+def test_failed_write_keeps_the_old_report(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    target = tmp_path / "r.html"
+    target.write_text("old")
+
+    def broken_replace(src: str, dst: str) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(report.os, "replace", broken_replace)
+    with pytest.raises(OSError):
+        report.write_text_atomic(target, "new")
+    assert target.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["r.html"]
