@@ -8,14 +8,14 @@ missing, None or of the wrong type in a damaged document: such samples are skipp
 
 from __future__ import annotations
 
-import errno as _errno
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import pairwise
 from typing import Any, NamedTuple
 
-from conncap.catalogue import Cause, cause_of_errno
+from conncap import catalogue
+from conncap.catalogue import Cause
 
 Sample = Mapping[str, Any]
 Timeline = Sequence[Sample]
@@ -271,10 +271,8 @@ def find_knee(
 
 
 def cause_of_name(name: str) -> str:
-    """The catalogue cause of an errno name (``EADDRNOTAVAIL``; ``WSAENOBUFS`` as ``ENOBUFS``)."""
-    bare = name[3:] if name.startswith("WSAE") else name
-    number = getattr(_errno, bare, None)
-    return cause_of_errno(number) if isinstance(number, int) else Cause.UNKNOWN
+    """The catalogue cause of a failure recorded by errno name (on connect)."""
+    return catalogue.cause_of_name(name)
 
 
 @dataclass(frozen=True, slots=True)

@@ -826,6 +826,13 @@ def classify(number: int, *, op: str = "connect", platform: str | None = None) -
     return entry.cause_for(op) if entry is not None else Cause.UNKNOWN
 
 
+def cause_of_name(name: str, *, op: str = "connect") -> Cause:
+    """The cause of an error recorded by name (``EADDRNOTAVAIL``, ``WSAENOBUFS``), as results
+    store them; names not in the catalogue (``E1234``, ``ETIMEDOUT`` is in it) are UNKNOWN."""
+    entry = _BY_NAME.get(_ALIASES.get(name.upper(), name.upper()))
+    return entry.cause_for(op) if entry is not None else Cause.UNKNOWN
+
+
 def side_of(number: int, *, op: str = "connect", platform: str | None = None) -> Side:
     """Whose limit an error points at: accept()'s resource errors are the server's own."""
     cause = classify(number, op=op, platform=platform)

@@ -231,7 +231,8 @@ def test_dominant_failure_by_errno() -> None:
 def test_dominant_failure_ties_break_by_name_and_windows_names_map() -> None:
     d = analysis.dominant_failure({"WSAENOBUFS": 5, "EMFILE": 5})
     assert d is not None and d.errno == "EMFILE" and d.cause == Cause.FILE_DESCRIPTORS
-    assert analysis.cause_of_name("WSAENOBUFS") == Cause.MEMORY
+    # Modern Windows reports port exhaustion on connect() as WSAENOBUFS (the catalogue).
+    assert analysis.cause_of_name("WSAENOBUFS") == Cause.EPHEMERAL_PORTS
     assert analysis.cause_of_name("NOT_AN_ERRNO") == Cause.UNKNOWN
 
 

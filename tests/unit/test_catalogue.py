@@ -258,3 +258,14 @@ def test_docs_catalogue_is_generated_from_the_entries() -> None:
         "python -c 'from conncap.catalogue import catalogue_markdown as m; "
         'open("docs/catalogue.md", "w").write(m())\''
     )
+
+
+def test_cause_of_name_follows_the_catalogue_for_recorded_names() -> None:
+    from conncap.catalogue import Cause, cause_of_name
+
+    assert cause_of_name("EADDRNOTAVAIL") is Cause.EPHEMERAL_PORTS
+    assert cause_of_name("emfile") is Cause.FILE_DESCRIPTORS
+    assert cause_of_name("WSAEADDRINUSE") is Cause.EPHEMERAL_PORTS
+    assert cause_of_name("WSAEADDRNOTAVAIL") is Cause.NETWORK
+    assert cause_of_name("WSAENOBUFS", op="accept") is Cause.MEMORY
+    assert cause_of_name("E4242") is Cause.UNKNOWN
