@@ -1,0 +1,100 @@
+"""The pieces of the ``conncap.result/1`` document a run builds: each step (:class:`StepRun`
+while it runs, :func:`step_json` after) and the memory figures (:func:`memory_json`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from conncap import analysis
+from conncap.engine import OpenPlan
+from conncap.run import steps as st
+from conncap.run.config import SamplerLike
+
+
+@dataclass(slots=True)
+class StepRun:
+    """A step while and after it runs."""
+
+    spec: st.StepSpec
+    index: int
+    plan: OpenPlan | None = None
+    pool: Any = None
+    prediction: st.StepPrediction | None = None
+    t_start: float = 0.0
+    t_end: float | None = None
+    t_ramp_end: float | None = None
+    i_start: int = 0
+    i_end: int | None = None
+    held_before: int = 0
+    peak: int = 0
+    outcome: str | None = None
+    ceiling: dict[str, Any] = field(default_factory=dict)
+    comparison: st.Comparison | None = None
+    server_errors_start: dict[str, int] = field(default_factory=dict)
+    opened: int = 0
+
+
+def no_ceiling() -> dict[str, Any]:
+    """The ``ceiling`` object of a step that reached none."""
+    return {
+        "reached": False,
+        "count": None,
+        "cause": None,
+        "errno": None,
+        "knob": None,
+        "advice": [],
+        "windows": None,
+        "evidence": None,
+    }
+
+
+def step_json(s: StepRun) -> dict[str, Any]:
+    """A step as the result document's ``steps[]`` entry."""
+    return {
+        "name": s.spec.name,
+        "title": s.spec.title,
+        "spec": s.spec.to_json(),
+        "plan": s.plan.to_json() if s.plan is not None else None,
+        "t_start": round(s.t_start, 3),
+        "t_end": round(s.t_end, 3) if s.t_end is not None else None,
+        "t_ramp_end": round(s.t_ramp_end, 3) if s.t_ramp_end is not None else None,
+        "held_before": s.held_before,
+        "opened": s.opened,
+        "established_peak": s.peak,
+        "outcome": s.outcome,
+        "ceiling": s.ceiling or no_ceiling(),
+        "prediction": s.prediction.to_json() if s.prediction is not None else None,
+        "comparison": s.comparison.to_json() if s.comparison is not None else None,
+    }
+
+
+def memory_json(
+    timeline: list[dict[str, Any]],
+    sampler: SamplerLike | None,
+    *,
+    guard_fraction: float,
+    guard_bytes: int | None,
+    mem_start: int | None,
+) -> dict[str, Any]:
+    """The ``memory`` object: the slopes over the ramp (``analysis.memory_report``, extrapolated
+    with no guard: where memory binds) and conncap's own guard."""
+    methods = sorted(set(sampler.user_method.values())) if sampler is not None else []
+    mem = analysis.memory_report(
+        timeline,
+        guard_fraction=0.0,
+        kernel_source=sampler.kernel_source if sampler is not None else None,
+        user_method="/".join(methods) or None,
+    )
+    mem["guard_fraction"] = guard_fraction
+    mem["guard_bytes"] = guard_bytes
+    mem["mem_available_start"] = mem_start
+    mem["both_ends"] = True  # client and server on this host: a connection is 2 sockets
+    per = sum(
+        v
+        for v in (mem.get("kernel_bytes_per_conn"), mem.get("user_bytes_per_conn"))
+        if isinstance(v, int)
+    )
+    if per > 0 and mem_start is not None and guard_bytes is not None:
+        mem["guard_ceiling"] = int((mem_start - guard_bytes) // per)
+    return mem

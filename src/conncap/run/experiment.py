@@ -1,0 +1,672 @@
+"""The ``conncap run`` experiment: start a holding server and client workers, ramp step by
+step, sample a timeline, stop at a ceiling, the count, the memory guard or the deadline, and
+build the ``conncap.result/1`` document.
+
+Bounded in every direction: at most ``count`` connections (the quotas add up to it), at most
+``max_duration`` seconds, never below the memory guard. Whatever it started (worker processes,
+their sockets) is stopped in ``finally``, so success, an error and Ctrl-C (the caller sets
+:attr:`Experiment.stop_event`) all leave nothing behind.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import threading
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from conncap import __version__, analysis
+from conncap.catalogue import Cause
+from conncap.engine import ClientPool, OpenPlan, ServerPool, Target, per_worker_capacity
+from conncap.engine import classify as cl
+from conncap.errors import RunFailed
+from conncap.limits import HostLimits
+from conncap.result import SCHEMA
+from conncap.run import ports as portmod
+from conncap.run import steps as st
+from conncap.run.config import (
+    Observer,
+    Progress,
+    RunConfig,
+    SamplerLike,
+    Silent,
+)
+from conncap.run.document import StepRun, memory_json, no_ceiling, step_json
+
+#: Tries at starting the server when a port picked outside the range is taken meanwhile.
+SERVER_START_TRIES = 3
+
+#: Causes the client's own kernel reports directly (the pool's ceiling is the answer).
+_CLIENT_CAUSES = frozenset(
+    {
+        Cause.EPHEMERAL_PORTS,
+        Cause.FILE_DESCRIPTORS,
+        Cause.SYSTEM_FILE_TABLE,
+        Cause.MEMORY,
+        Cause.PERMISSION,
+        Cause.NETWORK,
+    }
+)
+
+
+def _default_sampler() -> SamplerLike:
+    from conncap.probes import Sampler
+
+    return Sampler()
+
+
+def _default_mem_available() -> int | None:
+    from conncap.probes import ProbeError, mem_available
+
+    try:
+        return mem_available()
+    except (ProbeError, OSError):
+        return None
+
+
+class Experiment:
+    """One ``conncap run``: :meth:`run` returns the conncap.result/1 document."""
+
+    def __init__(
+        self,
+        config: RunConfig,
+        *,
+        limits: HostLimits | None = None,
+        observer: Observer | None = None,
+        stop_event: threading.Event | None = None,
+        make_server: Callable[..., Any] = ServerPool,
+        make_client: Callable[..., Any] = ClientPool,
+        make_sampler: Callable[[], SamplerLike] = _default_sampler,
+        mem_available: Callable[[], int | None] = _default_mem_available,
+        read_sockets: Callable[[], list[portmod.SocketRow]] = portmod.read_sockets,
+        pick_ports: Callable[..., list[int]] = portmod.pick_ports_outside,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        config.check()
+        self.config = config
+        self.limits = limits
+        self.observer: Observer = observer or Silent()
+        self.stop_event = stop_event or threading.Event()
+        self._make_server = make_server
+        self._make_client = make_client
+        self._make_sampler = make_sampler
+        self._mem_available = mem_available
+        self._read_sockets = read_sockets
+        self._pick_ports = pick_ports
+        self._clock = clock
+        self.timeline: list[dict[str, Any]] = []
+        self.steps: list[StepRun] = []
+        self.notes: list[str] = []
+        self.server: Any = None
+        self.sampler: SamplerLike | None = None
+        self.stop_reason = "error"
+        self.error: str | None = None
+        self._t0 = 0.0
+        self._deadline = 0.0
+        self._guard_bytes: int | None = None
+        self._mem_start: int | None = None
+        self._last_established = 0
+        self._last_t = 0.0
+        self._port_range: tuple[int, int] | None = None
+        self._reserved: frozenset[int] = frozenset()
+        self._ports_in_use = 0
+        self._server_workers = 1
+        self._client_cap = 1
+        self._n_source_ips = 1
+        self._n_ports = 1
+        self._final_server: dict[str, Any] | None = None
+        self._totals: dict[str, Any] = {}
+
+    # ---- the run ------------------------------------------------------------------------------
+
+    def run(self) -> dict[str, Any]:
+        """Carry out the experiment; always returns a document (``stop_reason`` "error" and
+        ``error`` set when it failed; the caller raises). Stops every worker before returning."""
+        started = _dt.datetime.now(_dt.UTC)
+        self._t0 = self._clock()
+        self._deadline = self._t0 + self.config.max_duration
+        try:
+            self._prepare()
+            self._start_server()
+            self._run_steps()
+        except RunFailed as exc:
+            self.stop_reason = "error"
+            self.error = str(exc)
+        finally:
+            self._stop_all()
+        duration = self._clock() - self._t0
+        return self._document(started, duration)
+
+    def _prepare(self) -> None:
+        cfg = self.config
+        if self.limits is None:
+            from conncap.limits import read_limits
+
+            self.limits = read_limits()
+        lim = self.limits
+        rng = lim.port_range.value
+        if rng is None:
+            from conncap.engine.connector import read_port_range
+
+            rng = read_port_range()
+            self.notes.append(
+                f"the ephemeral port range could not be read ({lim.port_range.reason}): "
+                f"assumed {rng[0]}-{rng[1]}"
+            )
+        self._port_range = rng
+        self._reserved = frozenset(  # only those inside the range matter
+            p
+            for a, b in (lim.reserved_ports.value or ())
+            for p in range(max(a, rng[0]), min(b, rng[1]) + 1)
+        )
+        self._mem_start = self._mem_available()
+        if self._mem_start is not None:
+            self._guard_bytes = int(self._mem_start * cfg.memory_guard)
+        else:
+            self.notes.append("MemAvailable could not be read: the memory guard is off")
+        if cfg.server_netns is None:
+            listeners = portmod.listeners_in_range(self._read_sockets(), rng, self._reserved)
+            self._ports_in_use = len(listeners)
+            if listeners:
+                self.notes.append(
+                    f"{len(listeners)} port(s) of the range {rng[0]}-{rng[1]} are held by "
+                    "listening sockets: no connect() can use them"
+                )
+        self._client_cap = per_worker_capacity(cfg.client_nofile)
+        server_cap = per_worker_capacity(cfg.server_nofile)
+        self._server_workers = cfg.server_workers or st.workers_for(
+            cfg.count, server_cap, st.SERVER_MARGIN
+        )
+        fanout = st.auto_fanout(cfg.count, self._port_pool())
+        fanout_ips = 1 if ":" in cfg.host else fanout  # IPv6 loopback is one address
+        self._n_source_ips = cfg.source_ips or fanout_ips
+        self._n_ports = cfg.ports or fanout
+        if cfg.escalate:
+            st.source_addresses(cfg.host, self._n_source_ips)
+
+    def _pick_server_ports(self) -> list[int]:
+        cfg = self.config
+        n = self._n_ports if cfg.escalate else 1
+        if cfg.server_netns is not None or self._port_range is None:
+            return [0] * n
+        picked = self._pick_ports(cfg.host, n, self._port_range)
+        if len(picked) < n:
+            self.notes.append(
+                f"only {len(picked)} free port(s) outside the range: the kernel picks the rest "
+                "inside it, each one fewer port for the client"
+            )
+        return [*picked, *([0] * (n - len(picked)))]
+
+    def _start_server(self) -> None:
+        cfg = self.config
+        last: RunFailed | None = None
+        for _ in range(SERVER_START_TRIES):
+            ports = self._pick_server_ports()
+            server = self._make_server(
+                bind=cfg.host,
+                ports=ports,
+                workers=self._server_workers,
+                nofile=cfg.server_nofile,
+                netns=cfg.server_netns,
+            )
+            try:
+                server.start()
+            except RunFailed as exc:
+                last = exc  # a picked port was taken meanwhile: pick again
+                try:
+                    server.stop(timeout=1.0)  # whatever did start of it
+                except Exception as stop_exc:
+                    self.notes.append(f"stopping a server that failed to start: {stop_exc}")
+                continue
+            self.server = server
+            real = [int(p) for p in server.ports]
+            if self._port_range is not None:
+                lo, hi = self._port_range
+                inside = [p for p in real if lo <= p <= hi]
+                self._ports_in_use += len(inside)
+            self.observer.event(
+                f"server: {self._server_workers} worker(s) on {cfg.host} port(s) "
+                f"{', '.join(map(str, real))}"
+            )
+            return
+        raise RunFailed(f"the server could not start: {last}")
+
+    def _specs(self) -> list[st.StepSpec]:
+        return st.plan_steps(
+            self.config.host,
+            [int(p) for p in self.server.ports],
+            escalate=self.config.escalate,
+            source_ips=self._n_source_ips,
+        )
+
+    def _run_steps(self) -> None:
+        cfg = self.config
+        assert self.limits is not None
+        self.sampler = self._make_sampler()
+        self.sampler.set_pids(server=self.server.pids())
+        self._last_t = self._clock()
+        specs = self._specs()
+        self._sample("start", phase="hold")
+        for index, spec in enumerate(specs):
+            total = self._held_total()
+            remaining = cfg.count - total
+            if remaining <= 0:
+                break
+            step = StepRun(spec=spec, index=index, held_before=total)
+            self.steps.append(step)
+            self._begin_step(step, remaining, len(specs))
+            outcome = self._ramp(step, len(specs))
+            self._end_step(step, outcome)
+            if outcome != "ramp-over":
+                self.stop_reason = outcome
+                return
+            reached = bool(step.ceiling.get("reached"))
+            self.stop_reason = "ceiling" if reached else "count"
+            hold = self._hold(step, len(specs))
+            step.t_end = self._clock() - self._t0  # the step lasts until its plateau ends
+            step.i_end = len(self.timeline) - 1
+            if hold is not None:
+                self.stop_reason = hold
+                return
+            if not reached:
+                return  # the count is reached: nothing left for a next step
+
+    def _begin_step(self, step: StepRun, remaining: int, n_steps: int) -> None:
+        cfg = self.config
+        assert self.limits is not None
+        spec = step.spec
+        if cfg.client_workers is not None:
+            workers = cfg.client_workers
+        elif step.index == 0:
+            pool = st.step1_expected(remaining, self._port_pool())
+            workers = st.workers_for(pool, self._client_cap, st.CLIENT_MARGIN)
+        else:
+            workers = st.workers_for(remaining, self._client_cap, st.CLIENT_MARGIN)
+        workers = max(1, min(workers, remaining))
+        plan = OpenPlan(
+            targets=tuple(Target(spec.host, p, p) for p in spec.ports),
+            count=remaining,
+            source_ips=spec.source_ips,
+            workers=workers,
+            rate=cfg.rate,
+            timeout_s=cfg.timeout_s,
+            bind_mode="kernel",
+        )
+        step.plan = plan
+        processes = sum(s.plan.workers for s in self.steps if s.plan is not None)
+        mplan = st.model_plan(
+            spec,
+            client_processes=processes,
+            server_processes=self._server_workers,
+            ports_in_use=self._ports_in_use,
+            bytes_per_conn=self._measured_bytes_per_conn(),
+        )
+        step.prediction = st.predict_step(self.limits, mplan)
+        self.observer.event(
+            f"step {step.index + 1}/{n_steps} ({spec.title}): {step.prediction.line}"
+        )
+        if step.index == 0 and step.prediction.single_process:
+            sp = step.prediction.single_process
+            if sp.get("binds_first") and workers > 1:
+                self.observer.event(
+                    f"  one client process would stop at {sp['count']:,} first ({sp['cause']}: "
+                    f"{sp['detail']}); this step spreads over {workers} processes"
+                )
+        step.server_errors_start = dict(self.server.stats().errors_by_cause)
+        step.t_start = self._clock() - self._t0
+        step.i_start = len(self.timeline)
+        pool = self._make_client(plan, netns=cfg.client_netns, nofile=cfg.client_nofile)
+        step.pool = pool
+        try:
+            pool.start()
+        finally:
+            self._set_client_pids()
+
+    def _port_pool(self) -> int | None:
+        if self._port_range is None:
+            return None
+        lo, hi = self._port_range
+        return hi - lo + 1 - len(self._reserved) - self._ports_in_use
+
+    def _set_client_pids(self) -> None:
+        if self.sampler is None:
+            return
+        pids = [p for s in self.steps if s.pool is not None for p in s.pool.pids()]
+        self.sampler.set_pids(client=pids, server=self.server.pids() if self.server else ())
+
+    def _ramp(self, step: StepRun, n_steps: int) -> str:
+        """Sample until the step's ramp is over; or why it stopped early."""
+        interval = 1.0 / self.config.ramp_hz
+        while True:
+            sample = self._sample(step.spec.name, phase="ramp", step=step, n_steps=n_steps)
+            why = self._should_stop(sample)
+            if why is not None:
+                return why
+            if step.pool.ramp_over():
+                self._sample(step.spec.name, phase="ramp", step=step, n_steps=n_steps)
+                return "ramp-over"
+            if not step.pool.pids():
+                raise RunFailed("every client worker exited before the ramp ended")
+            if not self.server.pids():
+                raise RunFailed("every server worker exited during the run")
+            self.stop_event.wait(interval)
+
+    def _hold(self, step: StepRun, n_steps: int) -> str | None:
+        """Hold the level ``plateau_s`` seconds, sampling; a stop reason if one comes up."""
+        end = self._clock() + self.config.plateau_s
+        interval = 1.0 / self.config.hold_hz
+        while True:
+            sample = self._sample(step.spec.name, phase="hold", step=step, n_steps=n_steps)
+            why = self._should_stop(sample)
+            if why is not None:
+                return why
+            if self._clock() >= end:
+                return None
+            self.stop_event.wait(min(interval, max(0.0, end - self._clock())))
+
+    def _should_stop(self, sample: Mapping[str, Any]) -> str | None:
+        if self.stop_event.is_set():
+            return "interrupted"
+        avail = sample.get("mem_available")
+        if self._guard_bytes is not None and isinstance(avail, int) and avail < self._guard_bytes:
+            for s in self.steps:
+                if s.pool is not None:
+                    s.pool.pause()
+            return "memory-guard"
+        if self._clock() >= self._deadline:
+            return "max-duration"
+        return None
+
+    # ---- sampling -------------------------------------------------------------------------
+
+    def _client_totals(self) -> dict[str, Any]:
+        held = established = attempts = 0
+        failures: dict[str, int] = {}
+        by_cause: dict[str, int] = {}
+        dropped: dict[str, int] = {}
+        for s in self.steps:
+            if s.pool is None:
+                continue
+            cs = s.pool.stats()
+            held += cs.held
+            established += cs.established
+            attempts += cs.attempts
+            for src, dst in (
+                (cs.failures, failures),
+                (cs.failures_by_cause, by_cause),
+                (cs.dropped, dropped),
+            ):
+                for k, n in src.items():
+                    dst[k] = dst.get(k, 0) + int(n)
+        return {
+            "held": held,
+            "established": established,
+            "attempts": attempts,
+            "failures": failures,
+            "failures_by_cause": by_cause,
+            "dropped": dropped,
+        }
+
+    def _held_total(self) -> int:
+        return int(self._client_totals()["held"])
+
+    def _sample(
+        self,
+        step_name: str,
+        *,
+        phase: str,
+        step: StepRun | None = None,
+        n_steps: int = 1,
+    ) -> dict[str, Any]:
+        assert self.sampler is not None
+        now = self._clock()
+        totals = self._client_totals()
+        self._totals = totals
+        dt = now - self._last_t
+        rate = (totals["established"] - self._last_established) / dt if dt > 0 else 0.0
+        self._last_t, self._last_established = now, totals["established"]
+        server = self.server.stats()
+        sample = self.sampler.sample(
+            held=totals["held"],
+            rate=round(rate, 1),
+            failures=sum(totals["failures_by_cause"].values()),
+            failures_by_cause=totals["failures_by_cause"],
+            step=step_name,
+            t=round(now - self._t0, 3),
+        )
+        sample["established"] = totals["established"]
+        sample["server_held"] = server.held
+        sample["phase"] = phase
+        self.timeline.append(sample)
+        if step is not None:
+            step.peak = max(step.peak, totals["held"])
+            self.observer.progress(
+                Progress(
+                    step_index=step.index,
+                    step_count=n_steps,
+                    step_name=step.spec.name,
+                    step_title=step.spec.title,
+                    phase=phase,
+                    held=totals["held"],
+                    count=self.config.count,
+                    rate=rate,
+                    failures_by_cause=dict(totals["failures_by_cause"]),
+                    kernel_bytes=sample.get("kernel_bytes"),
+                    kernel_bytes_start=self.timeline[0].get("kernel_bytes"),
+                    mem_available=sample.get("mem_available"),
+                    guard_bytes=self._guard_bytes,
+                    server_held=server.held,
+                    elapsed=now - self._t0,
+                    max_duration=self.config.max_duration,
+                )
+            )
+        return sample
+
+    def _measured_bytes_per_conn(self) -> float | None:
+        """Kernel + user bytes per connection measured so far (None before a usable ramp)."""
+        if len(self.timeline) < 3:
+            return None
+        mem = analysis.memory_report(self.timeline, guard_fraction=0.0)
+        parts = [mem.get("kernel_bytes_per_conn"), mem.get("user_bytes_per_conn")]
+        vals = [float(v) for v in parts if isinstance(v, int | float)]
+        total = sum(vals)
+        return total if vals and total > 0 else None
+
+    # ---- the end of a step ------------------------------------------------------------------
+
+    def _end_step(self, step: StepRun, outcome: str) -> None:
+        assert step.plan is not None and step.prediction is not None
+        step.outcome = outcome
+        step.t_end = step.t_ramp_end = self._clock() - self._t0
+        step.i_end = len(self.timeline) - 1
+        cs = step.pool.stats()
+        step.opened = cs.established
+        held_total = self._held_total()
+        step.peak = max(step.peak, held_total)
+        if outcome == "ramp-over" and cs.ceiling is not None:
+            step.ceiling = self._ceiling(step, cs, held_total)
+        else:
+            step.ceiling = no_ceiling()
+        reasons: list[str] = []
+        reached = bool(step.ceiling.get("reached"))
+        if (
+            reached
+            and step.ceiling.get("cause") == Cause.EPHEMERAL_PORTS
+            and step.prediction.cause == Cause.EPHEMERAL_PORTS
+            and step.ceiling.get("count") != step.prediction.count
+        ):
+            reasons.append(self._port_reason(step))
+        step.comparison = st.compare(
+            step.prediction,
+            reached=reached,
+            measured=step.ceiling.get("count") if reached else held_total,
+            cause=step.ceiling.get("cause"),
+            requested=self.config.count,
+            stop_reason="count" if outcome == "ramp-over" else outcome,
+            reasons=reasons,
+        )
+        self.observer.event(f"step {step.index + 1} ({step.spec.name}): {step.comparison.text}")
+
+    def _ceiling(self, step: StepRun, cs: Any, held_total: int) -> dict[str, Any]:
+        c = cs.ceiling
+        cause, side, evidence = c.cause, "client", c.evidence
+        if Cause(c.cause) not in _CLIENT_CAUSES:
+            ev = analysis.CeilingEvidence(
+                client_failures=cs.failures,
+                server_errors=_delta(self.server.stats().errors_by_cause, step.server_errors_start),
+                client_held=held_total,
+                server_held=self.server.stats().held,
+                listen_overflows=_tl_delta(self.timeline, "listen_overflows", step.i_start),
+                listen_drops=_tl_delta(self.timeline, "listen_drops", step.i_start),
+                syn_retrans=_tl_delta(self.timeline, "syn_retrans", step.i_start),
+                abort_on_memory=_tl_delta(self.timeline, "tcp_abort_on_memory", step.i_start),
+                conntrack_drops=_tl_delta(self.timeline, "conntrack_drops", step.i_start),
+                stop_reason="ceiling",
+            )
+            att = analysis.attribute(ev)
+            cause, side, evidence = str(att.cause), att.side, att.evidence
+        adv = cl.advice(Cause(cause))
+        return {
+            "reached": True,
+            "count": held_total,
+            "cause": cause,
+            "side": side,
+            "errno": c.errno,
+            "op": c.op,
+            "knob": adv.knob or None,
+            "advice": list(adv.commands),
+            "windows": adv.windows or None,
+            "evidence": evidence,
+        }
+
+    def _port_reason(self, step: StepRun) -> str:
+        if self._port_range is None or self.config.client_netns is not None:
+            return "the ports could not be accounted for from here"
+        if step.spec.source_ips or len(step.spec.ports) > 1:
+            return "ports are accounted one destination at a time: not done for this step"
+        gap = portmod.port_gap(
+            self._read_sockets(), self._port_range, self._reserved, step.spec.destinations
+        )
+        return gap.explain()
+
+    # ---- the end ---------------------------------------------------------------------------
+
+    def _stop_all(self) -> None:
+        """Clients first (they reset their connections), then the server."""
+        errors: list[BaseException] = []
+        if self.steps and self.sampler is not None and self.server is not None:
+            try:  # the last sample: what was held when the run ended
+                self._sample(self.steps[-1].spec.name, phase="end")
+            except Exception as exc:  # never skip the clean-up below
+                errors.append(exc)
+        for s in reversed(self.steps):
+            if s.pool is not None:
+                try:
+                    s.pool.stop(timeout=2.0)
+                except Exception as exc:
+                    errors.append(exc)
+        if self.server is not None:
+            try:
+                self._final_server = self.server.stop(timeout=2.0).to_json()
+            except Exception as exc:
+                errors.append(exc)
+        if errors and self.error is None:
+            self.error = f"clean-up: {errors[0]}"
+
+    def _document(self, started: _dt.datetime, duration: float) -> dict[str, Any]:
+        from conncap.engine.results import host_info
+
+        cfg = self.config
+        totals = self._totals or {
+            "held": 0,
+            "attempts": 0,
+            "failures": {},
+            "failures_by_cause": {},
+            "dropped": {},
+        }
+        peak = max([int(s.get("held") or 0) for s in self.timeline] or [0])
+        steps_json = [step_json(s) for s in self.steps]
+        headline = next(
+            (s for s in reversed(self.steps) if s.ceiling.get("reached")),
+            self.steps[-1] if self.steps else None,
+        )
+        ceiling = headline.ceiling if headline is not None and headline.ceiling else no_ceiling()
+        prediction: dict[str, Any] = (
+            headline.prediction.to_json()
+            if headline is not None and headline.prediction is not None
+            else {"count": None, "cause": None, "reason": "no step ran"}
+        )
+        if headline is not None:
+            ceiling = {**ceiling, "step": headline.spec.name}
+        doc: dict[str, Any] = {
+            "schema": SCHEMA,
+            "conncap_version": __version__,
+            "command": "run",
+            "started_at": started.astimezone(_dt.UTC).isoformat(timespec="seconds"),
+            "duration_s": round(duration, 3),
+            "host": host_info(),
+            "plan": self._plan_json(),
+            "config": cfg.to_json(),
+            "requested": cfg.count,
+            "established_peak": peak,
+            "held_at_end": int(totals["held"]),
+            "attempts": int(totals["attempts"]),
+            "failures": dict(sorted(totals["failures"].items())),
+            "failures_by_cause": dict(sorted(totals["failures_by_cause"].items())),
+            "dropped": dict(sorted(totals.get("dropped", {}).items())),
+            "stop_reason": self.stop_reason,
+            "ceiling": ceiling,
+            "prediction": prediction,
+            "timeline": self.timeline,
+            "steps": steps_json,
+            "memory": memory_json(
+                self.timeline,
+                self.sampler,
+                guard_fraction=cfg.memory_guard,
+                guard_bytes=self._guard_bytes,
+                mem_start=self._mem_start,
+            ),
+            "notes": self.notes,
+        }
+        if self._final_server is not None:
+            doc["server"] = self._final_server
+        if self.limits is not None:
+            from conncap.limits.render import limits_to_json
+
+            doc["limits"] = limits_to_json(self.limits)
+        if self.sampler is not None and self.sampler.problems:
+            doc["probe_problems"] = dict(self.sampler.problems)
+        if self.error is not None:
+            doc["error"] = self.error
+        from conncap.run.summary import summary_lines
+
+        doc["summary"] = summary_lines(doc)
+        return doc
+
+    def _plan_json(self) -> dict[str, Any]:
+        cfg = self.config
+        ports = [int(p) for p in self.server.ports] if self.server is not None else []
+        last = self.steps[-1].spec if self.steps else None
+        return {
+            "targets": [f"{cfg.host}:{p}" for p in ports],
+            "source_ips": list(last.source_ips) if last else [],
+            "workers": sum(s.plan.workers for s in self.steps if s.plan is not None),
+            "server_workers": self._server_workers,
+            "count": cfg.count,
+            "rate": cfg.rate,
+            "hold_s": cfg.plateau_s,
+            "timeout_s": cfg.timeout_s,
+            "bind_mode": "kernel",
+        }
+
+
+def _delta(now: Mapping[str, int], before: Mapping[str, int]) -> dict[str, int]:
+    out = {k: int(v) - int(before.get(k, 0)) for k, v in now.items()}
+    return {k: v for k, v in out.items() if v > 0}
+
+
+def _tl_delta(timeline: list[dict[str, Any]], key: str, start: int) -> int | None:
+    values = [s.get(key) for s in timeline[start:]]
+    nums = [v for v in values if isinstance(v, int)]
+    return nums[-1] - nums[0] if len(nums) >= 2 else None

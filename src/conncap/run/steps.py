@@ -1,0 +1,307 @@
+"""The steps of ``conncap run`` and what the model says of each. Pure: no sockets, no /proc.
+
+Step 1 ("ports") opens from one source IP to one server port, as a naive client does, until
+the first ceiling; on a default Linux host that is the ephemeral port range. Step 2
+("four-tuple") keeps those connections and adds more over several source IPs and server ports:
+every (source IP, destination port) pair is a fresh pool of ports, so the port ceiling lifts
+until the next limit or the requested count.
+
+A step's prediction and measured ceiling count connections held by the whole run (step 2's
+include step 1's), so that they compare with what the held curve shows.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from conncap import model
+from conncap.catalogue import Cause
+from conncap.errors import UsageError
+from conncap.limits import HostLimits
+
+#: Causes whose count the model knows exactly (no estimate): a miss there needs a reason.
+EXACT_CAUSES = frozenset({Cause.EPHEMERAL_PORTS, Cause.FILE_DESCRIPTORS})
+
+#: Descriptors a conncap client worker keeps besides its connections: stdin, stdout, stderr
+#: (the pipes to the parent) and its epoll (checked against a live worker in
+#: tests/integration/test_run.py). The model's descriptor bound uses it, so a descriptor
+#: ceiling is predicted exactly.
+WORKER_FDS = 4
+
+#: Head-room on worker counts: client workers race for ports unevenly, and SO_REUSEPORT
+#: spreads accepted connections over server workers by a hash, not evenly.
+CLIENT_MARGIN = 1.1
+SERVER_MARGIN = 1.25
+
+
+@dataclass(frozen=True, slots=True)
+class StepSpec:
+    """What one step connects: from which source IPs (empty: the kernel picks, no bind) to
+    which server ports on ``host``."""
+
+    name: str
+    title: str
+    host: str
+    ports: tuple[int, ...]
+    source_ips: tuple[str, ...] = ()
+
+    @property
+    def destinations(self) -> list[tuple[str, int]]:
+        return [(self.host, p) for p in self.ports]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "title": self.title,
+            "host": self.host,
+            "ports": list(self.ports),
+            "source_ips": list(self.source_ips),
+        }
+
+
+def source_addresses(first: str, n: int) -> tuple[str, ...]:
+    """``n`` consecutive addresses from ``first`` (127.0.0.1, 127.0.0.2, ...; Linux routes the
+    whole of 127.0.0.0/8 to itself). UsageError when they leave 127.0.0.0/8 for a loopback
+    start, or for IPv6 loopback, which has one address."""
+    if n < 1:
+        raise UsageError("--source-ips must be at least 1")
+    base = ipaddress.ip_address(first)
+    if base.version == 6:
+        if n > 1:
+            raise UsageError("IPv6 loopback has one address (::1): use --source-ips 1")
+        return (str(base),)
+    loop = ipaddress.ip_network("127.0.0.0/8")
+    last = ipaddress.ip_address(int(base) + n - 1)
+    if base in loop and last not in loop:
+        raise UsageError(f"--source-ips {n}: 127.0.0.0/8 has no room for {n} addresses")
+    return tuple(str(ipaddress.ip_address(int(base) + i)) for i in range(n))
+
+
+def plan_steps(
+    host: str, ports: Sequence[int], *, escalate: bool, source_ips: int
+) -> list[StepSpec]:
+    """Step 1 to ``ports[0]`` from one address (no bind); step 2 from ``source_ips`` addresses
+    to every port in ``ports``, when ``escalate``."""
+    if not ports:
+        raise UsageError("no server port")
+    steps = [StepSpec("ports", "one source IP to one server port", host, (ports[0],))]
+    if escalate:
+        srcs = source_addresses(host, source_ips)
+        title = (
+            f"{len(srcs)} source IP{'s' if len(srcs) > 1 else ''} × {len(ports)} server "
+            f"port{'s' if len(ports) > 1 else ''}: a new 4-tuple for every pair"
+        )
+        steps.append(StepSpec("four-tuple", title, host, tuple(ports), srcs))
+    return steps
+
+
+def workers_for(count: int, capacity: int, margin: float) -> int:
+    """Processes that hold ``count`` connections at ``capacity`` each, with ``margin``."""
+    if count <= 0:
+        return 1
+    return max(1, math.ceil(count * margin / max(1, capacity)))
+
+
+def step1_expected(count: int, port_pool: int | None) -> int:
+    """Connections step 1 should be ready to hold: the count, or the port pool if smaller
+    (with room to spare, so the ports bind before any descriptor limit does)."""
+    if port_pool is None:
+        return count
+    return min(count, port_pool)
+
+
+#: Fill a fresh port pool at most this far in step 2: Linux's connect() searches even ports
+#: first (odd ones are left for bind(), since 4.6), so once half of a pool is used every
+#: connect() walks the used half first and the rate falls from tens of thousands a second to
+#: about a thousand. More pairs, each less full, keep step 2 fast.
+POOL_FILL = 0.5
+#: Most source IPs and server ports ``auto`` picks for step 2.
+MAX_AUTO_FANOUT = 16
+
+
+def auto_fanout(count: int, port_pool: int | None) -> int:
+    """Source IPs and server ports (n of each, n × n pairs) step 2 uses when asked for ``auto``:
+    the fewest that hold what step 1 leaves of ``count`` with every new pool at most
+    :data:`POOL_FILL` full. Step 1's pool (one of the pairs) is full already."""
+    if port_pool is None or port_pool <= 0:
+        return 2
+    remaining = count - min(count, port_pool)
+    per_pool = max(1.0, port_pool * POOL_FILL)
+    n = 2
+    while n < MAX_AUTO_FANOUT and (n * n - 1) * per_pool < remaining:
+        n += 1
+    return n
+
+
+def model_plan(
+    spec: StepSpec,
+    *,
+    client_processes: int,
+    server_processes: int,
+    ports_in_use: int = 0,
+    bytes_per_conn: float | None = None,
+) -> model.Plan:
+    """The ceiling model's Plan for a step (the whole run's connections up to this step)."""
+    loopback = all(ipaddress.ip_address(h).is_loopback for h, _ in spec.destinations)
+    return model.Plan(
+        source_ips=max(1, len(spec.source_ips)),
+        destinations=len(spec.ports),
+        dst_ips=1,
+        client_processes=client_processes,
+        server_processes=server_processes,
+        bind="bind-no-port" if spec.source_ips else "none",
+        loopback=loopback,
+        bytes_per_conn=bytes_per_conn,
+        ports_in_use=ports_in_use,
+        fds_in_use_per_process=WORKER_FDS,
+        family="ipv6" if ":" in spec.host else "ipv4",
+        raise_nofile=True,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class StepPrediction:
+    """The model's answer for a step, its one-line description, and what one process would hit."""
+
+    doc: dict[str, Any]
+    line: str
+    single_process: dict[str, Any] | None = None
+
+    @property
+    def count(self) -> int | None:
+        c = self.doc.get("count")
+        return c if isinstance(c, int) else None
+
+    @property
+    def cause(self) -> str | None:
+        c = self.doc.get("cause")
+        return c if isinstance(c, str) else None
+
+    @property
+    def estimate(self) -> bool:
+        return bool(self.doc.get("estimate"))
+
+    def to_json(self) -> dict[str, Any]:
+        out = dict(self.doc)
+        out["line"] = self.line
+        if self.single_process is not None:
+            out["single_process"] = self.single_process
+        return out
+
+
+def predict_step(limits: HostLimits, plan: model.Plan) -> StepPrediction:
+    """``model.predict`` for the step, with the descriptor bound of a single client process
+    (what a program that does not spread over processes would hit)."""
+    pred = model.predict(limits, plan)
+    doc = model.to_json(pred)
+    single: dict[str, Any] | None = None
+    one = model.predict(limits, _replace_processes(plan, 1))
+    fd = next((b for b in one.client.bounds if b.cause is Cause.FILE_DESCRIPTORS), None)
+    if fd is not None and fd.count is not None:
+        single = {
+            "count": fd.count,
+            "cause": str(fd.cause),
+            "detail": fd.detail,
+            "binds_first": one.client.count == fd.count and one.client.cause is fd.cause,
+        }
+    return StepPrediction(doc=doc, line=model.describe(pred, plan), single_process=single)
+
+
+def _replace_processes(plan: model.Plan, n: int) -> model.Plan:
+    import dataclasses
+
+    return dataclasses.replace(plan, client_processes=n)
+
+
+@dataclass(frozen=True, slots=True)
+class Comparison:
+    """A measured ceiling against its prediction, in words."""
+
+    predicted: int | None
+    measured: int | None
+    exact: bool
+    matches: bool
+    text: str
+    reasons: tuple[str, ...] = field(default=())
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "predicted": self.predicted,
+            "measured": self.measured,
+            "difference": (
+                self.measured - self.predicted
+                if self.measured is not None and self.predicted is not None
+                else None
+            ),
+            "exact": self.exact,
+            "matches": self.matches,
+            "text": self.text,
+            "reasons": list(self.reasons),
+        }
+
+
+def compare(
+    prediction: StepPrediction,
+    *,
+    reached: bool,
+    measured: int | None,
+    cause: str | None,
+    requested: int,
+    stop_reason: str,
+    reasons: Sequence[str] = (),
+) -> Comparison:
+    """Compare a step's outcome with its prediction.
+
+    Ports and descriptors are counted exactly: "predicted 28,232, measured 28,232 ✓", or the
+    difference and ``reasons`` (why: other sockets held ports, ...). Memory is an estimate
+    (±5 % counts as a match). A step that ended for another reason (the count, the duration,
+    the memory guard, Ctrl-C) says so with the predicted ceiling still ahead.
+    """
+    p, pc = prediction.count, prediction.cause
+    why = tuple(reasons)
+    if not reached or measured is None:
+        if p is None:
+            return Comparison(None, measured, False, True, "no ceiling predicted or reached", why)
+        held = f"{measured:,}" if measured is not None else "nothing"
+        if stop_reason == "count":
+            lead = f"reached the requested {requested:,}"
+        else:
+            lead = f"stopped by {stop_reason} at {held}"
+        ok = measured is None or measured <= p
+        tail = "" if ok else " (more than predicted: the model is too low)"
+        text = f"{lead}, below the predicted ceiling of {p:,} ({pc}){tail}"
+        return Comparison(p, measured, False, ok, text, why)
+    if p is None:
+        return Comparison(
+            None,
+            measured,
+            False,
+            False,
+            f"measured {measured:,} ({cause}); the model predicted no ceiling",
+            why,
+        )
+    exact = pc in EXACT_CAUSES and not prediction.estimate
+    if cause != pc:
+        text = (
+            f"predicted {p:,} ({pc}), measured {measured:,} ({cause}): "
+            f"{cause} bound first, which the model did not foresee"
+        )
+        return Comparison(p, measured, exact, False, text, why)
+    diff = measured - p
+    if exact:
+        if diff == 0:
+            return Comparison(
+                p, measured, True, True, f"predicted {p:,}, measured {measured:,} ✓", why
+            )
+        detail = f" ({'; '.join(why)})" if why else ""
+        text = f"predicted {p:,}, measured {measured:,} ({diff:+,}){detail}"
+        return Comparison(p, measured, True, False, text, why)
+    share = diff / p if p else 0.0
+    ok = abs(share) <= 0.05
+    mark = " ✓" if ok else ""
+    text = f"predicted about {p:,} (estimate), measured {measured:,} ({share:+.1%}){mark}"
+    return Comparison(p, measured, False, ok, text, why)
