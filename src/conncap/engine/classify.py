@@ -1,0 +1,101 @@
+"""The engine's one door to the error catalogue: errno numbers -> names and causes.
+
+``conncap.catalogue`` is being completed in parallel; its ``classify``, ``errno_name`` and
+``advice`` are used when present, and the stable ``cause_of_errno`` / ``errno.errorcode``
+otherwise, so the engine works on either side of that change.
+"""
+
+from __future__ import annotations
+
+import errno as _errno
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+from conncap import catalogue
+from conncap.catalogue import Cause
+
+#: The counter key for "the peer closed" (an EOF carries no errno).
+EOF_NAME = "EOF"
+
+
+def errno_name(number: int) -> str:
+    """``EADDRNOTAVAIL`` for 99 on Linux; ``E<n>`` for numbers this OS does not name."""
+    if number == 0:
+        return EOF_NAME
+    fn = getattr(catalogue, "errno_name", None)
+    if fn is not None:
+        try:
+            return str(fn(number))
+        except (KeyError, ValueError):
+            pass
+    return _errno.errorcode.get(number, f"E{number}")
+
+
+def errno_number(name: str) -> int | None:
+    """Inverse of :func:`errno_name` for this OS (None when unknown)."""
+    if name == EOF_NAME:
+        return 0
+    value = getattr(_errno, name, None)
+    if isinstance(value, int):
+        return value
+    if name.startswith("E") and name[1:].isdigit():
+        return int(name[1:])
+    return None
+
+
+def classify(number: int, op: str) -> Cause:
+    """The cause id of an errno seen in ``op`` (connect, bind, socket, accept, timeout)."""
+    if number == 0:
+        return Cause.SERVER_CLOSED
+    if op == "timeout":
+        return Cause.TIMEOUT
+    fn = getattr(catalogue, "classify", None)
+    if fn is not None:
+        try:
+            return Cause(fn(number, op=op, platform=sys.platform))
+        except (KeyError, ValueError, TypeError):
+            pass
+    return catalogue.cause_of_errno(number)
+
+
+@dataclass(frozen=True, slots=True)
+class Advice:
+    """How to raise the limit behind a cause (from the catalogue when it has it)."""
+
+    knob: str
+    commands: tuple[str, ...]
+    windows: str
+
+
+def advice(cause: Cause) -> Advice:
+    """The catalogue's advice for ``cause`` on this OS, or an empty one until it lands."""
+    fn = getattr(catalogue, "advice", None)
+    if fn is not None:
+        os_name = "linux" if sys.platform.startswith("linux") else sys.platform
+        try:
+            a: Any = fn(cause, os_name)
+            return Advice(
+                knob=str(a.knob), commands=tuple(str(c) for c in a.commands), windows=str(a.windows)
+            )
+        except (KeyError, ValueError, TypeError, AttributeError):
+            pass
+    return Advice(knob="", commands=(), windows="")
+
+
+def by_name(counts: dict[str, int]) -> dict[str, int]:
+    """Worker counters keyed by errno number (as text) -> keyed by errno name."""
+    out: dict[str, int] = {}
+    for key, n in counts.items():
+        name = errno_name(int(key))
+        out[name] = out.get(name, 0) + int(n)
+    return out
+
+
+def by_cause(counts: dict[str, int], op: str) -> dict[str, int]:
+    """Worker counters keyed by errno number (as text) -> keyed by cause id."""
+    out: dict[str, int] = {}
+    for key, n in counts.items():
+        cause = str(classify(int(key), op))
+        out[cause] = out.get(cause, 0) + int(n)
+    return out

@@ -1,0 +1,282 @@
+"""``ClientPool``: worker processes that open and hold connections for one :class:`OpenPlan`.
+
+The count is split exactly over the workers; each worker cycles over every (source IP,
+destination) pair. The pool samples its workers every 0.25 s into a timeline and decides
+when the ramp is over: every worker has its share (``done``) or has hit a ceiling.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from conncap.engine import classify as cl
+from conncap.engine.plan import OpenPlan, check_plan
+from conncap.engine.procs import WorkerSet
+
+#: Seconds between two timeline samples.
+SAMPLE_INTERVAL = 0.25
+
+
+@dataclass(frozen=True, slots=True)
+class Ceiling:
+    """Where and why the run stopped opening."""
+
+    count: int
+    errno: str
+    cause: str
+    op: str
+    evidence: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "count": self.count,
+            "errno": self.errno,
+            "cause": self.cause,
+            "op": self.op,
+            "evidence": self.evidence,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class ClientStats:
+    """The pool's counters summed over its workers."""
+
+    t: float
+    requested: int
+    held: int
+    established: int
+    established_peak: int
+    attempts: int
+    inflight: int
+    failures: dict[str, int]
+    failures_by_cause: dict[str, int]
+    dropped: dict[str, int]
+    rate: float
+    phases: dict[str, int]
+    ramp_over: bool
+    ceiling: Ceiling | None
+    pids: list[int]
+    rss_bytes: int
+    workers: int
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class ClientPool:
+    """Opens ``plan.count`` connections over ``plan.workers`` processes (docs/engine.md)."""
+
+    def __init__(
+        self,
+        plan: OpenPlan,
+        *,
+        netns: str | None = None,
+        nofile: int | None = None,
+    ) -> None:
+        check_plan(plan)
+        self.plan = plan
+        self.netns = netns
+        self.nofile = nofile
+        self._set = WorkerSet(on_tick=self._sample, tick=SAMPLE_INTERVAL)
+
+        self._lock = threading.Lock()
+        self._timeline: list[dict[str, Any]] = []
+        self._t_go = 0.0
+        self._peak = 0
+        self._last_ok = 0
+        self._last_t = 0.0
+        self._rate = 0.0
+        self._final: ClientStats | None = None
+        self._started = False
+        self._held_at_ramp_end: int | None = None
+
+    def _config(self, index: int, quota: int) -> dict[str, Any]:
+        p = self.plan
+        return {
+            "role": "client",
+            "pairs": [list(x) for x in p.pairs()],
+            "quota": quota,
+            "rate": None if p.rate is None else p.rate / p.workers,
+            "window": p.window,
+            "timeout": p.timeout_s,
+            "bind_mode": p.bind_mode,
+            "slice": [index, p.workers],
+            "port_range": list(p.port_range) if p.port_range else None,
+            "streak": p.streak,
+            "nofile": self.nofile,
+            "autostart": False,
+        }
+
+    def start(self) -> None:
+        """Start every worker, wait until each is ready, then tell them all to go at once."""
+        quotas = self.plan.split(self.plan.workers)
+        try:
+            workers = [
+                self._set.spawn(self._config(i, q), self.netns) for i, q in enumerate(quotas)
+            ]
+            self._set.wait_ready(workers)
+        except BaseException:
+            self._set.stop(timeout=1.0)
+            raise
+        self._t_go = self._last_t = time.monotonic()
+        self._started = True
+        self._set.broadcast("go")
+
+    # ---- control ---------------------------------------------------------------------------
+
+    def pause(self) -> None:
+        """Stop opening new connections (held ones stay)."""
+        self._set.broadcast("pause")
+
+    def resume(self) -> None:
+        self._set.broadcast("resume")
+
+    def set_cap(self, held: int | None) -> None:
+        """Hold at most ``held`` connections in all (split over workers); None removes it."""
+        if held is None:
+            self._set.broadcast("cap -1")
+            return
+        base, extra = divmod(max(0, held), len(self._set.workers))
+        for i, w in enumerate(self._set.workers):
+            w.send(f"cap {base + (1 if i < extra else 0)}")
+
+    def pids(self) -> list[int]:
+        return self._set.pids()
+
+    # ---- observation -----------------------------------------------------------------------
+
+    def stats(self) -> ClientStats:
+        if self._final is not None:
+            return self._final
+        return self._aggregate(self._set.snapshot())
+
+    def timeline(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return list(self._timeline)
+
+    def ramp_over(self) -> bool:
+        snaps = self._set.snapshot()
+        return self._ramp_over(snaps)
+
+    def _ramp_over(self, snaps: list[dict[str, Any]]) -> bool:
+        if not self._started or not snaps:
+            return False
+        for w, s in zip(self._set.workers, snaps, strict=True):
+            if w.eof:
+                continue  # a dead worker opens nothing more
+            if s.get("phase") not in ("done", "ceiling", "stopped"):
+                return False
+        return True
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until the ramp is over (count reached or ceiling); False on timeout."""
+        return self._set.wait_until(self.ramp_over, timeout)
+
+    def _aggregate(self, snaps: list[dict[str, Any]]) -> ClientStats:
+        failures: dict[str, int] = {}
+        dropped: dict[str, int] = {}
+        phases: dict[str, int] = {}
+        for s in snaps:
+            for k, n in s.get("failures", {}).items():
+                failures[k] = failures.get(k, 0) + n
+            for k, n in s.get("dropped", {}).items():
+                dropped[k] = dropped.get(k, 0) + n
+            ph = str(s.get("phase", "starting"))
+            phases[ph] = phases.get(ph, 0) + 1
+        held = sum(s.get("held", 0) for s in snaps)
+        self._peak = max(self._peak, held)
+        over = self._ramp_over(snaps)
+        if over and self._held_at_ramp_end is None:
+            self._held_at_ramp_end = held
+        ceiling = self._ceiling(snaps, self._held_at_ramp_end or held) if over else None
+        return ClientStats(
+            t=time.monotonic() - self._t_go if self._started else 0.0,
+            requested=self.plan.count,
+            held=held,
+            established=sum(s.get("ok", 0) for s in snaps),
+            established_peak=max(self._peak, held),
+            attempts=sum(s.get("attempts", 0) for s in snaps),
+            inflight=sum(s.get("inflight", 0) for s in snaps),
+            failures=cl.by_name(failures),
+            failures_by_cause=cl.by_cause(failures, "connect"),
+            dropped=cl.by_name(dropped),
+            rate=self._rate,
+            phases=phases,
+            ramp_over=over,
+            ceiling=ceiling,
+            pids=self._set.pids(),
+            rss_bytes=sum(s.get("rss", 0) for s in snaps),
+            workers=len(snaps),
+        )
+
+    @staticmethod
+    def _ceiling(snaps: list[dict[str, Any]], held: int) -> Ceiling | None:
+        """The dominant ceiling over workers that reported one (most workers, then errno)."""
+        found: dict[tuple[int, str], list[str]] = {}
+        for s in snaps:
+            c = s.get("ceiling")
+            if c:
+                found.setdefault((int(c["errno"]), str(c.get("op", "connect"))), []).append(
+                    str(c.get("evidence", ""))
+                )
+        if not found:
+            return None
+        (code, op), evidence = max(found.items(), key=lambda kv: len(kv[1]))
+        cause = cl.classify(code, op)
+        return Ceiling(
+            count=held,
+            errno=cl.errno_name(code),
+            cause=str(cause),
+            op=op,
+            evidence=f"{evidence[0]} ({len(evidence)} of {len(snaps)} workers)",
+        )
+
+    def _sample(self) -> None:
+        """Reader-thread tick: one timeline sample (t, held, failures, rate, by cause)."""
+        if not self._started or self._final is not None:
+            return
+        snaps = [dict(w.last) for w in self._set.workers]
+        now = time.monotonic()
+        ok = sum(s.get("ok", 0) for s in snaps)
+        held = sum(s.get("held", 0) for s in snaps)
+        dt = now - self._last_t
+        if dt > 0:
+            self._rate = (ok - self._last_ok) / dt
+        self._last_ok, self._last_t = ok, now
+        self._peak = max(self._peak, held)
+        if self._held_at_ramp_end is None and self._ramp_over(snaps):
+            self._held_at_ramp_end = held
+        failures: dict[str, int] = {}
+        for s in snaps:
+            for k, n in s.get("failures", {}).items():
+                failures[k] = failures.get(k, 0) + n
+        sample = {
+            "t": round(now - self._t_go, 3),
+            "held": held,
+            "established": ok,
+            "failures": sum(failures.values()),
+            "rate": round(self._rate, 1),
+            "failures_by_cause": cl.by_cause(failures, "connect"),
+        }
+        with self._lock:
+            self._timeline.append(sample)
+
+    # ---- end -------------------------------------------------------------------------------
+
+    def stop(self, timeout: float = 2.0) -> ClientStats:
+        """Close every connection, reap the workers; the counters as they were at the stop."""
+        if self._final is not None:
+            return self._final
+        self._sample()
+        self._set.stop(timeout)
+        final = self._aggregate(self._set.snapshot())
+        self._final = final
+        return final
+
+    def __enter__(self) -> ClientPool:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

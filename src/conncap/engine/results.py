@@ -1,0 +1,167 @@
+"""The ``conncap.result/1`` document of an ``open`` run, and the model's prediction for a plan.
+
+``conncap.model`` is written in parallel: :func:`predict` uses it when it is importable and
+returns an "unknown" prediction with the reason otherwise, so ``open`` works either way.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import os
+import platform
+import socket
+import sys
+from typing import Any
+
+from conncap import __version__
+from conncap.catalogue import Cause
+from conncap.engine import classify as cl
+from conncap.engine.client import ClientStats
+from conncap.engine.plan import OpenPlan
+from conncap.result import SCHEMA
+
+
+def predict(
+    plan: OpenPlan,
+    nofile: int | None = None,
+    limits: Any = None,
+    *,
+    server_workers: int | None = None,
+) -> dict[str, Any]:
+    """``conncap.model.predict(read_limits(), Plan(...))`` as JSON, or unknown with a reason.
+
+    ``limits``: a HostLimits to use instead of this host's (a namespace's, in tests).
+    ``server_workers``: None when the server is not ours, then the client side's ceiling is
+    the prediction (``open`` measures the client); else the model's overall ceiling.
+    """
+    try:
+        from conncap import model
+    except ImportError as exc:
+        return {"count": None, "cause": None, "reason": f"model not available ({exc})"}
+    try:
+        if limits is None:
+            from conncap.limits import read_limits
+
+            limits = read_limits()
+        if nofile is not None:
+            from conncap.limits import Fact
+
+            limits = dataclasses.replace(
+                limits,
+                nofile_soft=Fact.of(nofile, "--nofile"),
+                nofile_hard=Fact.of(nofile, "--nofile"),
+            )
+        pred = model.predict(limits, model_plan(plan, server_workers))
+        doc = dict(model.to_json(pred))
+        if server_workers is None:
+            side = doc.get("client") or {}
+            doc["count"] = side.get("count")
+            doc["cause"] = side.get("cause")
+            doc["side"] = "client"
+            doc["bounds"] = side.get("bounds", doc.get("bounds"))
+        return doc
+    except Exception as exc:
+        return {"count": None, "cause": None, "reason": f"model failed: {exc}"}
+
+
+def model_plan(plan: OpenPlan, server_workers: int | None = None) -> Any:
+    """``conncap.model.Plan`` for an OpenPlan."""
+    from conncap import model
+
+    dests = plan.destinations()
+    bind: model.Bind
+    if plan.bind_mode == "explicit":
+        bind = "explicit"
+    elif plan.source_ips:
+        bind = "bind-no-port" if sys.platform.startswith("linux") else "bind"
+    else:
+        bind = "none"
+    return model.Plan(
+        source_ips=max(1, len(plan.source_ips)),
+        destinations=max(1, len(dests)),
+        dst_ips=max(1, len({h for h, _ in dests})),
+        client_processes=plan.workers,
+        server_processes=server_workers or 1,
+        bind=bind,
+        loopback=all(h.startswith("127.") or h == "::1" for h, _ in dests),
+        family="ipv6" if any(":" in h for h, _ in dests) else "ipv4",
+        raise_nofile=True,
+    )
+
+
+def host_info() -> dict[str, Any]:
+    return {
+        "hostname": socket.gethostname(),
+        "os": "linux" if sys.platform.startswith("linux") else sys.platform,
+        "kernel": platform.release(),
+        "cpu_count": os.cpu_count(),
+    }
+
+
+def ceiling_json(stats: ClientStats) -> dict[str, Any]:
+    """The ``ceiling`` object: what stopped the ramp and how to raise it."""
+    c = stats.ceiling
+    if c is None:
+        return {
+            "reached": False,
+            "count": None,
+            "cause": None,
+            "errno": None,
+            "knob": None,
+            "advice": [],
+            "windows": None,
+            "evidence": None,
+        }
+    adv = cl.advice(Cause(c.cause))
+    return {
+        "reached": True,
+        "count": c.count,
+        "cause": c.cause,
+        "errno": c.errno,
+        "op": c.op,
+        "knob": adv.knob or None,
+        "advice": list(adv.commands),
+        "windows": adv.windows or None,
+        "evidence": c.evidence,
+    }
+
+
+def open_result(
+    plan: OpenPlan,
+    stats: ClientStats,
+    timeline: list[dict[str, Any]],
+    *,
+    started_at: _dt.datetime,
+    duration_s: float,
+    stop_reason: str,
+    prediction: dict[str, Any],
+    notes: list[str] | None = None,
+) -> dict[str, Any]:
+    """The conncap.result/1 document of one ``open`` run (docs/result-schema.md)."""
+    return {
+        "schema": SCHEMA,
+        "conncap_version": __version__,
+        "command": "open",
+        "started_at": started_at.astimezone(_dt.UTC).isoformat(timespec="seconds"),
+        "duration_s": round(duration_s, 3),
+        "host": host_info(),
+        "plan": plan.to_json(),
+        "requested": plan.count,
+        "established_peak": stats.established_peak,
+        "held_at_end": stats.held,
+        "attempts": stats.attempts,
+        "failures": stats.failures,
+        "failures_by_cause": stats.failures_by_cause,
+        "dropped": stats.dropped,
+        "stop_reason": stop_reason,
+        "ceiling": ceiling_json(stats),
+        "prediction": prediction,
+        "timeline": timeline,
+        "client": {
+            "workers": stats.workers,
+            "rss_bytes": stats.rss_bytes,
+            "established": stats.established,
+        },
+        "notes": notes or [],
+    }

@@ -1,0 +1,179 @@
+"""``ServerPool``: worker processes that accept and hold connections on one or many ports.
+
+Workers share a port through SO_REUSEPORT (the kernel spreads new connections over them),
+so each is bound by its own RLIMIT_NOFILE and together they hold what one process cannot.
+With many ports (more than :data:`SHARE_MAX`), the ports are split over the workers instead.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from conncap.engine import classify as cl
+from conncap.engine.procs import WorkerSet
+from conncap.errors import UsageError
+
+#: Up to this many ports, every worker listens on every port; above, ports are split.
+SHARE_MAX = 64
+
+
+@dataclass(frozen=True, slots=True)
+class ServerStats:
+    """The pool's counters summed over its workers (``per_source_ip``: connections held)."""
+
+    t: float
+    held: int
+    accepted: int
+    closed: int
+    resets: int
+    errors: dict[str, int]
+    errors_by_cause: dict[str, int]
+    per_source_ip: dict[str, int]
+    pids: list[int]
+    ports: list[int]
+    rss_bytes: int
+    backoffs: int
+    paused_workers: int
+    workers: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        """The ``server`` object of conncap.result/1."""
+        return {
+            "held": self.held,
+            "accepted": self.accepted,
+            "closed": self.closed,
+            "resets": self.resets,
+            "errors": self.errors_by_cause,
+            "errors_by_errno": self.errors,
+            "per_source_ip": self.per_source_ip,
+            "workers": self.workers,
+            "ports": self.ports,
+            "rss_bytes": self.rss_bytes,
+            "backoffs": self.backoffs,
+        }
+
+
+class ServerPool:
+    """Holding server over ``workers`` processes (see docs/engine.md)."""
+
+    def __init__(
+        self,
+        *,
+        bind: str = "127.0.0.1",
+        ports: Sequence[int] = (0,),
+        workers: int = 1,
+        backlog: int | None = None,
+        mode: str = "hold",
+        nofile: int | None = None,
+        netns: str | None = None,
+        coalesce: float | None = None,
+    ) -> None:
+        if workers < 1:
+            raise UsageError("--workers must be at least 1")
+        if mode not in ("hold", "echo"):
+            raise UsageError(f"--mode must be hold or echo, not {mode!r}")
+        if not ports:
+            raise UsageError("no port to listen on")
+        if any(not 0 <= p <= 65535 for p in ports):
+            raise UsageError("ports are 0-65535 (0 = the kernel picks one)")
+        self.bind = bind
+        self.requested_ports = list(ports)
+        self.workers = workers
+        self.backlog = backlog
+        self.mode = mode
+        self.nofile = nofile
+        self.netns = netns
+        self.coalesce = coalesce
+        self.ports: list[int] = []
+        self._set = WorkerSet()
+        self._t0 = 0.0
+        self._final: ServerStats | None = None
+
+    def _config(self, ports: list[int]) -> dict[str, Any]:
+        return {
+            "role": "server",
+            "bind": self.bind,
+            "ports": ports,
+            "backlog": self.backlog,
+            "mode": self.mode,
+            "nofile": self.nofile,
+            "reuseport": True,
+            **({} if self.coalesce is None else {"coalesce": self.coalesce}),
+        }
+
+    def start(self) -> None:
+        """Start the workers; returns once every one listens (``.ports`` has real ports)."""
+        self._t0 = time.monotonic()
+        try:
+            ports = self.requested_ports
+            split = self.workers > 1 and len(ports) > SHARE_MAX and 0 not in ports
+            if split:
+                shares = [ports[i :: self.workers] for i in range(self.workers)]
+                started = [self._set.spawn(self._config(s), self.netns) for s in shares if s]
+                self._set.wait_ready(started)
+                self.ports = sorted(p for w in started for p in (w.ready or {})["ports"])
+                return
+            first = self._set.spawn(self._config(ports), self.netns)
+            self._set.wait_ready([first])
+            assert first.ready is not None
+            self.ports = [int(p) for p in first.ready["ports"]]
+            rest = [
+                self._set.spawn(self._config(self.ports), self.netns)
+                for _ in range(self.workers - 1)
+            ]
+            self._set.wait_ready(rest)
+        except BaseException:
+            self._set.stop(timeout=1.0)
+            raise
+
+    def pids(self) -> list[int]:
+        return self._set.pids()
+
+    def stats(self) -> ServerStats:
+        if self._final is not None:
+            return self._final
+        return self._aggregate(self._set.snapshot())
+
+    def _aggregate(self, snaps: list[dict[str, Any]]) -> ServerStats:
+        errors: dict[str, int] = {}
+        per_ip: dict[str, int] = {}
+        for s in snaps:
+            for k, n in s.get("errors", {}).items():
+                errors[k] = errors.get(k, 0) + n
+            for ip, n in s.get("per_ip", {}).items():
+                per_ip[ip] = per_ip.get(ip, 0) + n
+        return ServerStats(
+            t=time.monotonic() - self._t0,
+            held=sum(s.get("held", 0) for s in snaps),
+            accepted=sum(s.get("accepted", 0) for s in snaps),
+            closed=sum(s.get("closed", 0) for s in snaps),
+            resets=sum(s.get("resets", 0) for s in snaps),
+            errors=cl.by_name(errors),
+            errors_by_cause=cl.by_cause(errors, "accept"),
+            per_source_ip=dict(sorted(per_ip.items())),
+            pids=self._set.pids(),
+            ports=list(self.ports),
+            rss_bytes=sum(s.get("rss", 0) for s in snaps),
+            backoffs=sum(s.get("backoffs", 0) for s in snaps),
+            paused_workers=sum(1 for s in snaps if s.get("paused")),
+            workers=len(snaps),
+        )
+
+    def stop(self, timeout: float = 2.0) -> ServerStats:
+        """Close everything and reap the workers (killing our own stragglers at ``timeout``)."""
+        if self._final is not None:
+            return self._final
+        self._set.stop(timeout)
+        self._final = self._aggregate(self._set.snapshot())
+        return self._final
+
+    def __enter__(self) -> ServerPool:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -1,0 +1,101 @@
+"""Worker process entry point: ``python -m conncap.engine.worker CONFIG_JSON``.
+
+Sets itself up (dies with its parent, ignores the terminal's SIGINT, takes the descriptor
+limit it was given), then runs the acceptor (``role: server``) or the connector
+(``role: client``) until told to stop. Talks to its parent as described in
+:mod:`conncap.engine.protocol`. Imports only the standard library, to start fast.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+from typing import Any
+
+from conncap.engine import protocol
+
+#: Descriptors a worker keeps for itself (stdio, epoll, the interpreter's own).
+RESERVED_FDS = 32
+
+
+def die_with_parent() -> None:
+    """PR_SET_PDEATHSIG(SIGKILL) on Linux: the kernel kills us when the parent dies."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        pr_set_pdeathsig = 1
+        libc.prctl(pr_set_pdeathsig, int(signal.SIGKILL), 0, 0, 0)
+    except (OSError, AttributeError):  # no libc prctl: stdin EOF still stops us
+        pass
+
+
+def set_nofile(nofile: int | None) -> int:
+    """Soft RLIMIT_NOFILE to ``nofile`` (lowering) or to the hard limit; returns the soft limit."""
+    try:
+        import resource
+    except ImportError:  # Windows: no rlimits
+        return 1 << 20
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = hard if nofile is None else nofile
+    if hard != resource.RLIM_INFINITY:
+        want = min(want, hard)
+    if want != soft:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+            soft = want
+        except (ValueError, OSError):
+            pass
+    if soft == resource.RLIM_INFINITY:
+        return 1 << 20
+    return int(soft)
+
+
+def emit(kind: str, **fields: Any) -> None:
+    """Write one protocol line on stdout (fd 1), whole, blocking."""
+    data = protocol.encode(kind, fields)
+    view = memoryview(data)
+    while view:
+        try:
+            n = os.write(1, view)
+        except InterruptedError:
+            continue
+        except BrokenPipeError:
+            raise SystemExit(0) from None
+        view = view[n:]
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        sys.stderr.write("usage: python -m conncap.engine.worker CONFIG_JSON\n")
+        return 2
+    config: dict[str, Any] = json.loads(args[0])
+    die_with_parent()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when we stop
+    limit = set_nofile(config.get("nofile"))
+    config["_nofile"] = limit
+    os.set_blocking(0, False)
+    role = config.get("role")
+    try:
+        if role == "server":
+            from conncap.engine.acceptor import main as serve_main
+
+            return serve_main(config, emit)
+        if role == "client":
+            from conncap.engine.connector import main as connect_main
+
+            return connect_main(config, emit)
+    except OSError as exc:
+        emit("err", errno=exc.errno, msg=str(exc))
+        return 1
+    emit("err", errno=None, msg=f"unknown role {role!r}")
+    return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
