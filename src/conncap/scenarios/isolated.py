@@ -1,0 +1,380 @@
+"""The two-namespace set-up behind ``conncap run --isolated`` (and every scenario's limits).
+
+A client host and a server host, each its own network namespace, joined by a veth pair; the
+port range, somaxconn and SYN backlog are set inside the namespaces only, and the descriptor
+limits are handed to the engine's worker pools (RLIMIT_NOFILE is per process, not per
+namespace). The run command uses it like this::
+
+    from conncap.scenarios.isolated import isolated_pair, settings_from_args
+
+    settings = settings_from_args(args)            # None without --isolated
+    with isolated_pair(settings) as pair:          # namespaces exist only inside this block
+        server = ServerPool(bind=pair.server_ip, netns=pair.server_netns,
+                            nofile=pair.server_nofile, workers=...)
+        client = ClientPool(plan_to(pair.server_ip, pair.source_ips),
+                            netns=pair.client_netns, nofile=pair.client_nofile)
+        probes.netstat_counters(reader=pair.server_reader())   # ListenOverflows inside
+        limits = pair.client_limits()                           # HostLimits as seen inside
+
+:func:`namespace_limits` and :func:`predict_sides` give the model the limits as a namespace
+sees them, with a different descriptor limit for each side.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from conncap.errors import UsageError
+
+if TYPE_CHECKING:
+    from conncap import model
+    from conncap.limits import HostLimits
+    from conncap.netns import Host, Topology
+    from conncap.probes import Reader
+
+#: Fewest descriptors a worker can run with (stdio, epoll, listener, the interpreter's own).
+MIN_NOFILE = 64
+
+
+@dataclass(frozen=True, slots=True)
+class IsolatedSettings:
+    """What ``--isolated`` changes, inside the namespaces or the worker processes only."""
+
+    port_range: tuple[int, int] | None = None
+    """The client namespace's net.ipv4.ip_local_port_range."""
+    somaxconn: int | None = None
+    """The server namespace's net.core.somaxconn."""
+    max_syn_backlog: int | None = None
+    """The server namespace's net.ipv4.tcp_max_syn_backlog."""
+    server_nofile: int | None = None
+    """RLIMIT_NOFILE of each server worker (None: the hard limit)."""
+    client_nofile: int | None = None
+    """RLIMIT_NOFILE of each client worker (None: the hard limit)."""
+    extra_source_ips: int = 0
+    """Source addresses the client gets besides its own (198.19.0.0/16)."""
+
+    def __post_init__(self) -> None:
+        if self.port_range is not None:
+            lo, hi = self.port_range
+            if not 1 <= lo <= hi <= 65535:
+                raise UsageError(f"--port-range {lo}-{hi}: need 1 <= LO <= HI <= 65535")
+        for name in ("somaxconn", "max_syn_backlog"):
+            v = getattr(self, name)
+            if v is not None and v < 1:
+                raise UsageError(f"--{name.replace('_', '-')} must be at least 1, not {v}")
+        for name in ("server_nofile", "client_nofile"):
+            v = getattr(self, name)
+            if v is not None:
+                check_nofile(v, f"--{name.replace('_', '-')}")
+        if self.extra_source_ips < 0:
+            raise UsageError("the number of extra source IPs cannot be negative")
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "port_range": list(self.port_range) if self.port_range else None,
+            "somaxconn": self.somaxconn,
+            "max_syn_backlog": self.max_syn_backlog,
+            "server_nofile": self.server_nofile,
+            "client_nofile": self.client_nofile,
+            "extra_source_ips": self.extra_source_ips,
+        }
+
+
+def nofile_hard() -> int:
+    """This process's hard RLIMIT_NOFILE: no worker can go above it without CAP_SYS_RESOURCE."""
+    from conncap.engine.plan import nofile_hard as hard
+
+    return hard()
+
+
+def check_nofile(value: int, flag: str) -> int:
+    """A per-process descriptor limit a worker can really take, or a one-line UsageError."""
+    hard = nofile_hard()
+    if value < MIN_NOFILE:
+        raise UsageError(f"{flag} {value} is too small: a worker needs at least {MIN_NOFILE}")
+    if value > hard:
+        raise UsageError(
+            f"{flag} {value:,} is above this process's hard limit {hard:,} (ulimit -Hn), "
+            "which cannot be raised without CAP_SYS_RESOURCE; give a smaller value and "
+            "conncap spreads the connections over more worker processes"
+        )
+    return value
+
+
+def parse_port_range(text: str) -> tuple[int, int]:
+    """``LO-HI`` -> (LO, HI) for --port-range."""
+    lo_s, sep, hi_s = text.partition("-")
+    try:
+        lo, hi = int(lo_s), int(hi_s)
+    except ValueError:
+        raise UsageError(f"--port-range {text!r}: write LO-HI, e.g. 1024-5000") from None
+    if not sep or not 1 <= lo <= hi <= 65535:
+        raise UsageError(f"--port-range {text!r}: need 1 <= LO <= HI <= 65535, e.g. 1024-5000")
+    return lo, hi
+
+
+def add_isolated_arguments(parser: argparse.ArgumentParser, *, nofile_flags: bool = False) -> None:
+    """``--isolated`` and the namespace settings it applies (for ``conncap run``). With
+    ``nofile_flags`` also ``--client-nofile``/``--server-nofile`` (a command that has its
+    own, as ``run`` does, leaves them out; :func:`settings_from_args` reads them either way)."""
+    g = parser.add_argument_group("isolated mode (network namespaces; needs root)")
+    g.add_argument(
+        "--isolated",
+        action="store_true",
+        help="run client and server in two network namespaces joined by a veth, with the "
+        "settings below applied inside them only (the host is not changed)",
+    )
+    g.add_argument("--port-range", metavar="LO-HI", help="the client's ip_local_port_range")
+    g.add_argument("--somaxconn", type=int, metavar="N", help="the server's net.core.somaxconn")
+    g.add_argument(
+        "--max-syn-backlog", type=int, metavar="N", help="the server's tcp_max_syn_backlog"
+    )
+    if nofile_flags:
+        g.add_argument(
+            "--server-nofile", type=int, metavar="N", help="each server worker's ulimit -n"
+        )
+        g.add_argument(
+            "--client-nofile", type=int, metavar="N", help="each client worker's ulimit -n"
+        )
+
+
+#: Flags that change a namespace, so they need --isolated.
+NAMESPACE_FLAGS = ("port_range", "somaxconn", "max_syn_backlog")
+
+
+def settings_from_args(args: argparse.Namespace) -> IsolatedSettings | None:
+    """The settings of ``--isolated``; None without it (then the namespace flags are
+    refused: conncap never changes the host's own settings)."""
+    given = [f for f in NAMESPACE_FLAGS if getattr(args, f, None) is not None]
+    if not getattr(args, "isolated", False):
+        if given:
+            flag = "--" + given[0].replace("_", "-")
+            raise UsageError(
+                f"{flag} changes a namespace conncap creates: add --isolated (conncap never "
+                "changes the host's own settings)"
+            )
+        return None
+    pr = getattr(args, "port_range", None)
+    return IsolatedSettings(
+        port_range=parse_port_range(pr) if pr is not None else None,
+        somaxconn=getattr(args, "somaxconn", None),
+        max_syn_backlog=getattr(args, "max_syn_backlog", None),
+        server_nofile=getattr(args, "server_nofile", None),
+        client_nofile=getattr(args, "client_nofile", None),
+    )
+
+
+@dataclass
+class IsolatedPair:
+    """A client and a server namespace, ready for the engine's pools."""
+
+    topology: Topology
+    client: Host
+    server: Host
+    client_ip: str
+    server_ip: str
+    source_ips: tuple[str, ...]
+    """Every address the client may bind: ``client_ip`` first, then the extra ones."""
+    settings: IsolatedSettings
+
+    @property
+    def client_netns(self) -> str:
+        return self.client.name
+
+    @property
+    def server_netns(self) -> str:
+        return self.server.name
+
+    @property
+    def client_nofile(self) -> int | None:
+        return self.settings.client_nofile
+
+    @property
+    def server_nofile(self) -> int | None:
+        return self.settings.server_nofile
+
+    def client_reader(self) -> Reader:
+        """Reads /proc files as the client's namespace sees them (for conncap.probes)."""
+        from conncap.probes import netns_reader
+
+        return netns_reader(self.client.name)
+
+    def server_reader(self) -> Reader:
+        from conncap.probes import netns_reader
+
+        return netns_reader(self.server.name)
+
+    def client_limits(self, base: HostLimits | None = None) -> HostLimits:
+        """HostLimits as a client worker sees them (range, nofile) for the model."""
+        return namespace_limits(self.topology, self.client, self.client_nofile, base)
+
+    def server_limits(self, base: HostLimits | None = None) -> HostLimits:
+        return namespace_limits(self.topology, self.server, self.server_nofile, base)
+
+    def add_source_ips(self, n: int) -> tuple[str, ...]:
+        """Make sure the client has ``n`` source addresses (its own first, then /32s from
+        198.19.0.0/16, which the server routes via the client); returns all of them. For a
+        run that decides how many it needs after the pair is built."""
+        from ipaddress import IPv4Network
+
+        from conncap.netns.naming import SOURCE_BLOCK
+
+        have = list(self.source_ips)
+        if n <= len(have):
+            return tuple(have[:n])
+        if n - 1 > SOURCE_BLOCK.num_addresses - 2:
+            raise UsageError(
+                f"at most {SOURCE_BLOCK.num_addresses - 1:,} source IPs in isolated mode"
+            )
+        extras = [a for a in have if IPv4Network(a).subnet_of(SOURCE_BLOCK)]
+        hosts = SOURCE_BLOCK.hosts()
+        wanted = [str(a) for _, a in zip(range(n - 1), hosts, strict=False)]
+        new = [a for a in wanted if a not in extras]
+        self.topology.add_addresses(self.client, [f"{a}/32" for a in new])
+        self.topology.route(self.server, str(SOURCE_BLOCK), via=self.client_ip)
+        self.source_ips = (self.client_ip, *wanted)
+        return self.source_ips
+
+    def describe(self) -> list[str]:
+        """Lines for the run's output: what lives where, and what was set."""
+        s = self.settings
+        lines = [
+            f"client namespace {self.client.name} ({', '.join(self.source_ips)}) -> server "
+            f"namespace {self.server.name} ({self.server_ip}), one veth"
+        ]
+        set_: list[str] = []
+        if s.port_range:
+            set_.append(f"client ip_local_port_range {s.port_range[0]}-{s.port_range[1]}")
+        if s.somaxconn is not None:
+            set_.append(f"server somaxconn {s.somaxconn}")
+        if s.max_syn_backlog is not None:
+            set_.append(f"server tcp_max_syn_backlog {s.max_syn_backlog}")
+        if s.client_nofile is not None:
+            set_.append(f"client workers ulimit -n {s.client_nofile}")
+        if s.server_nofile is not None:
+            set_.append(f"server workers ulimit -n {s.server_nofile}")
+        if set_:
+            lines.append("set inside the namespaces only: " + ", ".join(set_))
+        return lines
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "client_netns": self.client.name,
+            "server_netns": self.server.name,
+            "client_ip": self.client_ip,
+            "server_ip": self.server_ip,
+            "source_ips": list(self.source_ips),
+            "settings": self.settings.to_json(),
+        }
+
+
+def setup_pair(topo: Topology, settings: IsolatedSettings) -> IsolatedPair:
+    """Build the client/server namespaces in an open ``topo`` with ``settings`` applied."""
+    cs = topo.client_server(
+        port_range=settings.port_range,
+        somaxconn=settings.somaxconn,
+        max_syn_backlog=settings.max_syn_backlog,
+        extra_client_ips=settings.extra_source_ips,
+    )
+    return IsolatedPair(
+        topo, cs.client, cs.server, cs.client_ip, cs.server_ip, cs.source_ips, settings
+    )
+
+
+@contextmanager
+def isolated_pair(settings: IsolatedSettings | None = None) -> Iterator[IsolatedPair]:
+    """A fresh topology with the pair in it; everything is removed when the block ends
+    (normally, on an error, on Ctrl-C or SIGTERM). Needs root: otherwise RunFailed with
+    one line saying what is missing (``conncap.netns.check_support``)."""
+    from conncap.netns import Topology
+
+    with Topology() as topo:
+        yield setup_pair(topo, settings or IsolatedSettings())
+
+
+# --- limits as seen inside a namespace ------------------------------------------------------------
+
+
+def _ints(text: str) -> list[int]:
+    return [int(t) for t in text.replace(",", " ").split() if t.lstrip("-").isdigit()]
+
+
+def _reserved(text: str) -> tuple[tuple[int, int], ...]:
+    out: list[tuple[int, int]] = []
+    for part in filter(None, (p.strip() for p in text.strip().split(","))):
+        lo, _, hi = part.partition("-")
+        out.append((int(lo), int(hi or lo)))
+    return tuple(out)
+
+
+def namespace_limits(
+    topo: Topology, host: Host, nofile: int | None, base: HostLimits | None = None
+) -> HostLimits:
+    """The host's limits with every per-namespace fact read inside ``host`` (port range,
+    reserved ports, somaxconn, SYN backlog, conntrack entries) and the descriptor limit a
+    worker there gets (``nofile``, else the hard limit)."""
+    from conncap.limits import Fact, read_limits
+
+    limits = base if base is not None else read_limits()
+    script = (
+        "for k in ipv4/ip_local_port_range ipv4/ip_local_reserved_ports core/somaxconn "
+        "ipv4/tcp_max_syn_backlog netfilter/nf_conntrack_count; do "
+        'printf "%s=" "$k"; tr "\\t\\n" "  " < /proc/sys/net/$k 2>/dev/null; echo; done'
+    )
+    out = topo.run(host, ["sh", "-c", script]).stdout
+    raw = dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+    where = f"inside {host.name}"
+    changes: dict[str, Any] = {}
+    pr = _ints(raw.get("ipv4/ip_local_port_range", ""))
+    if len(pr) == 2:
+        changes["port_range"] = Fact.of((pr[0], pr[1]), f"net.ipv4.ip_local_port_range {where}")
+    text = raw.get("ipv4/ip_local_reserved_ports")
+    if text is not None:
+        with suppress(ValueError):
+            changes["reserved_ports"] = Fact.of(_reserved(text), f"ip_local_reserved_ports {where}")
+    for key, name in (
+        ("core/somaxconn", "somaxconn"),
+        ("ipv4/tcp_max_syn_backlog", "tcp_max_syn_backlog"),
+    ):
+        v = _ints(raw.get(key, ""))
+        if v:
+            changes[name] = Fact.of(v[0], f"net.{key.replace('/', '.')} {where}")
+    ct = _ints(raw.get("netfilter/nf_conntrack_count", ""))
+    if ct:
+        changes["conntrack_count"] = Fact.of(ct[0], f"nf_conntrack_count {where}")
+    limit = nofile if nofile is not None else nofile_hard()
+    src = "the worker's RLIMIT_NOFILE" if nofile is not None else "ulimit -Hn"
+    changes["nofile_soft"] = Fact.of(limit, src)
+    changes["nofile_hard"] = Fact.of(limit, src)
+    return dataclasses.replace(limits, **changes)
+
+
+def predict_sides(
+    client_limits: HostLimits, server_limits: HostLimits, plan: model.Plan
+) -> dict[str, Any]:
+    """The model's prediction (conncap.result/1 ``prediction``) when client and server are
+    different hosts: the client's ceiling from the client's limits, the server's from the
+    server's, the overall the lower of the two (the client on a tie)."""
+    try:
+        from conncap import model
+
+        c = model.predict(client_limits, plan)
+        s = model.predict(server_limits, plan)
+        overall = s.server if _lower(s.server.count, c.client.count) else c.client
+        # The backlog note is about the server's listener: take it from the server's limits.
+        notes = tuple(x for x in c.notes if not x.startswith("backlog")) + tuple(
+            x for x in s.notes if x.startswith("backlog")
+        )
+        pred = model.Prediction(c.client, s.server, overall, notes)
+        return model.to_json(pred)
+    except Exception as exc:  # a model problem must not stop the measurement
+        return {"count": None, "cause": None, "reason": f"model failed: {exc}"}
+
+
+def _lower(a: int | None, b: int | None) -> bool:
+    return a is not None and (b is None or a < b)

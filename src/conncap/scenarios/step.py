@@ -1,0 +1,105 @@
+"""One step of a scenario as data: what was launched (:class:`Launch`), what was measured
+(:class:`Step`), and the server-side account of where the client's connections are."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from conncap.scenarios.expect import n
+
+if TYPE_CHECKING:
+    from conncap.engine import ClientPool, ClientStats, OpenPlan
+    from conncap.netns import Host
+
+
+@dataclass(frozen=True)
+class Launch:
+    """One client pool of a step: which namespace, which plan, which descriptor limit."""
+
+    host: Host
+    plan: OpenPlan
+    nofile: int | None = None
+
+
+@dataclass
+class Step:
+    """One measured step: what was asked, what the client and the server saw, and why it
+    stopped. ``pools`` stay open (holding) until :meth:`ScenarioRun.release`."""
+
+    name: str
+    title: str
+    t_start: float
+    t_end: float
+    requested: int
+    held: int
+    established_peak: int
+    attempts: int
+    failures: dict[str, int]
+    failures_by_cause: dict[str, int]
+    ceiling: dict[str, Any]
+    prediction: dict[str, Any]
+    attribution: dict[str, str]
+    server: dict[str, Any]
+    counters: dict[str, int | None]
+    plan: dict[str, Any]
+    stop_reason: str
+    observed: dict[str, Any] = field(default_factory=dict)
+    pools: list[ClientPool] = field(default_factory=list, repr=False)
+    client_stats: list[ClientStats] = field(default_factory=list, repr=False)
+
+    @property
+    def errno(self) -> str | None:
+        e = self.ceiling.get("errno")
+        return str(e) if e else None
+
+    @property
+    def cause(self) -> str | None:
+        c = self.ceiling.get("cause")
+        return str(c) if c else None
+
+    @property
+    def server_held(self) -> int | None:
+        v = self.server.get("held")
+        return int(v) if isinstance(v, int) else None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "title": self.title,
+            "plan": self.plan,
+            "t_start": round(self.t_start, 3),
+            "t_end": round(self.t_end, 3),
+            "requested": self.requested,
+            "held": self.held,
+            "established_peak": self.established_peak,
+            "attempts": self.attempts,
+            "failures": self.failures,
+            "failures_by_cause": self.failures_by_cause,
+            "stop_reason": self.stop_reason,
+            "ceiling": self.ceiling,
+            "prediction": self.prediction,
+            "attribution": self.attribution,
+            "server": self.server,
+            "counters": self.counters,
+            "observed": self.observed,
+        }
+
+
+def side_line(side: Mapping[str, int | None]) -> str:
+    """'client holds 316: 251 accepted, 65 in the accept queue (backlog 64), none in
+    SYN-RECV, none half-open'."""
+    half = side.get("half_open")
+    syn = side.get("syn_recv")
+    why = (
+        " (established at the client only: SYN cookies whose last ACK met a full queue)"
+        if half
+        else ""
+    )
+    return (
+        f"client holds {n(side.get('client_held'))}: {n(side.get('server_accepted'))} "
+        f"accepted, {n(side.get('accept_queue'))} in the accept queue (backlog "
+        f"{n(side.get('backlog'))}), {n(syn) if syn else 'none'} in SYN-RECV, "
+        f"{n(half) if half else 'none'} half-open{why}"
+    )
