@@ -67,6 +67,27 @@ def test_connector_opens_exactly_the_count_over_sources(listener: socket.socket)
         c.close_all()
 
 
+def test_rate_spends_one_token_per_attempt(listener: socket.socket) -> None:
+    """--rate R opens at most about R per second of the connector's clock (a fake clock here:
+    one simulated second in 100 steps of 10 ms, however fast the steps really run)."""
+    port = listener.getsockname()[1]
+    now = [0.0]
+    c = Connector(
+        [Pair(None, "127.0.0.1", port)], 1000, rate=100, max_fd=4096, clock=lambda: now[0]
+    )
+    try:
+        for _ in range(100):
+            now[0] += 0.01
+            c.step(0.0)
+            drain(listener)
+        # 100 tokens accrue over the simulated second, plus a burst of at most rate/10.
+        assert 90 <= c.attempts <= 110
+    finally:
+        for conn, _ in drain(listener):
+            conn.close()
+        c.close_all()
+
+
 class FakeFactory:
     """Real sockets, except that connect() fails with ``code`` from attempt ``after`` on."""
 
@@ -320,3 +341,16 @@ def test_echo_mode_echoes(listener: socket.socket) -> None:
     finally:
         c.close()
         acc.close_all()
+
+
+def test_coalescing_only_with_a_deep_accept_queue(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A small backlog is accepted at once: waiting 20 ms would overflow it (ListenOverflows)."""
+    from conncap.engine import acceptor
+
+    monkeypatch.setattr(acceptor, "read_somaxconn", lambda default=4096: 4096)
+    assert acceptor.effective_coalesce(None, None) == acceptor.DEFAULT_COALESCE
+    assert acceptor.effective_coalesce(None, 16) == 0.0
+    assert acceptor.effective_coalesce(None, 65535) == acceptor.DEFAULT_COALESCE  # capped: 4096
+    assert acceptor.effective_coalesce(0.005, 16) == 0.005
+    monkeypatch.setattr(acceptor, "read_somaxconn", lambda default=4096: 128)
+    assert acceptor.effective_coalesce(None, None) == 0.0

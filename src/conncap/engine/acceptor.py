@@ -9,6 +9,12 @@ Exhaustion is a result: accept() failing with EMFILE, ENFILE, ENOBUFS or ENOMEM 
 the listeners are switched off in epoll (so a full accept queue does not spin the loop) and
 switched on again after a backoff (10 ms doubling to 250 ms) or as soon as a held connection
 closes and frees a descriptor. trio's ``ACCEPT_CAPACITY_ERRNOS`` is the model.
+
+While busy, the loop wakes at most every ``coalesce`` seconds and accepts the queue in one
+batch: the kernel has already completed the handshakes, so with a deep accept queue this
+costs clients nothing and saves a wakeup per connection (measured in docs/engine.md). With a
+small backlog (below COALESCE_MIN_BACKLOG) the server accepts at once instead: waiting would
+overflow the queue.
 """
 
 from __future__ import annotations
@@ -39,6 +45,22 @@ READ_SIZE = 65536
 #: While accepting, wake at most this often (seconds): see Acceptor.step. Measured on a 2-core
 #: VM at 100,000 held: 20 ms took the pair from ~39K to ~50K connections/s (docs/engine.md).
 DEFAULT_COALESCE = 0.02
+#: Coalescing waits while handshakes queue up: only where the accept queue can hold what
+#: arrives meanwhile (75K/s for 20 ms is 1,500). Below this backlog the server accepts at once,
+#: or its own waiting would overflow a small listen queue and distort what it measures.
+COALESCE_MIN_BACKLOG = 4096
+
+
+def effective_coalesce(requested: float | None, backlog: int | None) -> float:
+    """The coalescing delay a server worker uses for this listen backlog (0: accept at once).
+
+    An explicit ``requested`` value wins; the default applies only to deep accept queues.
+    """
+    if requested is not None:
+        return requested
+    depth = min(read_somaxconn() if backlog is None else backlog, read_somaxconn())
+    return DEFAULT_COALESCE if depth >= COALESCE_MIN_BACKLOG else 0.0
+
 
 Emit = Callable[..., None]
 
@@ -390,7 +412,7 @@ def main(config: dict[str, Any], emit: Emit) -> int:
         max_fd=int(config.get("_nofile", 1 << 16)),
         emit=emit,
         control_fd=0,
-        coalesce=float(config.get("coalesce", DEFAULT_COALESCE)),
+        coalesce=effective_coalesce(config.get("coalesce"), config.get("backlog")),
     )
     ports = [int(ls.getsockname()[1]) for ls in listeners]
     emit("ready", pid=os.getpid(), ports=ports)

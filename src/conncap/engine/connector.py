@@ -353,6 +353,8 @@ class Connector:
         self.rr = rr
         self.attempts += launched
         self.inflight += inflight
+        if self.rate is not None:
+            self.tokens -= launched  # --rate: every attempt spends one token
 
     def _next_port(self, pi: int) -> int:
         lo, hi = self.slice

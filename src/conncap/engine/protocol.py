@@ -25,7 +25,7 @@ import json
 from typing import Any
 
 #: Seconds between two stats lines while counters change.
-STATS_INTERVAL = 0.1
+STATS_INTERVAL = 0.2
 #: Seconds between two stats lines when nothing changes (a heartbeat).
 IDLE_INTERVAL = 0.5
 

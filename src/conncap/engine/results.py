@@ -87,6 +87,8 @@ def model_plan(plan: OpenPlan, server_workers: int | None = None) -> Any:
         loopback=all(h.startswith("127.") or h == "::1" for h, _ in dests),
         family="ipv6" if any(":" in h for h, _ in dests) else "ipv4",
         raise_nofile=True,
+        # a client worker's own descriptors: stdin, stdout, stderr and its epoll
+        fds_in_use_per_process=4,
     )
 
 
