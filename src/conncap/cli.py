@@ -99,7 +99,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return ExitStatus.INTERRUPTED
     except BrokenPipeError:
         return ExitStatus.SUCCESS
-    except Exception as exc:  # noqa: BLE001 - the one place that turns a bug into a line
+    except Exception as exc:  # the one place that turns a bug into a line
         if args.traceback:
             traceback.print_exc()
         else:
