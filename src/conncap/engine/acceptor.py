@@ -398,8 +398,8 @@ def rss_bytes() -> int:
         return 0
 
 
-def main(config: dict[str, Any], emit: Emit) -> int:
-    """Worker entry for ``role: server``."""
+def build(config: dict[str, Any], emit: Emit) -> Acceptor:
+    """Worker set-up for ``role: server``: listen, then say ``ready`` (worker.py runs it)."""
     listeners = open_listeners(
         str(config.get("bind", "127.0.0.1")),
         [int(p) for p in config.get("ports", [0])],
@@ -416,16 +416,4 @@ def main(config: dict[str, Any], emit: Emit) -> int:
     )
     ports = [int(ls.getsockname()[1]) for ls in listeners]
     emit("ready", pid=os.getpid(), ports=ports)
-    import signal
-
-    def on_term(_sig: int, _frame: object) -> None:
-        acc.stopping = True
-
-    signal.signal(signal.SIGTERM, on_term)
-    try:
-        acc.run()
-    finally:
-        final = acc.stats()
-        acc.close_all()
-    emit("end", **final)
-    return 0
+    return acc

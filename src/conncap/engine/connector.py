@@ -575,8 +575,8 @@ def _any(family: int) -> str:
     return "::" if family == socket.AF_INET6 else "0.0.0.0"
 
 
-def main(config: dict[str, Any], emit: Emit) -> int:
-    """Worker entry for ``role: client``."""
+def build(config: dict[str, Any], emit: Emit) -> Connector:
+    """Worker set-up for ``role: client``: say ``ready`` (worker.py runs it)."""
     pairs = [Pair(p[0], str(p[1]), int(p[2])) for p in config["pairs"]]
     bind_mode = str(config.get("bind_mode", "kernel"))
     port_range = config.get("port_range")
@@ -604,16 +604,4 @@ def main(config: dict[str, Any], emit: Emit) -> int:
     if config.get("cap") is not None:
         conn.cap = int(config["cap"])
     emit("ready", pid=os.getpid(), ports=[])
-    import signal
-
-    def on_term(_sig: int, _frame: object) -> None:
-        conn.stopping = True
-
-    signal.signal(signal.SIGTERM, on_term)
-    try:
-        conn.run()
-    finally:
-        final = conn.stats()
-        conn.close_all()
-    emit("end", **final)
-    return 0
+    return conn

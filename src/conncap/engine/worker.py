@@ -12,7 +12,7 @@ import json
 import os
 import signal
 import sys
-from typing import Any
+from typing import Any, Protocol
 
 from conncap.engine import protocol
 
@@ -81,20 +81,49 @@ def main(argv: list[str] | None = None) -> int:
     config["_nofile"] = limit
     os.set_blocking(0, False)
     role = config.get("role")
+    loop: Loop
     try:
         if role == "server":
-            from conncap.engine.acceptor import main as serve_main
+            from conncap.engine.acceptor import build as build_server
 
-            return serve_main(config, emit)
-        if role == "client":
-            from conncap.engine.connector import main as connect_main
+            loop = build_server(config, emit)
+        elif role == "client":
+            from conncap.engine.connector import build as build_client
 
-            return connect_main(config, emit)
+            loop = build_client(config, emit)
+        else:
+            emit("err", errno=None, msg=f"unknown role {role!r}")
+            return 2
     except OSError as exc:
         emit("err", errno=exc.errno, msg=str(exc))
         return 1
-    emit("err", errno=None, msg=f"unknown role {role!r}")
-    return 2
+    return run_loop(loop)
+
+
+class Loop(Protocol):
+    """What a worker runs: the acceptor or the connector."""
+
+    stopping: bool
+
+    def run(self) -> None: ...
+    def stats(self) -> dict[str, Any]: ...
+    def close_all(self) -> None: ...
+
+
+def run_loop(loop: Loop) -> int:
+    """Run ``loop`` until ``stop``, stdin EOF or SIGTERM; then close all and report ``end``."""
+
+    def on_term(_sig: int, _frame: object) -> None:
+        loop.stopping = True
+
+    signal.signal(signal.SIGTERM, on_term)
+    try:
+        loop.run()
+    finally:
+        final = loop.stats()
+        loop.close_all()
+    emit("end", **final)
+    return 0
 
 
 if __name__ == "__main__":
