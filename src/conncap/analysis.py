@@ -362,8 +362,10 @@ class CeilingEvidence:
     listen_drops: int | None = None
     syn_retrans: int | None = None
     abort_on_memory: int | None = None
-    conntrack_drops: int | None = None
-    conntrack_count: int | None = None
+    conntrack_drops: int | None = None  # /proc/net/stat/nf_conntrack "drop"
+    conntrack_insert_failed: int | None = None  # "insert_failed": the entry's tuple was taken
+    conntrack_early_drop: int | None = None  # "early_drop": an entry evicted at a full table
+    conntrack_count: int | None = None  # a level, not a growth
     conntrack_max: int | None = None
     stop_reason: str | None = None
 
@@ -384,13 +386,66 @@ def _held_gap(ev: CeilingEvidence) -> str:
     return ""
 
 
+#: A table at least this full counts as full. The kernel drops a new connection's packet when
+#: nf_conntrack_count has reached nf_conntrack_max and early_drop found nothing to evict; a
+#: count read a moment later may be a little lower (entries expire).
+CONNTRACK_FULL_FRACTION = 0.95
+
+
+def _conntrack_evidence(ev: CeilingEvidence, *, failed: bool) -> str | None:
+    """Which conntrack limit dropped connections, or None when conntrack shows nothing.
+
+    Two different limits grow the same "drop" counter. A **full table** (count ≈ max): new
+    entries are refused (``drop``) after ``early_drop`` failed to evict an unassured one. **SNAT
+    port exhaustion** (count far below max): the NAT found no free source port for the
+    destination, the new entry's tuple clashes with an existing one and cannot be inserted
+    (``insert_failed`` ≈ ``drop``, nf_conntrack_core.c). Raising nf_conntrack_max helps only
+    the first; the second needs more NAT addresses, ports or destinations.
+    """
+    drops = max(ev.conntrack_drops or 0, 0)
+    insert_failed = max(ev.conntrack_insert_failed or 0, 0)
+    early = max(ev.conntrack_early_drop or 0, 0)
+    count, cmax = ev.conntrack_count, ev.conntrack_max
+    table = f"table {count:,} of {cmax:,}" if count is not None and cmax else None
+    full = count is not None and bool(cmax) and count >= CONNTRACK_FULL_FRACTION * (cmax or 0)
+    if insert_failed and not full and not early and 2 * insert_failed >= drops:
+        return (
+            "the NAT gateway's source ports for this destination are used up (SNAT port "
+            f"exhaustion: conntrack insert_failed {insert_failed:,}, "
+            f"{table or 'table size not measured'})"
+        )
+    if (full or early) and (drops or failed):  # early_drop grows only at a full table
+        level = (
+            f"nf_conntrack_count {count:,} of nf_conntrack_max {cmax:,}"
+            if table
+            else "nf_conntrack_count not measured"
+        )
+        what = [f"dropped {drops:,} packets"] if drops else []
+        if early:
+            what.append(f"early_drop evicted {early:,} entries")
+        return f"the conntrack table is full ({', '.join([level, *what])})"
+    if drops:
+        if table is None:
+            why = "table size not measured"
+        elif ev.conntrack_insert_failed is None:
+            why = (
+                f"{table}, not full: new entries clashed with existing ones, as when a NAT's "
+                "source ports run out; insert_failed not measured"
+            )
+        else:
+            why = f"{table}, not full; insert_failed {insert_failed:,}"
+        return f"conntrack dropped {drops:,} packets ({why})"
+    return None
+
+
 def attribute(ev: CeilingEvidence) -> Attribution:
     """Decide the cause of a ceiling from the client's failures and the server-side counters.
 
     Failures the client's own kernel reports (EADDRNOTAVAIL, EMFILE, ENFILE, ENOBUFS/ENOMEM)
     name the cause directly. Stalls, timeouts and refusals are symptoms: the server's accept
-    errors, a full conntrack table or a growing ListenOverflows counter explain them, in that
-    order (a server out of descriptors stops accepting, which fills its backlog).
+    errors, conntrack (a full table, or SNAT port exhaustion at a NAT gateway) or a growing
+    ListenOverflows counter explain them, in that order (a server out of descriptors stops
+    accepting, which fills its backlog).
     """
     if ev.stop_reason == "memory-guard":
         return Attribution(
@@ -423,19 +478,9 @@ def attribute(ev: CeilingEvidence) -> Attribution:
                 "server",
                 f"server accept() failed ×{server[cause]:,} ({cause}); {stall}{_held_gap(ev)}",
             )
-    if ev.conntrack_drops:
-        return Attribution(
-            Cause.CONNTRACK,
-            "network",
-            f"conntrack dropped {ev.conntrack_drops:,} packets (table full); {stall}",
-        )
-    count, cmax = ev.conntrack_count, ev.conntrack_max
-    if cmax and count is not None and count >= cmax and dom is not None:
-        return Attribution(
-            Cause.CONNTRACK,
-            "network",
-            f"nf_conntrack_count {count:,} = nf_conntrack_max; {stall}",
-        )
+    conntrack = _conntrack_evidence(ev, failed=dom is not None)
+    if conntrack is not None:
+        return Attribution(Cause.CONNTRACK, "network", f"{conntrack}; {stall}")
     if ev.listen_overflows:
         return Attribution(
             Cause.SERVER_BACKLOG,
@@ -501,6 +546,8 @@ def evidence_from_result(
         syn_retrans=_delta(tl, "syn_retrans", start, last),
         abort_on_memory=_delta(tl, "tcp_abort_on_memory", start, last),
         conntrack_drops=_delta(tl, "conntrack_drops", start, last),
+        conntrack_insert_failed=_delta(tl, "conntrack_insert_failed", start, last),
+        conntrack_early_drop=_delta(tl, "conntrack_early_drop", start, last),
         conntrack_count=_int(last_sample.get("conntrack_count")),
         conntrack_max=_int(last_sample.get("conntrack_max")),
         stop_reason=doc.get("stop_reason") if isinstance(doc.get("stop_reason"), str) else None,

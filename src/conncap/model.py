@@ -70,6 +70,11 @@ class Plan:
     ports_in_use: int = 0
     """Local ports already taken in each pool (other sockets, TIME_WAIT)."""
     fds_in_use_per_process: int = 8
+    """Descriptors each client process keeps besides its connections (stdio, pipes, an
+    epoll; a listener). conncap's client worker keeps 4 (``conncap.run.steps.WORKER_FDS``)."""
+    server_fds_in_use_per_process: int | None = None
+    """The same for each server process (conncap's server worker: 4 + one per listening
+    port, ``conncap.run.steps.server_fds``); None: ``fds_in_use_per_process``."""
     os: str | None = None
     """Model another OS's semantics (linux, darwin, windows); default ``limits.os``."""
     family: Literal["ipv4", "ipv6"] = "ipv4"
@@ -94,7 +99,7 @@ class Plan:
             raise UsageError(
                 f"plan: bind must be one of {', '.join(BIND_MODES)}, not {self.bind!r}"
             )
-        if self.ports_in_use < 0 or self.fds_in_use_per_process < 0:
+        if self.ports_in_use < 0 or self.fds_in_use_per_process < 0 or self.server_fds_in_use < 0:
             raise UsageError("plan: ports and descriptors in use cannot be negative")
         if self.bytes_per_conn is not None and not self.bytes_per_conn > 0:
             raise UsageError(
@@ -106,6 +111,12 @@ class Plan:
             raise UsageError(f"plan: family must be ipv4 or ipv6, not {self.family!r}")
         if self.os is not None:
             _os_name(self.os)  # raises UsageError for an unknown OS
+
+    @property
+    def server_fds_in_use(self) -> int:
+        """Descriptors each server process keeps besides its connections."""
+        s = self.server_fds_in_use_per_process
+        return self.fds_in_use_per_process if s is None else s
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -119,6 +130,7 @@ class Plan:
             "bytes_per_conn": self.bytes_per_conn,
             "ports_in_use": self.ports_in_use,
             "fds_in_use_per_process": self.fds_in_use_per_process,
+            "server_fds_in_use_per_process": self.server_fds_in_use,
             "os": self.os,
             "family": self.family,
             "raise_nofile": self.raise_nofile,
@@ -341,7 +353,10 @@ def _port_bound(limits: HostLimits, plan: Plan, os: OsName | None) -> Bound:
 # --- descriptors ---------------------------------------------------------------------------------
 
 
-def _fd_bound(limits: HostLimits, plan: Plan, processes: int, os: OsName | None) -> Bound | None:
+def _fd_bound(
+    limits: HostLimits, plan: Plan, processes: int, in_use: int, os: OsName | None
+) -> Bound | None:
+    """RLIMIT_NOFILE less the ``in_use`` descriptors each of ``processes`` keeps, times them."""
     if os == "windows":
         return None  # no RLIMIT_NOFILE: sockets are handles bounded by memory
     which = "hard" if plan.raise_nofile else "soft"
@@ -358,11 +373,8 @@ def _fd_bound(limits: HostLimits, plan: Plan, processes: int, os: OsName | None)
         if limit == fact.value
         else f"kern.maxfilesperproc {_n(limit)}"
     )
-    per = max(0, limit - plan.fds_in_use_per_process)
-    detail = (
-        f"{name} − {plan.fds_in_use_per_process} in use = {_n(per)} per process × "
-        f"{_plural(processes, 'process')}"
-    )
+    per = max(0, limit - in_use)
+    detail = f"{name} − {in_use} in use = {_n(per)} per process × {_plural(processes, 'process')}"
     return Bound(Cause.FILE_DESCRIPTORS, per * processes, detail, knob=knob)
 
 
@@ -548,11 +560,11 @@ def predict(limits: HostLimits, plan: Plan) -> Prediction:
         shared.append(tnc)
 
     client_bounds = [_port_bound(limits, plan, os)]
-    cfd = _fd_bound(limits, plan, plan.client_processes, os)
+    cfd = _fd_bound(limits, plan, plan.client_processes, plan.fds_in_use_per_process, os)
     if cfd is not None:
         client_bounds.append(cfd)
     server_bounds: list[Bound] = []
-    sfd = _fd_bound(limits, plan, plan.server_processes, os)
+    sfd = _fd_bound(limits, plan, plan.server_processes, plan.server_fds_in_use, os)
     if sfd is not None:
         server_bounds.append(sfd)
     client = _ceiling("client", client_bounds + shared)

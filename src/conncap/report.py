@@ -130,6 +130,10 @@ def _table(
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
 
 
+#: Shared with conncap.report_scenario.
+obj, str_or_none = _obj, _str
+
+
 def _kv(mapping: Mapping[str, Any]) -> str:
     return _table(
         ("field", "value"), [(str(k), v) for k, v in mapping.items()], align_numbers=False
@@ -243,6 +247,9 @@ def _plan_html(doc: Mapping[str, Any]) -> str:
     parts = []
     plan = _obj(doc.get("plan"))
     parts.append(_kv(plan) if plan else '<p class="na">No plan recorded.</p>')
+    topology = _obj(doc.get("topology"))
+    if topology:
+        parts.append("<h3>Topology</h3>" + _kv(topology))
     steps = _steps(doc)
     if steps:
         rows = []
@@ -274,20 +281,33 @@ def _plan_html(doc: Mapping[str, Any]) -> str:
             + _table(("step", "what", "start (s)", "end (s)", "peak", "ceiling", "predicted"), rows)
         )
         for st in steps:
-            sp = _obj(st.get("plan"))
-            if sp:
+            sp, sb = _obj(st.get("plan")), _bounds_table(st.get("prediction"))
+            if sp or sb:
+                what = "plan and model" if sp and sb else "plan" if sp else "model"
                 name = e(fmt(st.get("name")))
-                parts.append(f"<details><summary>plan of step {name}</summary>{_kv(sp)}</details>")
-    bounds = [b for b in _list(_obj(doc.get("prediction")).get("bounds")) if isinstance(b, Mapping)]
+                parts.append(
+                    f"<details><summary>{what} of step {name}</summary>"
+                    f"{_kv(sp) if sp else ''}{sb}</details>"
+                )
+    bounds = _bounds_table(doc.get("prediction"))
     if bounds:
-        bound_rows = [
-            (b.get("cause"), b.get("count"), b.get("detail"), b.get("estimate")) for b in bounds
-        ]
-        parts.append(
-            "<h3>Prediction: every bound the model found</h3>"
-            + _table(("cause", "count", "detail", "estimate"), bound_rows)
-        )
+        heading = "Prediction: every bound the model found"
+        if doc.get("command") == "scenario":
+            pred = doc.get("prediction")
+            headline = next((s.get("name") for s in steps if s.get("prediction") == pred), None)
+            if headline is not None:
+                heading = f"Prediction of the headline step, {fmt(headline)}: every bound"
+        parts.append(f"<h3>{e(heading)}</h3>{bounds}")
     return "".join(parts)
+
+
+def _bounds_table(prediction: Any) -> str:
+    """Every bound of a prediction (cause, count, detail, estimate), or '' without any."""
+    bounds = [b for b in _list(_obj(prediction).get("bounds")) if isinstance(b, Mapping)]
+    if not bounds:
+        return ""
+    rows = [(b.get("cause"), b.get("count"), b.get("detail"), b.get("estimate")) for b in bounds]
+    return _table(("cause", "count", "detail", "estimate"), rows)
 
 
 def _limit_value(name: str, value: Any) -> str:
@@ -303,7 +323,11 @@ def _limits_html(doc: Mapping[str, Any]) -> str:
     limits = _obj(doc.get("limits"))
     facts = _obj(limits.get("facts"))
     if not facts:
-        why = "`conncap open` does not record them" if doc.get("command") == "open" else "none"
+        why = {
+            "open": "`conncap open` does not record them",
+            "scenario": "a scenario's limits are its namespaces': the model's bounds of each "
+            "step, under Plan and steps, are computed from them",
+        }.get(str(doc.get("command")), "none")
         return f'<p class="na">No host limits in this result ({e(why)}).</p>'
     implied = _obj(limits.get("implied"))
     headers = ("limit", "value", "what it implies", "source", "status / reason")
@@ -347,6 +371,10 @@ def _any_failure(doc: Mapping[str, Any]) -> bool:
 
 def render(doc: Mapping[str, Any]) -> str:
     """The report as one HTML string."""
+    # a scenario's sections live in their own module, which imports this one's helpers
+    from conncap.report_scenario import CSS as SCENARIO_CSS
+    from conncap.report_scenario import expectations_html, is_scenario, steps_html, verdict_html
+
     host = _obj(doc.get("host"))
     hostname = _str(host.get("hostname")) or "unknown host"
     command = _str(doc.get("command")) or "?"
@@ -365,6 +393,13 @@ def render(doc: Mapping[str, Any]) -> str:
     summary = [s for s in _list(doc.get("summary")) if isinstance(s, str)]
     if not summary:
         summary = analysis.summarize(doc)
+    scenario = is_scenario(doc)
+    verdict = ""
+    if scenario:
+        verdict = verdict_html(doc)
+        # the verdict says what the summary's first line says ("scenario NAME: N of M ...")
+        name = _str(_obj(doc.get("scenario")).get("name"))
+        summary = [s for s in summary if not (name and s.startswith(f"scenario {name}:"))]
     summary_html = (
         '<ul class="summary">' + "".join(f"<li>{e(s)}</li>" for s in summary) + "</ul>"
         if summary
@@ -380,7 +415,8 @@ def render(doc: Mapping[str, Any]) -> str:
         f"({why or 'the timeline has no failures_by_cause'})."
     )
     sections = [
-        ("Summary", summary_html + _cards(doc)),
+        ("Summary", verdict + summary_html + _cards(doc)),
+        *([("Expectations", expectations_html(doc))] if scenario else []),
         (
             "Connections over time",
             _figure_html(
@@ -402,6 +438,7 @@ def render(doc: Mapping[str, Any]) -> str:
                 no_failures,
             ),
         ),
+        *([("Steps: attribution and what was observed", steps_html(doc))] if scenario else []),
         ("Failures and ceiling", _failures_html(doc)),
         ("Memory per connection", _memory_html(doc)),
         ("Plan and steps", _plan_html(doc)),
@@ -416,7 +453,7 @@ def render(doc: Mapping[str, Any]) -> str:
         '<html lang="en"><head><meta charset="utf-8">'
         f'<meta http-equiv="Content-Security-Policy" content="{e(CSP)}">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f"<title>{e(title)}</title><style>{_CSS}</style></head>"
+        f"<title>{e(title)}</title><style>{_CSS}{SCENARIO_CSS if scenario else ''}</style></head>"
         f'<body><main><header><h1>conncap report</h1><p class="meta">{meta}</p></header>'
         f"{body}"
         f"<footer>{e(doc.get('schema'))} · written by conncap "

@@ -10,6 +10,10 @@ from typing import Any
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "results"
 RUN = FIXTURES / "run_loopback.json"
 OPEN = FIXTURES / "open_minimal.json"
+#: Real `conncap scenario` results, trimmed (scenario_fixture.py): expectations, attribution,
+#: observed.
+SCENARIO = FIXTURES / "scenario_article.json"
+NAT = FIXTURES / "scenario_nat.json"
 
 #: Strings that would act if they reached the page unescaped.
 PAYLOADS = (
@@ -19,7 +23,21 @@ PAYLOADS = (
     "$\\alpha$ {0} %s &amp; </style></title>",
 )
 #: Maps whose keys come from the outside (errno names, causes, fact names, source IPs).
-_KEYED = {"failures", "failures_by_cause", "facts", "errors", "per_source_ip", "implied"}
+_KEYED = {
+    "failures",
+    "failures_by_cause",
+    "facts",
+    "errors",
+    "per_source_ip",
+    "implied",
+    # a scenario's: the observed tables, the kernel counters and the server's errors
+    "observed",
+    "counters",
+    "per_peer_ip",
+    "per_local_port",
+    "errors_during_step",
+    "errors_by_errno",
+}
 
 
 def load(path: Path) -> dict[str, Any]:

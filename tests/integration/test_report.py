@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from report_fixtures import FIXTURES, OPEN, RUN, load, poison, svgs
+from report_fixtures import FIXTURES, NAT, OPEN, RUN, SCENARIO, load, poison, svgs
 
-from conncap import plots, report
+from conncap import plots, report, report_scenario
 from conncap.result import REQUIRED_KEYS, SCHEMA
 
 
@@ -89,6 +89,100 @@ def test_bare_minimum_document_renders() -> None:
     assert "Failures by cause over time: not measured (the result has no timeline)." in page
 
 
+def _section(page: str, title: str) -> str:
+    """The HTML of one <section> of the page, by its heading."""
+    start = page.index(f"<h2>{title}</h2>")
+    return page[start : page.index("</section>", start)]
+
+
+def test_scenario_result_shows_its_expectations_near_the_top() -> None:
+    doc = load(SCENARIO)
+    page = report.render(doc)
+    headings = re.findall(r"<h2>([^<]*)</h2>", page)
+    assert headings[:3] == ["Summary", "Expectations", "Connections over time"]
+    checks = [x for x in doc["expectations"] if x["kind"] == "check"]
+    ok = sum(1 for x in checks if x["ok"])
+    assert f"✓ scenario article: {ok} of {len(checks)} expectations hold" in page
+    table = _section(page, "Expectations")
+    # one row per expectation, its mark from "ok", and both figures as the scenario said them
+    assert table.count('<td class="mark good"') == ok
+    assert table.count('<td class="mark note"') == len(doc["expectations"]) - len(checks)
+    assert 'class="mark bad"' not in table
+    for x in doc["expectations"]:
+        assert html.escape(x["measured"]) in table
+        if x["expected"]:
+            assert html.escape(x["expected"]) in table
+    for st in doc["steps"]:  # grouped under each step, with its title
+        assert f"step {html.escape(st['name'])}" in table
+        assert html.escape(st["title"]) in table
+
+
+def test_scenario_steps_show_attribution_and_what_was_observed() -> None:
+    doc = load(SCENARIO)
+    steps = _section(report.render(doc), "Steps: attribution and what was observed")
+    blocks = steps.split('<div class="step">')[1:]
+    assert len(blocks) == len(doc["steps"])
+    for block, st in zip(blocks, doc["steps"], strict=True):
+        att = st["attribution"]
+        assert f"<th>cause</th><td>{html.escape(att['cause'])}</td>" in block
+        assert f"<th>side</th><td>{html.escape(att['side'])}</td>" in block
+        assert f"<th>evidence</th><td>{html.escape(att['evidence'])}</td>" in block
+        assert f"client held {st['held']:,} of {st['requested']:,} asked" in block
+        for key, table in st["observed"].items():
+            assert html.escape(report_scenario.OBSERVED_LABELS[key]) in block
+            for field in table:
+                assert f"<th>{html.escape(field)}</th>" in block
+    # a port and a pid are names, not quantities: no thousands separator
+    last = doc["steps"][-1]["observed"]
+    ss = last["server_ss"]
+    assert f"<th>peer_port_max</th><td>{ss['peer_port_max']}</td>" in blocks[-1]
+    assert f"<th>pid</th><td>{last['client_fd_table']['pid']}</td>" in blocks[-1]
+    assert f"<th>connections</th><td>{ss['connections']:,}</td>" in blocks[-1]
+
+
+def test_nat_scenario_names_snat_exhaustion_and_shows_the_gateways_counters() -> None:
+    doc = load(NAT)
+    steps = _section(report.render(doc), "Steps: attribution and what was observed")
+    for st in doc["steps"]:
+        assert "SNAT port exhaustion" in st["attribution"]["evidence"]
+        assert html.escape(st["attribution"]["evidence"]) in steps
+        grown = st["counters"]["conntrack_insert_failed"]
+        assert f"<th>conntrack_insert_failed</th><td>+{grown:,}</td>" in steps
+        level = st["counters"]["conntrack_count"]
+        assert f"<th>conntrack_count (at the end)</th><td>{level:,}</td>" in steps
+    assert html.escape(report_scenario.OBSERVED_LABELS["snat"]) in steps
+
+
+def test_a_failed_expectation_is_marked_and_counted() -> None:
+    doc = load(SCENARIO)
+    failing = doc["expectations"][2]
+    failing.update(ok=False, measured="3,900")
+    doc["scenario"].update(passed=False, checks_passed=doc["scenario"]["checks"] - 1)
+    page = report.render(doc)
+    total = doc["scenario"]["checks"]
+    assert f"✗ scenario article: {total - 1} of {total} expectations hold (1 did not)" in page
+    table = _section(page, "Expectations")
+    (row,) = re.findall(r'<tr class="bad">.*?</tr>', table)
+    assert html.escape(failing["name"]) in row and "3,900" in row and "✗" in row
+
+
+def test_scenario_without_counts_derives_them_from_the_expectations() -> None:
+    doc = load(SCENARIO)
+    del doc["scenario"]
+    doc["expectations"][0]["ok"] = False
+    checks = [x for x in doc["expectations"] if x["kind"] == "check"]
+    page = report.render(doc)
+    assert f"✗ scenario ?: {len(checks) - 1} of {len(checks)} expectations hold" in page
+
+
+def test_run_and_open_results_have_no_scenario_sections() -> None:
+    for path in (RUN, OPEN):
+        page = report.render(load(path))
+        assert "<h2>Expectations</h2>" not in page
+        assert "Steps: attribution" not in page
+        assert 'class="verdict' not in page
+
+
 WRONG = [None, "text", -3, 1.5, True, [], {}, [None, "x", 4], {"a": {"b": []}}]
 #: Keys whose values reach matplotlib; the others only reach the HTML.
 PLOTTED = ("timeline", "steps", "prediction", "requested", "ceiling", "command")
@@ -98,6 +192,37 @@ PLOTTED = ("timeline", "steps", "prediction", "requested", "ceiling", "command")
 def cheap_svg(monkeypatch: pytest.MonkeyPatch) -> None:
     """Skip matplotlib's SVG drawing (0.1 s a plot): the data handling before it still runs."""
     monkeypatch.setattr(plots, "_svg", lambda fig, name, label: "<svg></svg>")
+
+
+@pytest.mark.usefixtures("cheap_svg")
+@pytest.mark.parametrize("wrong", WRONG, ids=[repr(w)[:20] for w in WRONG])
+def test_any_scenario_field_of_the_wrong_type_degrades_without_a_crash(wrong: Any) -> None:
+    base = load(NAT)
+    for key in (*base, "expectations"):
+        if key == "schema":
+            continue
+        doc = copy.deepcopy(base)
+        doc[key] = wrong
+        assert "</html>" in report.render(doc), key
+    for key in ("name", "ok", "expected", "measured", "step", "why", "kind"):
+        doc = copy.deepcopy(base)
+        for x in doc["expectations"]:
+            x[key] = wrong
+        doc["expectations"][1:3] = [wrong, wrong]
+        assert "</html>" in report.render(doc), key
+    for key in (*base["steps"][0], "observed"):
+        doc = copy.deepcopy(base)
+        for st in doc["steps"]:
+            st[key] = wrong
+            if isinstance(st.get("observed"), dict):
+                st["observed"] = {k: wrong for k in st["observed"]}
+        assert "</html>" in report.render(doc), key
+    doc = copy.deepcopy(base)
+    for st in doc["steps"]:
+        st["attribution"] = {"cause": wrong, "side": wrong, "evidence": wrong}
+        st["counters"] = {k: wrong for k in st["counters"]}
+        st["server"] = {"held": wrong, "errors_during_step": wrong}
+    assert "</html>" in report.render(doc)
 
 
 @pytest.mark.usefixtures("cheap_svg")
@@ -161,6 +286,38 @@ def test_every_input_string_is_escaped_in_html_and_svg() -> None:
     assert "&lt;script&gt;" in inside_svg or "&lt;img" in inside_svg  # the text is there, inert
     assert "<svg onload" not in lowered
     assert "$\\alpha$" in page  # '$' is text, not mathtext
+
+
+@pytest.mark.parametrize("path", [SCENARIO, NAT], ids=["article", "nat"])
+def test_scenario_strings_are_escaped_in_expectations_steps_and_observed(path: Path) -> None:
+    """Every string of the document, and the keys of observed, counters and the per-peer
+    maps, carries a payload: the expectations, the attribution and the observed tables show
+    them as text."""
+    clean = report.render(load(path))
+    doc = poison(load(path))
+    doc["scenario"]["name"] = "<script>alert(1)</script>"
+    page = report.render(doc)
+    lowered = page.lower()
+    assert "<script" not in lowered
+    assert "<img" not in lowered
+    assert "<svg onload" not in lowered
+    assert not re.search(r"<[a-z]+[^>]*\son[a-z]+\s*=", lowered)
+    assert "</style></title>" not in page  # the page's own tags are not closed early
+    assert "✓ scenario &lt;script&gt;alert(1)&lt;/script&gt;: " in page
+    assert len(svgs(page)) == len(svgs(clean))
+    expectations = _section(page, "Expectations")
+    steps = _section(page, "Steps: attribution and what was observed")
+    for part in (expectations, steps):
+        assert "&lt;script&gt;document.body" in part or "&lt;img src=x" in part
+    x = doc["expectations"][0]
+    for text in (x["name"], x["expected"], x["measured"], x["step"]):
+        assert html.escape(text) in expectations
+    st = doc["steps"][0]
+    for text in st["attribution"].values():
+        assert html.escape(text) in steps
+    shown = [k for k, v in st["counters"].items() if v]  # a counter that did not move is not
+    for key in (*st["observed"], *shown):
+        assert html.escape(key) in steps  # keys from the outside are escaped too
 
 
 # --- the command ------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from report_fixtures import OPEN, RUN, load, poison
+from report_fixtures import NAT, OPEN, RUN, SCENARIO, load, poison
 
 from conncap import report
 
@@ -73,9 +73,10 @@ def test_plots_are_in_the_rendered_dom_and_the_console_is_silent(tmp_path: Path)
     assert console_lines(done.stderr) == []
 
 
-def test_screenshot_of_the_report(tmp_path: Path) -> None:
+@pytest.mark.parametrize("path", [RUN, SCENARIO], ids=["run", "scenario"])
+def test_screenshot_of_the_report(tmp_path: Path, path: Path) -> None:
     """A person reads this: the PNG is written for a look (kept in the test's tmp dir)."""
-    page = write_page(tmp_path, load(RUN))
+    page = write_page(tmp_path, load(path))
     png = tmp_path / "report.png"
     done = chromium(tmp_path, page, "--window-size=1200,5200", f"--screenshot={png}")
     assert done.returncode == 0, done.stderr[-2000:]
@@ -100,6 +101,25 @@ def test_hostile_strings_do_not_act(tmp_path: Path) -> None:
     assert console_lines(done.stderr) == []
     assert "&lt;script&gt;document.body.setAttribute" in dom  # shown as text
     assert len(re.findall(r"<svg\b", dom)) == 4
+
+
+@pytest.mark.parametrize("path", [SCENARIO, NAT], ids=["article", "nat"])
+def test_hostile_strings_in_a_scenario_do_not_act(tmp_path: Path, path: Path) -> None:
+    """The expectations, the attribution and the observed tables carry payloads too."""
+    doc = poison(load(path))
+    doc["scenario"]["name"] = "<script>document.body.setAttribute('data-pwned','0')</script>"
+    page = write_page(tmp_path, doc)
+    done = chromium(tmp_path, page, "--dump-dom")
+    assert done.returncode == 0, done.stderr[-2000:]
+    dom = done.stdout
+    assert "data-pwned" not in re.search(r"<body[^>]*>", dom).group(0)  # type: ignore[union-attr]
+    assert "<script" not in dom.lower()
+    assert "<img" not in dom.lower()
+    assert console_lines(done.stderr) == []
+    assert "<h2>Expectations</h2>" in dom
+    assert dom.count('<div class="step">') == len(doc["steps"])
+    assert "scenario &lt;script&gt;document.body.setAttribute" in dom  # shown as text
+    assert len(re.findall(r"<svg\b", dom)) == 3  # held, rate, failures: no memory samples
 
 
 def test_open_result_and_this_hosts_real_limits_render(tmp_path: Path) -> None:

@@ -331,6 +331,92 @@ ATTRIBUTIONS: list[tuple[str, CeilingEvidence, str, str, str]] = [
         "nf_conntrack_count 65,536",
     ),
     (
+        "SNAT port exhaustion: insert_failed = drops, table far from full",
+        CeilingEvidence(
+            client_failures={"ETIMEDOUT": 60},
+            conntrack_drops=120,
+            conntrack_insert_failed=120,
+            conntrack_count=101,
+            conntrack_max=262_144,
+        ),
+        Cause.CONNTRACK,
+        "network",
+        "the NAT gateway's source ports for this destination are used up (SNAT port "
+        "exhaustion: conntrack insert_failed 120, table 101 of 262,144); ETIMEDOUT ×60",
+    ),
+    (
+        "SNAT port exhaustion, table size not read",
+        CeilingEvidence(
+            client_failures={"ETIMEDOUT": 6}, conntrack_drops=9, conntrack_insert_failed=9
+        ),
+        Cause.CONNTRACK,
+        "network",
+        "(SNAT port exhaustion: conntrack insert_failed 9, table size not measured)",
+    ),
+    (
+        "table full: drops, no insert_failed, count = max",
+        CeilingEvidence(
+            client_failures={"ETIMEDOUT": 80},
+            conntrack_drops=500,
+            conntrack_insert_failed=0,
+            conntrack_count=65_536,
+            conntrack_max=65_536,
+        ),
+        Cause.CONNTRACK,
+        "network",
+        "the conntrack table is full (nf_conntrack_count 65,536 of nf_conntrack_max 65,536, "
+        "dropped 500 packets); ETIMEDOUT ×80",
+    ),
+    (
+        "table full read a moment late, early_drop: the table, even with a few insert_failed",
+        CeilingEvidence(
+            client_failures={"ETIMEDOUT": 80},
+            conntrack_drops=400,
+            conntrack_insert_failed=300,
+            conntrack_early_drop=40,
+            conntrack_count=65_100,
+            conntrack_max=65_536,
+        ),
+        Cause.CONNTRACK,
+        "network",
+        "the conntrack table is full (nf_conntrack_count 65,100 of nf_conntrack_max 65,536, "
+        "dropped 400 packets, early_drop evicted 40 entries)",
+    ),
+    (
+        "drops far from a full table, insert_failed not read: not called full",
+        CeilingEvidence(
+            client_failures={"ETIMEDOUT": 80},
+            conntrack_drops=50,
+            conntrack_count=1_000,
+            conntrack_max=262_144,
+        ),
+        Cause.CONNTRACK,
+        "network",
+        "conntrack dropped 50 packets (table 1,000 of 262,144, not full: new entries clashed",
+    ),
+    (
+        "drops that are neither: said as measured",
+        CeilingEvidence(
+            client_failures={"ETIMEDOUT": 80},
+            conntrack_drops=50,
+            conntrack_insert_failed=3,
+            conntrack_count=1_000,
+            conntrack_max=262_144,
+        ),
+        Cause.CONNTRACK,
+        "network",
+        "conntrack dropped 50 packets (table 1,000 of 262,144, not full; insert_failed 3)",
+    ),
+    (
+        "a table that reached its size but stopped nothing is not blamed",
+        CeilingEvidence(
+            server_errors={}, conntrack_early_drop=5, conntrack_count=10, conntrack_max=10
+        ),
+        Cause.UNKNOWN,
+        "unknown",
+        "without failures",
+    ),
+    (
         "conntrack full but nothing failed is not blamed",
         CeilingEvidence(conntrack_count=10, conntrack_max=10),
         Cause.UNKNOWN,
@@ -406,6 +492,9 @@ def test_attribute(
     assert (got.cause, got.side) == (cause, side)
     assert words in got.evidence
     assert "\n" not in got.evidence
+    # the two conntrack limits are never named together, and a drop alone is not "table full"
+    assert not ("SNAT" in got.evidence and "is full" in got.evidence)
+    assert "table full" not in got.evidence
 
 
 def _load(name: str) -> dict[str, Any]:
@@ -517,3 +606,23 @@ def test_about(n: int, text: str) -> None:
 )
 def test_format_bytes(n: float, text: str) -> None:
     assert analysis.format_bytes(n) == text
+
+
+def test_evidence_from_a_timeline_reads_the_conntrack_counters_of_a_window() -> None:
+    """Growth over the window for drop, insert_failed and early_drop; levels at its end."""
+    timeline = tl(
+        [0, 50, 100, 100, 100],
+        conntrack_drops=[7, 7, 7, 40, 67],
+        conntrack_insert_failed=[7, 7, 7, 40, 67],
+        conntrack_count=[1, 51, 101, 101, 101],
+        conntrack_max=[262_144] * 5,
+        failures_by_cause=[{}, {}, {}, {"timeout": 10}, {"timeout": 30}],
+    )
+    doc = {"timeline": timeline, "established_peak": 100}
+    ev = analysis.evidence_from_result(doc, start=2)
+    assert (ev.conntrack_drops, ev.conntrack_insert_failed) == (60, 60)
+    assert ev.conntrack_early_drop is None
+    assert (ev.conntrack_count, ev.conntrack_max) == (101, 262_144)
+    got = analysis.attribute(ev)
+    assert got.cause == Cause.CONNTRACK
+    assert "SNAT port exhaustion: conntrack insert_failed 60, table 101 of 262,144" in got.evidence

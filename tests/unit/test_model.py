@@ -274,6 +274,37 @@ def test_client_and_server_have_their_own_descriptor_bound() -> None:
     assert p.overall.count == 1016
 
 
+def test_server_descriptors_in_use_are_the_servers_own_figure() -> None:
+    """conncap's workers: a client keeps 4 descriptors besides its connections, a server 4
+    plus one per listening port; each side's bound subtracts its own figure."""
+    limits = linux(nofile_soft=_f(20_000), nofile_hard=_f(20_000))
+    plan = Plan(
+        client_processes=2,
+        server_processes=3,
+        fds_in_use_per_process=4,
+        server_fds_in_use_per_process=5,
+        raise_nofile=True,
+    )
+    p = predict(limits, plan)
+    client = bound(p.client.bounds, Cause.FILE_DESCRIPTORS)
+    server = bound(p.server.bounds, Cause.FILE_DESCRIPTORS)
+    assert client.count == 2 * (20_000 - 4)
+    assert server.count == 3 * (20_000 - 5)
+    assert "− 4 in use = 19,996 per process" in client.detail
+    assert "− 5 in use = 19,995 per process" in server.detail
+    assert plan.to_json()["server_fds_in_use_per_process"] == 5
+
+
+def test_server_figure_defaults_to_the_client_figure() -> None:
+    limits = linux(nofile_soft=_f(1024), nofile_hard=_f(1024))
+    plan = Plan(fds_in_use_per_process=4)
+    assert plan.server_fds_in_use == 4
+    p = predict(limits, plan)
+    assert bound(p.server.bounds, Cause.FILE_DESCRIPTORS).count == 1020
+    assert plan.to_json()["server_fds_in_use_per_process"] == 4
+    assert Plan().server_fds_in_use == Plan().fds_in_use_per_process == 8
+
+
 def test_soft_below_hard_is_noted() -> None:
     p = predict(linux(nofile_soft=_f(1024), nofile_hard=_f(4096)), Plan())
     assert any("1,024" in n and "4,096" in n for n in p.notes)
@@ -433,6 +464,8 @@ def test_to_json_is_the_result_schema_prediction() -> None:
         {"bind": "sometimes"},
         {"bytes_per_conn": 0.0},
         {"ports_in_use": -1},
+        {"fds_in_use_per_process": -1},
+        {"server_fds_in_use_per_process": -1},
         {"os": "plan9"},
         {"family": "ipx"},
     ],

@@ -123,17 +123,34 @@ class ScenarioRun:
         **plan: Any,
     ) -> dict[str, Any]:
         """The model's prediction for a plan between two namespaces (``plan``: model.Plan
-        fields; loopback is False, the workers raise their soft limit as conncap's do)."""
+        fields; loopback is False, the workers raise their soft limit and keep the
+        descriptors besides their connections that conncap's workers keep)."""
         from conncap import model
+        from conncap.run.steps import WORKER_FDS, server_fds
         from conncap.scenarios.isolated import predict_sides
 
         plan.setdefault("loopback", False)
         plan.setdefault("raise_nofile", True)
+        plan.setdefault("fds_in_use_per_process", WORKER_FDS)
+        plan.setdefault("server_fds_in_use_per_process", server_fds(self._listeners_per_worker()))
         return predict_sides(
             self.limits(client, client_nofile),
             self.limits(server, server_nofile),
             model.Plan(**plan),
         )
+
+    def _listeners_per_worker(self) -> int:
+        """Listening sockets each server worker holds: every port, or its share of them
+        when the ports are split over the workers (``conncap.engine.server.SHARE_MAX``)."""
+        from conncap.engine.server import SHARE_MAX
+
+        server = self._server
+        if server is None:
+            return 1
+        asked = server.requested_ports
+        if server.workers > 1 and len(asked) > SHARE_MAX and 0 not in asked:
+            return -(-len(asked) // server.workers)
+        return max(1, len(asked))
 
     # ---- the server --------------------------------------------------------------------------
 
@@ -459,6 +476,7 @@ class ScenarioRun:
             syn_retrans=counters.get("syn_retrans"),
             abort_on_memory=counters.get("tcp_abort_on_memory"),
             conntrack_drops=counters.get("conntrack_drops"),
+            conntrack_insert_failed=counters.get("conntrack_insert_failed"),
             conntrack_count=counters.get("conntrack_count"),
             conntrack_max=counters.get("conntrack_max"),
             stop_reason=stop_reason,

@@ -104,29 +104,16 @@ def run(sr: ScenarioRun) -> None:
 
 
 def _name_snat(sr: ScenarioRun, s: Step, port: int, prange: tuple[int, int]) -> None:
-    """The attribution sees conntrack drops; say which kind: the gateway's NAT tuples for
-    this destination are all taken (``ss`` at the server shows them), not a full table."""
+    """Record what the server and the gateway saw (``ss`` at the server, the gateway's
+    conntrack counters); the attribution tells SNAT port exhaustion from a full table."""
     view = sr.server_peers([port])
     s.observed["server_ss"] = view.to_json()
-    insert_failed = s.counters.get("conntrack_insert_failed")
-    count, cmax = s.counters.get("conntrack_count"), s.counters.get("conntrack_max")
-    nports = ex.range_size(*prange)
     s.observed["snat"] = {
-        "gateway_ports": nports,
-        "insert_failed": insert_failed,
-        "conntrack_count": count,
-        "conntrack_max": cmax,
+        "gateway_ports": ex.range_size(*prange),
+        "insert_failed": s.counters.get("conntrack_insert_failed"),
+        "conntrack_count": s.counters.get("conntrack_count"),
+        "conntrack_max": s.counters.get("conntrack_max"),
     }
-    table_full = cmax is not None and count is not None and count >= cmax
-    if s.attribution.get("cause") == "conntrack" and not table_full:
-        s.attribution["evidence"] = (
-            f"SNAT port exhaustion at the gateway: {view.connections:,} connections to port "
-            f"{port} use all {nports:,} masquerade ports {prange[0]}-{prange[1]}; new ones "
-            f"find no free tuple (conntrack insert_failed +{ex.n(insert_failed)}, "
-            f"table {ex.n(count)} of {ex.n(cmax)}) and their SYNs are dropped; the clients "
-            f"see ETIMEDOUT ×{ex.n(s.failures.get('ETIMEDOUT', 0))}"
-        )
-        s.ceiling["evidence"] = s.attribution["evidence"]
 
 
 def _snat_ceiling(
