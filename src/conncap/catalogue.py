@@ -356,7 +356,12 @@ _FIXES: dict[Cause, _Fix] = {
         checks_macos=("sudo pfctl -s memory",),
         note="a full table drops new SYNs (dmesg: 'nf_conntrack: table full, dropping "
         "packet'), so clients see time-outs, not an error; macOS has pf states instead "
-        "('set limit states N' in /etc/pf.conf)",
+        "('set limit states N' in /etc/pf.conf). If `conntrack -S` shows insert_failed "
+        "growing while nf_conntrack_count is far below the max, the table is not full: a NAT "
+        "gateway ran out of source ports for one destination (SNAT exhaustion); raising the "
+        "table does nothing, give the NAT more addresses (masquerade/snat to a range of IPs), "
+        "a wider port range (`masquerade to :1024-65535`), or spread over more destination "
+        "IPs or ports (cloud NAT gateways: more public IPs per gateway)",
     ),
     Cause.TIMEOUT: _Fix(
         knob="whatever dropped the SYN: the server's backlog, conntrack, a firewall",
