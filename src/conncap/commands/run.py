@@ -1,9 +1,13 @@
 """``conncap run``: the complete, safe experiment over loopback: predict the ceiling, find it,
-lift it by changing the 4-tuple, measure memory per connection, and explain it all."""
+lift it by changing the 4-tuple, measure memory per connection, and explain it all.
+``--isolated`` runs it between a client and a server namespace instead, with the settings
+given applied inside them only."""
 
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 
 HELP = (
     "the whole experiment: predict the ceiling, find it over loopback, lift it, measure "
@@ -14,6 +18,9 @@ HELP = (
 _COUNT = 100_000
 _MAX_DURATION = 120.0
 _GUARD = 0.25
+
+#: Set in the environment of a conncap re-run inside a user namespace (no second re-run).
+USERNS_ENV = "CONNCAP_IN_USERNS"
 
 
 def _workers(text: str) -> int | None:
@@ -63,8 +70,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=_workers,
         default=None,
         metavar="N|auto",
-        help="step 2: source addresses 127.0.0.1 .. 127.0.0.N (auto: enough that each "
-        "(source IP, port) pair stays at most half full)",
+        help="step 2: source addresses 127.0.0.1 .. 127.0.0.N (--isolated: the client's own, "
+        "then 198.19.0.x; auto: enough that each (source IP, port) pair stays at most half "
+        "full)",
     )
     parser.add_argument(
         "--ports",
@@ -91,13 +99,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--client-nofile",
         type=int,
         metavar="N",
-        help="each client worker's RLIMIT_NOFILE (default: the hard limit)",
+        help="each client worker's RLIMIT_NOFILE (default: the hard limit; a process "
+        "setting, so also without --isolated)",
     )
     parser.add_argument(
         "--server-nofile",
         type=int,
         metavar="N",
-        help="each server worker's RLIMIT_NOFILE (default: the hard limit)",
+        help="each server worker's RLIMIT_NOFILE (default: the hard limit; a process "
+        "setting, so also without --isolated)",
     )
     parser.add_argument(
         "--rate", type=float, metavar="R", help="connects per second per step (default: max)"
@@ -119,11 +129,88 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "-q", "--quiet", action="store_true", help="no live view or progress, only the summary"
     )
+    from conncap.scenarios.isolated import add_isolated_arguments
+
+    # --client-nofile/--server-nofile are run's own (above): one flag per setting.
+    add_isolated_arguments(parser)
+
+
+def rerun_argv(args: argparse.Namespace) -> list[str]:
+    """The command line that repeats this ``conncap run`` (for the re-run inside a user
+    namespace); paths made absolute."""
+    argv = [sys.executable, "-m", "conncap", "run"]
+    for flag, value in (
+        ("--count", args.count),
+        ("--max-duration", args.max_duration),
+        ("--memory-guard", args.memory_guard),
+        ("--source-ips", args.source_ips),
+        ("--ports", args.ports),
+        ("--client-workers", args.client_workers),
+        ("--server-workers", args.server_workers),
+        ("--client-nofile", args.client_nofile),
+        ("--server-nofile", args.server_nofile),
+        ("--rate", args.rate),
+        ("--timeout", args.timeout),
+        ("--plateau", args.plateau),
+        ("--port-range", args.port_range),
+        ("--somaxconn", args.somaxconn),
+        ("--max-syn-backlog", args.max_syn_backlog),
+        ("--syncookies", args.syncookies),
+    ):
+        if value is not None:
+            argv += [flag, str(value)]
+    for flag, path in (("--json", args.json), ("--out", args.out)):
+        if path:
+            argv += [flag, os.path.abspath(path)]
+    for flag, on in (
+        ("--no-escalate", not args.escalate),
+        ("--isolated", args.isolated),
+        ("--quiet", args.quiet),
+        ("--traceback", getattr(args, "traceback", False)),
+    ):
+        if on:
+            argv.append(flag)
+    return argv
+
+
+def _rerun_in_userns(args: argparse.Namespace) -> int | None:
+    """Not root, but the kernel allows unprivileged user namespaces: run this same command
+    as root of a private user + network namespace (nothing of it is visible to the host, all
+    of it goes when the command ends). None when that is not possible (the caller reports
+    why, in one line)."""
+    import signal
+    import subprocess
+
+    from conncap.netns import support, userns_command
+
+    if os.geteuid() == 0 or os.environ.get(USERNS_ENV):
+        return None
+    if not support.check_support().userns:
+        return None
+    env = dict(os.environ, **{USERNS_ENV: "1"})
+    sys.stderr.write("conncap: not root; running inside an unprivileged user namespace\n")
+    # Its own session: a Ctrl-C at the terminal reaches this process only, which passes
+    # exactly one SIGINT per Ctrl-C on to the run, by pid (the run then stops and writes
+    # what it measured, as it does on its own).
+    proc = subprocess.Popen(userns_command(rerun_argv(args)), env=env, start_new_session=True)
+
+    def forward(signum: int, _frame: object) -> None:
+        if proc.poll() is None:
+            proc.send_signal(signum)
+
+    old = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        return proc.wait()
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
 
 
 def run(args: argparse.Namespace) -> int:
+    import dataclasses
     import signal
     import threading
+    from contextlib import ExitStack
     from pathlib import Path
     from typing import Any
 
@@ -134,7 +221,16 @@ def run(args: argparse.Namespace) -> int:
     from conncap.result import write_atomic
     from conncap.run import Experiment, RunConfig
     from conncap.run.live import LiveView, print_summary
+    from conncap.scenarios.isolated import (
+        MAX_SOURCE_IPS,
+        check_nofile,
+        isolated_pair,
+        settings_from_args,
+    )
 
+    settings = settings_from_args(args)  # None without --isolated
+    if settings is not None and args.source_ips is not None and args.source_ips > MAX_SOURCE_IPS:
+        raise UsageError(f"--source-ips: at most {MAX_SOURCE_IPS:,} with --isolated")
     config = RunConfig(
         count=args.count,
         max_duration=args.max_duration,
@@ -151,9 +247,22 @@ def run(args: argparse.Namespace) -> int:
         server_nofile=args.server_nofile,
     )
     config.check()
+    for flag, nofile in (
+        ("--client-nofile", args.client_nofile),
+        ("--server-nofile", args.server_nofile),
+    ):
+        if nofile is not None:
+            check_nofile(nofile, flag)  # above `ulimit -Hn` no worker could take it
     out_dir = Path(args.out) if args.out else None
     if out_dir is not None and out_dir.exists() and not out_dir.is_dir():
         raise UsageError(f"--out {out_dir}: exists and is not a directory")
+    if settings is not None:
+        code = _rerun_in_userns(args)
+        if code is not None:
+            return code
+        from conncap.netns import support
+
+        support.check_support().require()  # RunFailed: one line saying what is missing
 
     console = Console(highlight=False, soft_wrap=True)
     mode = "quiet" if args.quiet else ("live" if console.is_terminal else "plain")
@@ -164,15 +273,34 @@ def run(args: argparse.Namespace) -> int:
             raise KeyboardInterrupt
         stop.set()
 
-    old: dict[signal.Signals, Any] = {}
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        old[sig] = signal.signal(sig, on_signal)
+    doc: dict[str, Any] | None = None
+    late: RunFailed | KeyboardInterrupt | None = None
     try:
-        with LiveView(console, mode) as view:
-            doc = Experiment(config, observer=view, stop_event=stop).run()
-    finally:
-        for sig, handler in old.items():
-            signal.signal(sig, handler)
+        with ExitStack() as stack:
+            # The namespaces exist only inside this block: removed on success, on an error
+            # and on Ctrl-C (a Ctrl-C while they are built or removed is a KeyboardInterrupt).
+            pair = stack.enter_context(isolated_pair(settings)) if settings is not None else None
+            if pair is not None:
+                config = dataclasses.replace(
+                    config,
+                    host=pair.server_ip,
+                    server_netns=pair.server_netns,
+                    client_netns=pair.client_netns,
+                )
+            old: dict[signal.Signals, Any] = {}
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                old[sig] = signal.signal(sig, on_signal)
+            try:
+                with LiveView(console, mode) as view:
+                    doc = Experiment(config, observer=view, stop_event=stop, isolated=pair).run()
+            finally:
+                for sig, handler in old.items():
+                    signal.signal(sig, handler)
+    except (RunFailed, KeyboardInterrupt) as exc:
+        if doc is None:
+            raise
+        late = exc  # the namespaces' removal failed or was interrupted: write what we have
+        doc.setdefault("notes", []).append(f"clean-up: {exc or 'interrupted'}")
 
     written: list[str] = []
     if args.json:
@@ -190,8 +318,10 @@ def run(args: argparse.Namespace) -> int:
     print_summary(console, doc["summary"])
     for path in written:
         console.print(f"wrote {path}", markup=False, highlight=False)
+    if isinstance(late, RunFailed):
+        raise late
+    if late is not None or doc["stop_reason"] == "interrupted":
+        return ExitStatus.INTERRUPTED
     if doc["stop_reason"] == "error":
         raise RunFailed(str(doc.get("error") or "the run failed"))
-    if doc["stop_reason"] == "interrupted":
-        return ExitStatus.INTERRUPTED
     return ExitStatus.SUCCESS

@@ -3,11 +3,12 @@ the experiment talks through: the observer (the terminal view) and the sampler."
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from conncap.errors import UsageError
+from conncap.limits import HostLimits
 from conncap.run import steps as st
 
 #: Connections a default run asks for: well past a default Linux port range (28,232), so the
@@ -31,7 +32,8 @@ class RunConfig:
     (:func:`conncap.run.steps.auto_fanout`).
 
     ``server_netns``/``client_netns`` and ``*_nofile`` are passed to the pools as they are
-    (``--isolated`` runs each side in its own namespace).
+    (``--isolated`` runs each side in its own namespace and gives the experiment an
+    :class:`IsolatedSides` too).
     """
 
     count: int = DEFAULT_COUNT
@@ -89,7 +91,7 @@ class RunConfig:
         ):
             if n is not None and n < 64:
                 raise UsageError(f"{name} must be at least 64")
-        if self.escalate and self.source_ips is not None:
+        if self.escalate and self.source_ips is not None and self.client_netns is None:
             st.source_addresses(self.host, self.source_ips)  # raises for a bad combination
 
     def to_json(self) -> dict[str, Any]:
@@ -174,3 +176,16 @@ class SamplerLike(Protocol):
         step: str | None = None,
         t: float | None = None,
     ) -> dict[str, Any]: ...
+
+
+class IsolatedSides(Protocol):
+    """What the experiment needs of ``--isolated``'s two namespaces
+    (:class:`conncap.scenarios.isolated.IsolatedPair`; fakes in tests)."""
+
+    def add_source_ips(self, n: int) -> tuple[str, ...]: ...
+    def client_limits(self, base: HostLimits | None = None) -> HostLimits: ...
+    def server_limits(self, base: HostLimits | None = None) -> HostLimits: ...
+    def client_reader(self) -> Callable[[str], str]: ...
+    def server_reader(self) -> Callable[[str], str]: ...
+    def describe(self) -> list[str]: ...
+    def to_json(self) -> dict[str, Any]: ...

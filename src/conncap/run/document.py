@@ -32,6 +32,9 @@ class StepRun:
     ceiling: dict[str, Any] = field(default_factory=dict)
     comparison: st.Comparison | None = None
     server_errors_start: dict[str, int] = field(default_factory=dict)
+    server_errnos_start: dict[str, int] = field(default_factory=dict)
+    server_held: int | None = None
+    """What the server held at the end of the ramp, once its count settled (None: not read)."""
     opened: int = 0
 
 
@@ -62,6 +65,7 @@ def step_json(s: StepRun) -> dict[str, Any]:
         "held_before": s.held_before,
         "opened": s.opened,
         "established_peak": s.peak,
+        "server_held": s.server_held,
         "outcome": s.outcome,
         "ceiling": s.ceiling or no_ceiling(),
         "prediction": s.prediction.to_json() if s.prediction is not None else None,

@@ -19,13 +19,14 @@ from typing import Any
 from conncap import __version__, analysis
 from conncap.catalogue import Cause
 from conncap.engine import ClientPool, OpenPlan, ServerPool, Target, per_worker_capacity
-from conncap.engine import classify as cl
-from conncap.errors import RunFailed
+from conncap.errors import RunFailed, UsageError
 from conncap.limits import HostLimits
 from conncap.result import SCHEMA
 from conncap.run import ports as portmod
 from conncap.run import steps as st
+from conncap.run import verdict
 from conncap.run.config import (
+    IsolatedSides,
     Observer,
     Progress,
     RunConfig,
@@ -36,6 +37,13 @@ from conncap.run.document import StepRun, memory_json, no_ceiling, step_json
 
 #: Tries at starting the server when a port picked outside the range is taken meanwhile.
 SERVER_START_TRIES = 3
+#: ``--isolated``: the server's first port. Fixed: the server is another host, so its
+#: listening ports cost the client none of its range, wherever they are.
+ISOLATED_FIRST_PORT = 8000
+
+#: Seconds between two looks at the server's stats while they settle, and at most how long.
+SETTLE_S = 0.3
+SETTLE_MAX_S = 1.5
 
 #: Causes the client's own kernel reports directly (the pool's ceiling is the answer).
 _CLIENT_CAUSES = frozenset(
@@ -54,6 +62,14 @@ def _default_sampler() -> SamplerLike:
     from conncap.probes import Sampler
 
     return Sampler()
+
+
+def _isolated_sampler(isolated: IsolatedSides) -> SamplerLike:
+    """Memory from this host (both namespaces share its kernel), sockets and TCP counters
+    (ListenOverflows, ...) from the server's namespace."""
+    from conncap.probes import Sampler
+
+    return Sampler(net_reader=isolated.server_reader())
 
 
 def _default_mem_available() -> int | None:
@@ -82,10 +98,15 @@ class Experiment:
         read_sockets: Callable[[], list[portmod.SocketRow]] = portmod.read_sockets,
         pick_ports: Callable[..., list[int]] = portmod.pick_ports_outside,
         clock: Callable[[], float] = time.monotonic,
+        isolated: IsolatedSides | None = None,
     ) -> None:
+        """``isolated``: the two namespaces of ``--isolated`` (``config`` then has their
+        ``host``, ``server_netns`` and ``client_netns``); limits, source addresses, the
+        client's sockets and the server's counters are read from them."""
         config.check()
         self.config = config
         self.limits = limits
+        self.isolated = isolated
         self.observer: Observer = observer or Silent()
         self.stop_event = stop_event or threading.Event()
         self._make_server = make_server
@@ -93,6 +114,14 @@ class Experiment:
         self._make_sampler = make_sampler
         self._mem_available = mem_available
         self._read_sockets = read_sockets
+        if isolated is not None:
+            if read_sockets is portmod.read_sockets:
+                client_reader = isolated.client_reader()
+                self._read_sockets = lambda: portmod.read_sockets(reader=client_reader)
+            if make_sampler is _default_sampler:
+                self._make_sampler = lambda: _isolated_sampler(isolated)
+        self._client_limits: HostLimits | None = None
+        self._server_limits: HostLimits | None = None
         self._pick_ports = pick_ports
         self._clock = clock
         self.timeline: list[dict[str, Any]] = []
@@ -144,6 +173,17 @@ class Experiment:
             from conncap.limits import read_limits
 
             self.limits = read_limits()
+        if self.isolated is not None:
+            # Each side as its namespace and its workers see it; the document's `limits`
+            # are the client's.
+            base = self.limits
+            self.limits = self._client_limits = self.isolated.client_limits(base)
+            self._server_limits = self.isolated.server_limits(base)
+            for line in self.isolated.describe():
+                self.observer.event(f"isolated: {line}")
+        else:
+            self._client_limits = st.with_nofile(self.limits, cfg.client_nofile)
+            self._server_limits = st.with_nofile(self.limits, cfg.server_nofile)
         lim = self.limits
         rng = lim.port_range.value
         if rng is None:
@@ -165,7 +205,7 @@ class Experiment:
             self._guard_bytes = int(self._mem_start * cfg.memory_guard)
         else:
             self.notes.append("MemAvailable could not be read: the memory guard is off")
-        if cfg.server_netns is None:
+        if cfg.server_netns is None or self.isolated is not None:
             listeners = portmod.listeners_in_range(self._read_sockets(), rng, self._reserved)
             self._ports_in_use = len(listeners)
             if listeners:
@@ -182,12 +222,14 @@ class Experiment:
         fanout_ips = 1 if ":" in cfg.host else fanout  # IPv6 loopback is one address
         self._n_source_ips = cfg.source_ips or fanout_ips
         self._n_ports = cfg.ports or fanout
-        if cfg.escalate:
+        if cfg.escalate and self.isolated is None:
             st.source_addresses(cfg.host, self._n_source_ips)
 
     def _pick_server_ports(self) -> list[int]:
         cfg = self.config
         n = self._n_ports if cfg.escalate else 1
+        if self.isolated is not None:
+            return [ISOLATED_FIRST_PORT + i for i in range(n)]
         if cfg.server_netns is not None or self._port_range is None:
             return [0] * n
         picked = self._pick_ports(cfg.host, n, self._port_range)
@@ -221,23 +263,43 @@ class Experiment:
                 continue
             self.server = server
             real = [int(p) for p in server.ports]
-            if self._port_range is not None:
+            why = ""
+            if self.isolated is not None:
+                why = (
+                    " (fixed: the server is another host here, so its listening ports cost "
+                    "the client none of its range)"
+                )
+                self.notes.append(
+                    f"the server listens on fixed port(s) {verdict.ports_text(real)} in its own "
+                    "namespace: a listener costs a port only to clients on its own host, so "
+                    "the client's whole range is free"
+                )
+            elif self._port_range is not None:
                 lo, hi = self._port_range
                 inside = [p for p in real if lo <= p <= hi]
                 self._ports_in_use += len(inside)
             self.observer.event(
                 f"server: {self._server_workers} worker(s) on {cfg.host} port(s) "
-                f"{', '.join(map(str, real))}"
+                f"{verdict.ports_text(real)}{why}"
             )
             return
         raise RunFailed(f"the server could not start: {last}")
 
     def _specs(self) -> list[st.StepSpec]:
+        sources: tuple[str, ...] | None = None
+        if self.isolated is not None and self.config.escalate:
+            # The client namespace's own address, then /32s the server routes back to it;
+            # counting up from the server's address would pick the server's neighbours.
+            try:
+                sources = self.isolated.add_source_ips(self._n_source_ips)
+            except UsageError as exc:
+                raise RunFailed(str(exc)) from exc
         return st.plan_steps(
             self.config.host,
             [int(p) for p in self.server.ports],
             escalate=self.config.escalate,
             source_ips=self._n_source_ips,
+            sources=sources,
         )
 
     def _run_steps(self) -> None:
@@ -271,6 +333,13 @@ class Experiment:
                 return
             if not reached:
                 return  # the count is reached: nothing left for a next step
+            if index + 1 < len(specs) and not verdict.liftable(step.ceiling):
+                self.notes.append(
+                    f"step {index + 2} ({specs[index + 1].name}) skipped: the ceiling was "
+                    f"{step.ceiling.get('cause')} on the {step.ceiling.get('side')} side, "
+                    "which more source IPs and server ports do not lift"
+                )
+                return
 
     def _begin_step(self, step: StepRun, remaining: int, n_steps: int) -> None:
         cfg = self.config
@@ -301,8 +370,14 @@ class Experiment:
             server_processes=self._server_workers,
             ports_in_use=self._ports_in_use,
             bytes_per_conn=self._measured_bytes_per_conn(),
+            same_machine=True if self.isolated is not None else None,
         )
-        step.prediction = st.predict_step(self.limits, mplan)
+        step.prediction = st.predict_step(
+            self._client_limits or self.limits,
+            mplan,
+            server_limits=self._server_limits,
+            server_fds_in_use=st.server_fds(self._listeners_per_server_worker()),
+        )
         self.observer.event(
             f"step {step.index + 1}/{n_steps} ({spec.title}): {step.prediction.line}"
         )
@@ -313,7 +388,9 @@ class Experiment:
                     f"  one client process would stop at {sp['count']:,} first ({sp['cause']}: "
                     f"{sp['detail']}); this step spreads over {workers} processes"
                 )
-        step.server_errors_start = dict(self.server.stats().errors_by_cause)
+        server_stats = self.server.stats()
+        step.server_errors_start = dict(server_stats.errors_by_cause)
+        step.server_errnos_start = dict(getattr(server_stats, "errors", {}))
         step.t_start = self._clock() - self._t0
         step.i_start = len(self.timeline)
         pool = self._make_client(plan, netns=cfg.client_netns, nofile=cfg.client_nofile)
@@ -322,6 +399,16 @@ class Experiment:
             pool.start()
         finally:
             self._set_client_pids()
+
+    def _listeners_per_server_worker(self) -> int:
+        """Listening sockets each server worker holds (every port, or its share of them
+        when the pool splits many ports over its workers)."""
+        from conncap.engine.server import SHARE_MAX
+
+        n = len(self.server.ports) if self.server is not None else 1
+        if self._server_workers > 1 and n > SHARE_MAX:
+            return -(-n // self._server_workers)
+        return n
 
     def _port_pool(self) -> int | None:
         if self._port_range is None:
@@ -486,25 +573,38 @@ class Experiment:
         step.peak = max(step.peak, held_total)
         if outcome == "ramp-over" and cs.ceiling is not None:
             step.ceiling = self._ceiling(step, cs, held_total)
+        elif outcome == "ramp-over":
+            step.ceiling = self._server_ceiling(step, held_total) or no_ceiling()
         else:
             step.ceiling = no_ceiling()
-        reasons: list[str] = []
         reached = bool(step.ceiling.get("reached"))
+        m = verdict.measured(step.ceiling, client_held=held_total, server_held=step.server_held)
+        reasons = list(m.reasons)
+        short_ok = 0
         if (
             reached
             and step.ceiling.get("cause") == Cause.EPHEMERAL_PORTS
             and step.prediction.cause == Cause.EPHEMERAL_PORTS
             and step.ceiling.get("count") != step.prediction.count
         ):
-            reasons.append(self._port_reason(step))
+            odd = verdict.odd_range_reason(
+                self._port_range, self._reserved, step.spec, self._read_sockets()
+            )
+            if odd is not None and step.ceiling.get("count") == (step.prediction.count or 0) - 1:
+                reasons.append(odd)
+                short_ok = 1  # the kernel does not promise the last port of an odd range
+            else:
+                reasons.append(self._port_reason(step))
         step.comparison = st.compare(
             step.prediction,
             reached=reached,
-            measured=step.ceiling.get("count") if reached else held_total,
+            measured=m.value,
             cause=step.ceiling.get("cause"),
             requested=self.config.count,
             stop_reason="count" if outcome == "ramp-over" else outcome,
             reasons=reasons,
+            short_ok=short_ok,
+            measured_what=m.what,
         )
         self.observer.event(f"step {step.index + 1} ({step.spec.name}): {step.comparison.text}")
 
@@ -526,22 +626,45 @@ class Experiment:
             )
             att = analysis.attribute(ev)
             cause, side, evidence = str(att.cause), att.side, att.evidence
-        adv = cl.advice(Cause(cause))
-        return {
-            "reached": True,
-            "count": held_total,
-            "cause": cause,
-            "side": side,
-            "errno": c.errno,
-            "op": c.op,
-            "knob": adv.knob or None,
-            "advice": list(adv.commands),
-            "windows": adv.windows or None,
-            "evidence": evidence,
-        }
+        settled = self._settled_server(held_total) if side == "server" else self.server.stats()
+        step.server_held = int(settled.held)
+        return verdict.ceiling_json(
+            count=held_total,
+            cause=cause,
+            side=side,
+            errno=c.errno,
+            op=c.op,
+            evidence=evidence,
+            server_held=step.server_held,
+        )
+
+    def _settled_server(self, held: int) -> Any:
+        """The server's stats once they stop moving (its workers report a few times a second),
+        if it holds fewer than the client's ``held``; bounded by :data:`SETTLE_MAX_S`."""
+        stats = self.server.stats()
+        deadline = self._clock() + SETTLE_MAX_S
+        while stats.held < held and self._clock() < deadline and not self.stop_event.is_set():
+            self.stop_event.wait(SETTLE_S)
+            again = self.server.stats()
+            if again.held == stats.held:  # (its accept errors may keep growing: it retries)
+                return again
+            stats = again
+        return stats
+
+    def _server_ceiling(self, step: StepRun, held_total: int) -> dict[str, Any] | None:
+        """The client reached its quota: did the server run out of something meanwhile?"""
+        stats = self._settled_server(held_total)
+        step.server_held = int(stats.held)
+        return verdict.server_ceiling(
+            client_held=held_total,
+            server_held=step.server_held,
+            errors_by_cause=_delta(stats.errors_by_cause, step.server_errors_start),
+            errors_by_errno=_delta(getattr(stats, "errors", {}), step.server_errnos_start),
+        )
 
     def _port_reason(self, step: StepRun) -> str:
-        if self._port_range is None or self.config.client_netns is not None:
+        client_elsewhere = self.config.client_netns is not None and self.isolated is None
+        if self._port_range is None or client_elsewhere:
             return "the ports could not be accounted for from here"
         if step.spec.source_ips or len(step.spec.ports) > 1:
             return "ports are accounted one destination at a time: not done for this step"
@@ -635,6 +758,10 @@ class Experiment:
             from conncap.limits.render import limits_to_json
 
             doc["limits"] = limits_to_json(self.limits)
+            if self.isolated is not None and self._server_limits is not None:
+                doc["server_limits"] = limits_to_json(self._server_limits)
+        if self.isolated is not None:
+            doc["topology"] = {**self.isolated.to_json(), "lines": self.isolated.describe()}
         if self.sampler is not None and self.sampler.problems:
             doc["probe_problems"] = dict(self.sampler.problems)
         if self.error is not None:

@@ -20,6 +20,10 @@ _STOPPED = {
 }
 
 
+#: Below this fit quality the memory slope is not extrapolated (a short ramp is noise).
+MIN_R2 = 0.9
+
+
 def _obj(v: Any) -> Mapping[str, Any]:
     return v if isinstance(v, Mapping) else {}
 
@@ -103,6 +107,12 @@ def memory_lines(mem: Mapping[str, Any]) -> list[str]:
     out = [f"Memory per connection{both}: {' + '.join(parts)}{total}{fit}."]
     avail = num(mem.get("mem_available"))
     ceiling = _int(mem.get("extrapolated_ceiling"))
+    if r2 is not None and r2 < MIN_R2:
+        out.append(
+            f"Too few or too noisy samples (r² {r2:.2f}) to extrapolate a memory ceiling: "
+            "a longer ramp (a larger --count) measures it."
+        )
+        return out
     if avail is not None and ceiling is not None and per > 0:
         out.append(
             f"{format_bytes(avail)} available: at {format_bytes(per)} per connection this host "
@@ -147,6 +157,10 @@ def advice_lines(ceiling: Mapping[str, Any], os_name: str) -> list[str]:
 def summary_lines(doc: Mapping[str, Any]) -> list[str]:
     """The whole summary, one sentence a line."""
     lines: list[str] = []
+    topology = _obj(doc.get("topology"))
+    where = [t for t in topology.get("lines") or [] if isinstance(t, str)]
+    if where:
+        lines.append(f"Isolated: {'; '.join(where)}.")
     steps = [s for s in doc.get("steps") or [] if isinstance(s, Mapping)]
     first_pred = _obj(steps[0].get("prediction")) if steps else _obj(doc.get("prediction"))
     pline = _str(first_pred.get("line"))
