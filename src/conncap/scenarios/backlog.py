@@ -83,22 +83,8 @@ def run(sr: ScenarioRun) -> None:
             step=s1.name,
         )
     )
-    sr.check(
-        ex.at_least(
-            "the accept queue overflowed (ListenOverflows, server namespace)",
-            1,
-            s1.counters.get("listen_overflows"),
-            step=s1.name,
-        )
-    )
-    sr.check(
-        ex.at_least(
-            "the client retransmitted SYNs (TCPSynRetrans, client namespace)",
-            1,
-            s1.counters.get("syn_retrans"),
-            step=s1.name,
-        )
-    )
+    for check in ex.overflow_and_syn_retries(s1.counters, step=s1.name):
+        sr.check(check)
     sr.check(ex.same("the client timed out", "ETIMEDOUT", s1.errno, step=s1.name))
     sr.check(
         ex.same(

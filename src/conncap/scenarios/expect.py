@@ -99,6 +99,25 @@ def greater(
     )
 
 
+def overflow_and_syn_retries(counters: dict[str, Any], *, step: str) -> list[Expectation]:
+    """What a full accept queue leaves behind: ListenOverflows on the server and SYN
+    retransmits on the client (the ``backlog`` and ``server-fds`` scenarios both check it)."""
+    return [
+        at_least(
+            "the accept queue overflowed (ListenOverflows, server namespace)",
+            1,
+            counters.get("listen_overflows"),
+            step=step,
+        ),
+        at_least(
+            "the client retransmitted SYNs (TCPSynRetrans, client namespace)",
+            1,
+            counters.get("syn_retrans"),
+            step=step,
+        ),
+    ]
+
+
 def same(name: str, expected: object, measured: object, *, step: str = "") -> Expectation:
     """Two values (causes, sets, errno names) are equal."""
     return Expectation(name, expected == measured, _show(expected), _show(measured), step)

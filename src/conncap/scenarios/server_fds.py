@@ -83,22 +83,8 @@ def run(sr: ScenarioRun) -> None:
             step=s.name,
         )
     )
-    sr.check(
-        ex.at_least(
-            "the accept queue overflowed (ListenOverflows, server namespace)",
-            1,
-            s.counters.get("listen_overflows"),
-            step=s.name,
-        )
-    )
-    sr.check(
-        ex.at_least(
-            "the client retransmitted SYNs (TCPSynRetrans, client namespace)",
-            1,
-            s.counters.get("syn_retrans"),
-            step=s.name,
-        )
-    )
+    for check in ex.overflow_and_syn_retries(s.counters, step=s.name):
+        sr.check(check)
     sr.check(
         ex.same(
             "the client itself only saw time-outs",
