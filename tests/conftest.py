@@ -45,9 +45,25 @@ def _conncap_namespaces() -> set[str]:
 
 
 @pytest.fixture(autouse=True, scope="session")
-def _no_leaked_namespaces() -> Iterator[None]:
-    """The whole session must leave no conncap namespace behind (STYLE.md: no leaks)."""
-    before = _conncap_namespaces()
-    yield
-    leaked = _conncap_namespaces() - before
-    assert not leaked, f"tests leaked network namespaces: {sorted(leaked)}"
+def _no_leaked_namespaces(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """This session must leave no conncap namespace behind (STYLE.md: no leaks).
+
+    Every run records itself in the registry before it creates a namespace, so the session
+    gets a registry directory of its own (inherited by the ``conncap`` processes it starts):
+    a record left there, or a namespace named by one, is this session's leak. Namespaces made
+    by other processes on the machine meanwhile are not ours and are not counted."""
+    run_dir = tmp_path_factory.mktemp("conncap-run-dir")
+    previous = os.environ.get("CONNCAP_RUN_DIR")
+    os.environ["CONNCAP_RUN_DIR"] = str(run_dir)
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop("CONNCAP_RUN_DIR", None)
+        else:
+            os.environ["CONNCAP_RUN_DIR"] = previous
+    records = sorted(p.stem for p in run_dir.glob("*.json"))
+    leaked = sorted(
+        ns for ns in _conncap_namespaces() if any(ns.startswith(f"conncap-{r}-") for r in records)
+    )
+    assert not records, f"tests left run records {records} (namespaces still there: {leaked})"
