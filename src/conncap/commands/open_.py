@@ -103,15 +103,14 @@ def run(args: argparse.Namespace) -> int:
     import datetime as dt
     import signal
     import threading
-    import time
 
     from rich.console import Console
 
-    from conncap.engine import ClientPool
     from conncap.engine.plan import check_plan
     from conncap.engine.results import open_result, predict
     from conncap.errors import UsageError
     from conncap.exitcodes import ExitStatus
+    from conncap.measure import Launch, Measurement
     from conncap.result import write_atomic
 
     if args.max_duration <= 0:
@@ -124,46 +123,52 @@ def run(args: argparse.Namespace) -> int:
     prediction = predict(plan, args.nofile)
 
     stop = threading.Event()
-    why: list[int] = []
 
-    def on_signal(signum: int, _frame: object) -> None:
-        why.append(signum)
+    def on_signal(_signum: int, _frame: object) -> None:
         stop.set()
 
     old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     started = dt.datetime.now(dt.UTC)
-    t0 = time.monotonic()
-    pool = ClientPool(plan, nofile=args.nofile)
+    m = Measurement(
+        stop=stop,
+        deadline_s=args.max_duration,
+        on_sample=lambda s: _progress(console, s, plan.count),
+    )
     stop_reason = "error"
     try:
-        pool.start()
-        stop_reason = _ramp(pool, stop, console, args.max_duration, t0)
-        if stop_reason in ("count", "ceiling") and plan.hold_s > 0:
-            end = time.monotonic() + plan.hold_s
-            while not stop.wait(0.25):
-                _progress(console, pool)
-                if time.monotonic() >= end:
-                    break
-            if stop.is_set():
-                stop_reason = "interrupted"
-            else:
-                stop_reason = "hold" if stop_reason == "count" else stop_reason
+        step = m.begin("open", [Launch(plan, nofile=args.nofile)])
+        outcome = m.ramp(step)
+        verdict = m.conclude(step, settle="none")
+        stop_reason = outcome
+        if outcome == "ramp-over":
+            stop_reason = "ceiling" if verdict.reached else "count"
+            if plan.hold_s > 0:
+                why = m.hold("open", plan.hold_s)
+                if why is not None:
+                    stop_reason = why
+                elif stop_reason == "count":
+                    stop_reason = "hold"
+        final = m.client_totals()
+        peak = max((int(s["held"]) for s in m.timeline), default=0)
     finally:
-        final = pool.stop(timeout=2.0)
+        _, problems = m.close()
         for s, h in old.items():
             signal.signal(s, h)
-    duration = time.monotonic() - t0
+    duration = m.now()
     if console.is_terminal:
         console.print()
     doc = open_result(
         plan,
         final,
-        pool.timeline(),
+        m.timeline,
+        verdict=verdict,
+        peak=peak,
+        workers=sum(len(p.pids()) for p in step.pools) or plan.workers,
         started_at=started,
         duration_s=duration,
         stop_reason=stop_reason,
         prediction=prediction,
-        notes=notes,
+        notes=[*notes, *(f"clean-up: {exc}" for exc in problems)],
     )
     if args.json:
         write_atomic(args.json, doc)
@@ -171,38 +176,20 @@ def run(args: argparse.Namespace) -> int:
     return ExitStatus.INTERRUPTED if stop_reason == "interrupted" else ExitStatus.SUCCESS
 
 
-def _ramp(pool: Any, stop: Any, console: Any, max_duration: float, t0: float) -> str:
-    import time
-
-    from conncap.errors import RunFailed
-
-    while not stop.is_set():
-        if pool.wait(0.25):
-            st = pool.stats()
-            _progress(console, pool)
-            return "ceiling" if st.ceiling is not None else "count"
-        _progress(console, pool)
-        if time.monotonic() - t0 >= max_duration:
-            return "max-duration"
-        if not pool.pids():
-            raise RunFailed("every client worker exited before the ramp ended")
-    return "interrupted"
-
-
 _last_print = [0.0]
 
 
-def _progress(console: Any, pool: Any) -> None:
+def _progress(console: Any, sample: dict[str, Any], requested: int) -> None:
     import time
 
     now = time.monotonic()
     if now - _last_print[0] < (0.25 if console.is_terminal else 5.0):
         return
     _last_print[0] = now
-    st = pool.stats()
-    fails = ", ".join(f"{k} {v:,}" for k, v in sorted(st.failures_by_cause.items())) or "none"
+    by_cause = sample.get("failures_by_cause") or {}
+    fails = ", ".join(f"{k} {v:,}" for k, v in sorted(by_cause.items())) or "none"
     console.print(
-        f"held {st.held:,}/{st.requested:,} · {st.rate:,.0f} conn/s · failures {fails}",
+        f"held {sample['held']:,}/{requested:,} · {sample['rate']:,.0f} conn/s · failures {fails}",
         end="\r" if console.is_terminal else "\n",
     )
 

@@ -17,8 +17,8 @@ from typing import Any
 from conncap import __version__
 from conncap.catalogue import Cause
 from conncap.engine import classify as cl
-from conncap.engine.client import ClientStats
 from conncap.engine.plan import OpenPlan
+from conncap.measure import ClientTotals, Verdict
 from conncap.result import SCHEMA
 
 
@@ -101,39 +101,43 @@ def host_info() -> dict[str, Any]:
     }
 
 
-def ceiling_json(stats: ClientStats) -> dict[str, Any]:
+def ceiling_json(verdict: Verdict) -> dict[str, Any]:
     """The ``ceiling`` object: what stopped the ramp and how to raise it."""
-    c = stats.ceiling
-    if c is None:
+    if not verdict.reached or verdict.cause is None:
         return {
             "reached": False,
             "count": None,
             "cause": None,
+            "side": None,
             "errno": None,
             "knob": None,
             "advice": [],
             "windows": None,
             "evidence": None,
         }
-    adv = cl.advice(Cause(c.cause))
+    adv = cl.advice(Cause(verdict.cause))
     return {
         "reached": True,
-        "count": c.count,
-        "cause": c.cause,
-        "errno": c.errno,
-        "op": c.op,
+        "count": verdict.count,
+        "cause": verdict.cause,
+        "side": verdict.side,
+        "errno": verdict.errno,
+        "op": verdict.op,
         "knob": adv.knob or None,
         "advice": list(adv.commands),
         "windows": adv.windows or None,
-        "evidence": c.evidence,
+        "evidence": verdict.evidence,
     }
 
 
 def open_result(
     plan: OpenPlan,
-    stats: ClientStats,
+    totals: ClientTotals,
     timeline: list[dict[str, Any]],
     *,
+    verdict: Verdict,
+    peak: int,
+    workers: int,
     started_at: _dt.datetime,
     duration_s: float,
     stop_reason: str,
@@ -150,20 +154,16 @@ def open_result(
         "host": host_info(),
         "plan": plan.to_json(),
         "requested": plan.count,
-        "established_peak": stats.established_peak,
-        "held_at_end": stats.held,
-        "attempts": stats.attempts,
-        "failures": stats.failures,
-        "failures_by_cause": stats.failures_by_cause,
-        "dropped": stats.dropped,
+        "established_peak": max(peak, totals.held),
+        "held_at_end": totals.held,
+        "attempts": totals.attempts,
+        "failures": dict(sorted(totals.failures.items())),
+        "failures_by_cause": dict(sorted(totals.failures_by_cause.items())),
+        "dropped": dict(sorted(totals.dropped.items())),
         "stop_reason": stop_reason,
-        "ceiling": ceiling_json(stats),
+        "ceiling": ceiling_json(verdict),
         "prediction": prediction,
         "timeline": timeline,
-        "client": {
-            "workers": stats.workers,
-            "rss_bytes": stats.rss_bytes,
-            "established": stats.established,
-        },
+        "client": {"workers": workers, "established": totals.established},
         "notes": notes or [],
     }

@@ -1,0 +1,457 @@
+"""The one measurement loop: launch client pools (and use a server), sample one timeline,
+stop on the ramp's end, a ceiling, the deadline or a signal, settle the server's count, gather
+the client's and the server's evidence, and decide the step's ceiling.
+
+``conncap open``, ``conncap run`` and every scenario measure through :class:`Measurement`;
+what differs between them (how steps are planned, what the model predicts, what is checked,
+how the result reads) stays with them. Bounded: each pool's count and handshake timeout bound
+a ramp, and so do the caller's deadline and stop event; :meth:`Measurement.close` stops every
+pool it launched and the server it was given.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextlib import suppress
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from conncap.errors import RunFailed
+from conncap.measure.verdict import ClientStop, StepFacts, Verdict, decide
+
+#: Timeline sample: the result schema's timeline keys (docs/result-schema.md).
+Sample = dict[str, Any]
+
+#: The server's count is final once it has not moved for this long (its workers report a few
+#: times a second), and the settle waits at most this long by default.
+SETTLE_S = 0.4
+SETTLE_MAX_S = 2.0
+
+#: Cumulative kernel counters whose growth over a step is evidence.
+GROWTH_KEYS: tuple[str, ...] = (
+    "listen_overflows",
+    "listen_drops",
+    "syn_retrans",
+    "tcp_abort_on_memory",
+    "conntrack_drops",
+    "conntrack_insert_failed",
+    "conntrack_early_drop",
+    "syncookies_sent",
+    "syncookies_recv",
+)
+#: Levels read at the end of a step.
+LEVEL_KEYS: tuple[str, ...] = ("conntrack_count", "conntrack_max")
+
+
+class Probe(Protocol):
+    """Figures sampled beside the pools' counts (kernel memory, TCP counters, conntrack…).
+    ``force``: read now even if the probe rate-limits itself (a step's first and last)."""
+
+    def read(self, *, force: bool = False) -> Mapping[str, Any]: ...
+
+
+class ClientPoolLike(Protocol):
+    def start(self) -> None: ...
+    def stats(self) -> Any: ...
+    def ramp_over(self) -> bool: ...
+    def pids(self) -> list[int]: ...
+    def pause(self) -> None: ...
+    def stop(self, timeout: float = 2.0) -> Any: ...
+
+
+class ServerLike(Protocol):
+    def stats(self) -> Any: ...
+    def pids(self) -> list[int]: ...
+    def stop(self, timeout: float = 2.0) -> Any: ...
+
+
+@dataclass(frozen=True)
+class Launch:
+    """One client pool of a step: its plan, the namespace it runs in, its descriptor limit."""
+
+    plan: Any  # conncap.engine.OpenPlan (kept out of this module's imports: the engine is heavy)
+    netns: str | None = None
+    nofile: int | None = None
+
+
+@dataclass(slots=True)
+class ClientTotals:
+    """The client side summed over every pool the measurement launched (released ones too:
+    their failures stay counted)."""
+
+    held: int = 0
+    established: int = 0
+    attempts: int = 0
+    failures: dict[str, int] = field(default_factory=dict)
+    failures_by_cause: dict[str, int] = field(default_factory=dict)
+    dropped: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class MeasuredStep:
+    """One step: its pools (holding until :meth:`Measurement.release`), where it sits in the
+    timeline, and once concluded what it reached."""
+
+    name: str
+    launches: tuple[Launch, ...]
+    pools: list[ClientPoolLike]
+    t_start: float
+    i_start: int
+    server_errors_start: dict[str, int]
+    server_errnos_start: dict[str, int]
+    outcome: str | None = None
+    t_end: float | None = None
+    i_end: int | None = None
+    facts: StepFacts | None = None
+    verdict: Verdict | None = None
+    server: Any = None  # the server's stats once settled (None: no server)
+
+    @property
+    def requested(self) -> int:
+        return sum(int(la.plan.count) for la in self.launches)
+
+    def client_stats(self) -> list[Any]:
+        return [p.stats() for p in self.pools]
+
+
+def _add(into: dict[str, int], more: Mapping[str, int]) -> None:
+    for k, v in more.items():
+        into[k] = into.get(k, 0) + int(v)
+
+
+def _growth(now: Mapping[str, int], before: Mapping[str, int]) -> dict[str, int]:
+    out = {k: int(v) - int(before.get(k, 0)) for k, v in now.items()}
+    return {k: v for k, v in out.items() if v > 0}
+
+
+def _make_client_pool(launch: Launch) -> ClientPoolLike:
+    from conncap.engine import ClientPool
+
+    pool: ClientPoolLike = ClientPool(launch.plan, netns=launch.netns, nofile=launch.nofile)
+    return pool
+
+
+class Measurement:
+    """The state of one measurement (see the module docstring)."""
+
+    def __init__(
+        self,
+        *,
+        probe: Probe | None = None,
+        stop: threading.Event | None = None,
+        deadline_s: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        make_client: Callable[[Launch], ClientPoolLike] = _make_client_pool,
+        on_sample: Callable[[Sample], None] | None = None,
+    ) -> None:
+        """``deadline_s``: seconds from now after which every ramp and hold stops with
+        ``max-duration``; ``on_sample`` sees every sample (the live view)."""
+        self.clock = clock
+        self.t0 = clock()
+        self.deadline = None if deadline_s is None else self.t0 + deadline_s
+        self.stop_event = stop if stop is not None else threading.Event()
+        self.probe = probe
+        self.timeline: list[Sample] = []
+        self.steps: list[MeasuredStep] = []
+        self.server: ServerLike | None = None
+        self._make_client = make_client
+        self._on_sample = on_sample
+        self._live: list[ClientPoolLike] = []
+        self._done = ClientTotals()
+        self._last_established = 0
+        self._last_t = self.t0
+        self.rate = 0.0
+
+    # ---- clock --------------------------------------------------------------------------------
+
+    def now(self) -> float:
+        """Seconds since the measurement began (the timeline's ``t``)."""
+        return self.clock() - self.t0
+
+    def past_deadline(self) -> bool:
+        return self.deadline is not None and self.clock() >= self.deadline
+
+    # ---- the server -----------------------------------------------------------------------------
+
+    def use_server(self, server: ServerLike) -> None:
+        """The server this measurement samples and settles (started by the caller; stopped by
+        :meth:`close`)."""
+        self.server = server
+
+    def settle_server(
+        self, *, until: int | None = None, settle_s: float = SETTLE_S, max_s: float = SETTLE_MAX_S
+    ) -> Any:
+        """The server's stats once its held count has not moved for ``settle_s`` (accepts
+        trail the client's handshakes) and, with ``until``, reached it (a handshake whose last
+        ACK met a full queue completes only when the server resends its SYN-ACK), at most
+        ``max_s``. None without a server."""
+        if self.server is None:
+            return None
+        end = self.clock() + max_s
+        last = self.server.stats().held
+        still = self.clock()
+        while self.clock() < end and not self.stop_event.is_set():
+            self.stop_event.wait(0.05)
+            held = self.server.stats().held
+            if held != last:
+                last, still = held, self.clock()
+            elif self.clock() - still >= settle_s and (until is None or held >= until):
+                break
+        return self.server.stats()
+
+    # ---- the client -----------------------------------------------------------------------------
+
+    def client_totals(self) -> ClientTotals:
+        t = ClientTotals(
+            failures=dict(self._done.failures),
+            failures_by_cause=dict(self._done.failures_by_cause),
+            dropped=dict(self._done.dropped),
+            attempts=self._done.attempts,
+            established=self._done.established,
+        )
+        for pool in self._live:
+            cs = pool.stats()
+            t.held += int(cs.held)
+            t.established += int(cs.established)
+            t.attempts += int(cs.attempts)
+            _add(t.failures, cs.failures)
+            _add(t.failures_by_cause, cs.failures_by_cause)
+            _add(t.dropped, cs.dropped)
+        return t
+
+    def held(self) -> int:
+        """Connections every live pool holds."""
+        return sum(int(p.stats().held) for p in self._live)
+
+    def client_pids(self) -> list[int]:
+        return [pid for p in self._live for pid in p.pids()]
+
+    # ---- the timeline ----------------------------------------------------------------------------
+
+    def sample(self, step: str, *, phase: str = "ramp", force: bool = False) -> Sample:
+        """One timeline sample: the client's totals, the server's count, the probe's figures."""
+        now = self.clock()
+        totals = self.client_totals()
+        dt = now - self._last_t
+        if dt > 0:
+            self.rate = (totals.established - self._last_established) / dt
+        self._last_t, self._last_established = now, totals.established
+        s: Sample = {
+            "t": round(now - self.t0, 3),
+            "step": step,
+            "phase": phase,
+            "held": totals.held,
+            "established": totals.established,
+            "failures": sum(totals.failures_by_cause.values()),
+            "rate": round(self.rate, 1),
+            "failures_by_cause": dict(sorted(totals.failures_by_cause.items())),
+        }
+        if self.server is not None:
+            ss = self.server.stats()
+            s["server_held"] = ss.held
+            s["server_accepted"] = ss.accepted
+            s["server_errors"] = dict(ss.errors_by_cause)
+        if self.probe is not None:
+            for k, v in self.probe.read(force=force).items():
+                s.setdefault(k, v)
+        self.timeline.append(s)
+        if self._on_sample is not None:
+            self._on_sample(s)
+        return s
+
+    # ---- one step ----------------------------------------------------------------------------
+
+    def begin(self, name: str, launches: Sequence[Launch]) -> MeasuredStep:
+        """Sample, then start one client pool per launch (each ready before any goes)."""
+        self.sample(name, phase="ramp", force=True)
+        ss = self.server.stats() if self.server is not None else None
+        step = MeasuredStep(
+            name=name,
+            launches=tuple(launches),
+            pools=[],
+            t_start=self.now(),
+            i_start=len(self.timeline) - 1,
+            server_errors_start=dict(ss.errors_by_cause) if ss is not None else {},
+            server_errnos_start=dict(ss.errors) if ss is not None else {},
+        )
+        self.steps.append(step)
+        for launch in launches:
+            pool = self._make_client(launch)
+            step.pools.append(pool)
+            self._live.append(pool)
+            pool.start()
+        return step
+
+    def _stop_reason(
+        self, sample: Sample, should_stop: Callable[[Sample], str | None] | None
+    ) -> str | None:
+        if self.stop_event.is_set():
+            return "interrupted"
+        if should_stop is not None:
+            why = should_stop(sample)
+            if why is not None:
+                return why
+        if self.past_deadline():
+            return "max-duration"
+        return None
+
+    def ramp(
+        self,
+        step: MeasuredStep,
+        *,
+        hz: float = 4.0,
+        should_stop: Callable[[Sample], str | None] | None = None,
+        max_s: float | None = None,
+    ) -> str:
+        """Sample until every pool of ``step`` has its count or its ceiling (``ramp-over``),
+        or a stop: ``interrupted``, ``max-duration`` (the deadline or ``max_s``), or what
+        ``should_stop`` says (e.g. ``memory-guard``)."""
+        end = None if max_s is None else self.clock() + max_s
+        interval = 1.0 / hz
+        while True:
+            sample = self.sample(step.name, phase="ramp")
+            why = self._stop_reason(sample, should_stop)
+            if why is None and end is not None and self.clock() >= end:
+                why = "max-duration"
+            if why is not None:
+                step.outcome = why
+                return why
+            if all(p.ramp_over() for p in step.pools):
+                self.sample(step.name, phase="ramp")
+                step.outcome = "ramp-over"
+                return "ramp-over"
+            if step.pools and not any(p.pids() for p in step.pools):
+                raise RunFailed(
+                    f"step {step.name}: every client worker exited before the ramp ended"
+                )
+            if self.server is not None and not self.server.pids():
+                raise RunFailed("every server worker exited during the run")
+            self.stop_event.wait(interval)
+
+    def hold(
+        self,
+        step_name: str,
+        seconds: float,
+        *,
+        hz: float = 4.0,
+        should_stop: Callable[[Sample], str | None] | None = None,
+    ) -> str | None:
+        """Hold what is held ``seconds``, sampling; a stop reason if one comes up first."""
+        end = self.clock() + seconds
+        interval = 1.0 / hz
+        while True:
+            sample = self.sample(step_name, phase="hold")
+            why = self._stop_reason(sample, should_stop)
+            if why is not None:
+                return why
+            if self.clock() >= end:
+                return None
+            self.stop_event.wait(min(interval, max(0.0, end - self.clock())))
+
+    def conclude(
+        self,
+        step: MeasuredStep,
+        *,
+        settle: str = "stable",
+        short_is_ceiling: bool = False,
+    ) -> Verdict:
+        """The step's evidence and ceiling. ``settle``: ``stable`` waits until the server's
+        count stops moving, ``all`` until it holds what every live pool holds (at most 10 s),
+        ``none`` reads it at once (a frozen server)."""
+        outcome = step.outcome or "ramp-over"
+        stats = step.client_stats()
+        client_held = self.held()
+        if self.server is None:
+            server = None
+        elif settle == "all":
+            server = self.settle_server(until=client_held, max_s=10.0)
+        elif settle == "stable":
+            server = self.settle_server(until=client_held)
+        else:
+            server = self.server.stats()
+        step.server = server
+        last = self.sample(step.name, phase="ramp", force=True)
+        step.t_end = self.now()
+        step.i_end = len(self.timeline) - 1
+        failures: dict[str, int] = {}
+        by_cause: dict[str, int] = {}
+        for cs in stats:
+            _add(failures, cs.failures)
+            _add(by_cause, cs.failures_by_cause)
+        stops = [
+            ClientStop(errno=str(c.errno), op=str(c.op), evidence=str(c.evidence))
+            for cs in stats
+            if (c := cs.ceiling) is not None
+        ]
+        window = self.timeline[step.i_start : step.i_end + 1]
+        facts = StepFacts(
+            requested=step.requested,
+            client_held=client_held,
+            server_held=int(server.held) if server is not None else None,
+            client_stops=stops,
+            client_failures=failures,
+            client_failures_by_cause=by_cause,
+            server_errors=_growth(server.errors_by_cause, step.server_errors_start)
+            if server is not None
+            else {},
+            server_errnos=_growth(server.errors, step.server_errnos_start)
+            if server is not None
+            else {},
+            counters={k: growth(window, k) for k in GROWTH_KEYS if k in last},
+            levels={k: last.get(k) for k in LEVEL_KEYS if k in last},
+            stop_reason="ceiling" if outcome == "ramp-over" and stops else outcome,
+        )
+        step.facts = facts
+        step.verdict = decide(facts, short_is_ceiling=short_is_ceiling)
+        return step.verdict
+
+    # ---- the end --------------------------------------------------------------------------------
+
+    def release(self, step: MeasuredStep, timeout: float = 2.0) -> None:
+        """Close a step's connections and reap its workers; their failures stay counted."""
+        for pool in step.pools:
+            self._stop_pool(pool, timeout)
+
+    def _stop_pool(self, pool: ClientPoolLike, timeout: float) -> None:
+        if pool not in self._live:
+            return
+        final = pool.stop(timeout=timeout)
+        self._live.remove(pool)
+        self._done.attempts += int(final.attempts)
+        self._done.established += int(final.established)
+        _add(self._done.failures, final.failures)
+        _add(self._done.failures_by_cause, final.failures_by_cause)
+        _add(self._done.dropped, final.dropped)
+
+    def pause_clients(self) -> None:
+        """Stop opening (held connections stay): the memory guard."""
+        for pool in self._live:
+            pool.pause()
+
+    def close(self, timeout: float = 2.0) -> tuple[Any, list[BaseException]]:
+        """Stop every live pool (clients first: they reset their connections), then the
+        server; the server's final stats (None without one) and what failed on the way.
+        Idempotent."""
+        errors: list[BaseException] = []
+        for pool in reversed(list(self._live)):
+            try:
+                self._stop_pool(pool, timeout)
+            except Exception as exc:
+                errors.append(exc)
+                with suppress(ValueError):
+                    self._live.remove(pool)
+        final = None
+        if self.server is not None:
+            try:
+                final = self.server.stop(timeout=timeout)
+            except Exception as exc:
+                errors.append(exc)
+        return final, errors
+
+
+def growth(samples: Iterable[Sample], key: str) -> int | None:
+    """Growth of a cumulative counter over ``samples`` (None: measured fewer than twice)."""
+    nums = [v for s in samples if isinstance(v := s.get(key), int)]
+    return nums[-1] - nums[0] if len(nums) >= 2 else None

@@ -1,0 +1,152 @@
+"""Whether a step reached a ceiling and which one: pure, from the evidence the loop gathered.
+
+One rule for ``open``, ``run`` and every scenario:
+
+- The client's workers reported a ceiling (a failure streak, or every port of an explicit
+  slice bound): the ceiling is reached at what the client held; its cause and side come from
+  :func:`conncap.analysis.attribute`, so a client-side errno (EADDRNOTAVAIL, EMFILE, …) names
+  the client and a stall or refusal is explained by the server's evidence.
+- The client got its quota but the server holds fewer and its accept() failed for lack of a
+  resource (descriptors, the file table, memory): the server's ceiling.
+- The step was stopped by its deadline short of what it asked for (``short_is_ceiling``): held
+  levelled off below the request, attributed from the same evidence.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from conncap.analysis import CeilingEvidence, attribute
+from conncap.catalogue import Cause
+
+#: The server's own resources: accept() failing for one of them bounds what it holds.
+SERVER_RESOURCE_CAUSES = (Cause.FILE_DESCRIPTORS, Cause.SYSTEM_FILE_TABLE, Cause.MEMORY)
+
+
+@dataclass(frozen=True, slots=True)
+class ClientStop:
+    """A client pool's own ceiling: the errno its workers stopped on, the call, their words."""
+
+    errno: str
+    op: str
+    evidence: str
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """A step's ceiling, or none (``reached`` False and every other field None)."""
+
+    reached: bool
+    count: int | None = None
+    cause: str | None = None
+    side: str | None = None
+    errno: str | None = None
+    op: str | None = None
+    evidence: str | None = None
+    server_held: int | None = None
+
+    @classmethod
+    def none(cls, server_held: int | None = None) -> Verdict:
+        return cls(reached=False, server_held=server_held)
+
+
+@dataclass(frozen=True, slots=True)
+class StepFacts:
+    """What the loop saw in one step, as plain numbers (the input of :func:`decide`)."""
+
+    requested: int
+    client_held: int
+    server_held: int | None
+    client_stops: Sequence[ClientStop] = ()
+    client_failures: Mapping[str, int] = field(default_factory=dict)
+    client_failures_by_cause: Mapping[str, int] = field(default_factory=dict)
+    server_errors: Mapping[str, int] = field(default_factory=dict)  # cause id -> n, this step
+    server_errnos: Mapping[str, int] = field(default_factory=dict)  # errno -> n, this step
+    counters: Mapping[str, int | None] = field(default_factory=dict)  # growth over the step
+    levels: Mapping[str, int | None] = field(default_factory=dict)  # conntrack count/max
+    stop_reason: str = "ramp-over"
+
+
+def evidence(facts: StepFacts) -> CeilingEvidence:
+    """The attribution's input. A ceiling without any failed attempt (explicit bind: every
+    port of the slice bound) still counts each worker's errno once."""
+    failures = dict(facts.client_failures)
+    if not failures:
+        for w in facts.client_stops:
+            failures[w.errno] = failures.get(w.errno, 0) + 1
+    c = facts.counters
+    return CeilingEvidence(
+        client_failures=failures,
+        client_failures_by_cause=dict(facts.client_failures_by_cause),
+        server_errors=dict(facts.server_errors),
+        client_held=facts.client_held,
+        server_held=facts.server_held,
+        listen_overflows=c.get("listen_overflows"),
+        listen_drops=c.get("listen_drops"),
+        syn_retrans=c.get("syn_retrans"),
+        abort_on_memory=c.get("tcp_abort_on_memory"),
+        conntrack_drops=c.get("conntrack_drops"),
+        conntrack_insert_failed=c.get("conntrack_insert_failed"),
+        conntrack_early_drop=c.get("conntrack_early_drop"),
+        conntrack_count=facts.levels.get("conntrack_count"),
+        conntrack_max=facts.levels.get("conntrack_max"),
+        stop_reason=facts.stop_reason,
+    )
+
+
+def _most_common(stops: Sequence[ClientStop]) -> ClientStop | None:
+    if not stops:
+        return None
+    names = [w.errno for w in stops]
+    errno = min(set(names), key=lambda e: (-names.count(e), e))
+    return next(w for w in stops if w.errno == errno)
+
+
+def decide(facts: StepFacts, *, short_is_ceiling: bool = False) -> Verdict:
+    """The step's ceiling (see the module docstring for the rules)."""
+    server_held = facts.server_held
+    stops = facts.client_stops
+    short = facts.client_held < facts.requested
+    if stops or (short_is_ceiling and short and facts.stop_reason == "max-duration"):
+        att = attribute(evidence(facts))
+        first = _most_common(stops)
+        text = att.evidence
+        if first is not None and first.evidence and first.evidence not in text:
+            text = f"{text}; client: {first.evidence}"
+        return Verdict(
+            reached=True,
+            count=facts.client_held,
+            cause=str(att.cause),
+            side=att.side,
+            errno=first.errno if first else None,
+            op=first.op if first else None,
+            evidence=text,
+            server_held=server_held,
+        )
+    if server_held is None or server_held >= facts.client_held:
+        return Verdict.none(server_held)
+    cause = next((c for c in SERVER_RESOURCE_CAUSES if facts.server_errors.get(c)), None)
+    if cause is None:
+        return Verdict.none(server_held)
+    errno = (
+        min(facts.server_errnos.items(), key=lambda kv: (-kv[1], kv[0]))[0]
+        if facts.server_errnos
+        else None
+    )
+    return Verdict(
+        reached=True,
+        count=facts.client_held,
+        cause=str(cause),
+        side="server",
+        errno=errno,
+        op="accept",
+        evidence=(
+            f"server accept() failed ×{facts.server_errors[cause]:,} ({errno or cause}) while "
+            f"the client's connects still succeeded: the server holds {server_held:,}, the "
+            f"client {facts.client_held:,}; the others completed their handshake into the "
+            "server's accept queue or, once it was full, are half-open (established at the "
+            "client only)"
+        ),
+        server_held=server_held,
+    )
