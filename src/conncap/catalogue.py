@@ -64,6 +64,44 @@ Side = Literal["client", "server", "network"]
 Op = Literal["connect", "accept", "bind", "listen", "socket", "send", "recv"]
 OsKey = Literal["linux", "macos", "windows"]
 
+#: Whose limit each cause is: the side a ceiling with that cause is attributed to.
+CAUSE_SIDE: dict[Cause, Side] = {
+    Cause.EPHEMERAL_PORTS: "client",
+    Cause.FILE_DESCRIPTORS: "client",
+    Cause.SYSTEM_FILE_TABLE: "client",
+    Cause.MEMORY: "client",
+    Cause.PERMISSION: "client",
+    Cause.SERVER_BACKLOG: "server",
+    Cause.SERVER_REFUSED: "server",
+    Cause.SERVER_CLOSED: "server",
+    Cause.CONNTRACK: "network",
+    Cause.TIMEOUT: "network",
+    Cause.NETWORK: "network",
+}
+
+#: Causes a client's own kernel names by errno on connect(): the client's side (ports,
+#: descriptors, file table, memory, permission) and an unreachable network. The others
+#: (refused, reset, timed out) are symptoms that the server side or the network explains.
+CLIENT_REPORTED: frozenset[Cause] = frozenset(
+    {c for c, side in CAUSE_SIDE.items() if side == "client"} | {Cause.NETWORK}
+)
+
+#: Resource causes that, returned by accept(), are the server's own limit.
+SERVER_RESOURCE_CAUSES: tuple[Cause, ...] = (
+    Cause.FILE_DESCRIPTORS,
+    Cause.SYSTEM_FILE_TABLE,
+    Cause.MEMORY,
+)
+
+
+def cause_side(cause: Cause | str) -> Side | None:
+    """Whose limit ``cause`` is; None for unknown."""
+    try:
+        return CAUSE_SIDE.get(Cause(cause))
+    except ValueError:
+        return None
+
+
 #: The calls :func:`classify` knows; "timeout" is the engine's own deadline.
 OPS: tuple[str, ...] = ("connect", "accept", "bind", "listen", "socket", "send", "recv")
 
@@ -841,11 +879,7 @@ def cause_of_name(name: str, *, op: str = "connect") -> Cause:
 def side_of(number: int, *, op: str = "connect", platform: str | None = None) -> Side:
     """Whose limit an error points at: accept()'s resource errors are the server's own."""
     cause = classify(number, op=op, platform=platform)
-    if op == "accept" and cause in (
-        Cause.FILE_DESCRIPTORS,
-        Cause.SYSTEM_FILE_TABLE,
-        Cause.MEMORY,
-    ):
+    if op == "accept" and cause in SERVER_RESOURCE_CAUSES:
         return "server"
     if number >= WSABASEERR:
         wsa = _WSA_BY_NUMBER.get(number)

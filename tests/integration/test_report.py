@@ -16,7 +16,9 @@ from typing import Any
 import pytest
 from report_fixtures import FIXTURES, NAT, OPEN, RUN, SCENARIO, load, poison, svgs
 
-from conncap import plots, report, report_scenario
+from conncap.report import html as report
+from conncap.report import plots
+from conncap.report import scenario as report_scenario
 from conncap.result import REQUIRED_KEYS, SCHEMA
 
 

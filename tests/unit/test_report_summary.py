@@ -1,10 +1,18 @@
-"""conncap.run.summary: the words printed after a run, from a result document."""
+"""conncap.report.summary: the words printed after a run, and the summary of any result
+document."""
 
 from __future__ import annotations
 
+import json
+import math
+from pathlib import Path
 from typing import Any
 
-from conncap.run.summary import advice_lines, memory_lines, step_line, summary_lines
+import pytest
+
+from conncap.catalogue import Cause
+from conncap.report import summary
+from conncap.report.summary import advice_lines, memory_lines, step_line, summary_lines
 
 
 def step1(
@@ -133,3 +141,102 @@ def test_summary_of_an_empty_or_damaged_document_does_not_crash() -> None:
     lines = summary_lines({"steps": "nonsense", "memory": 3, "timeline": None, "error": "boom"})
     assert any(line.startswith("Run:") for line in lines)
     assert "Error: boom." in lines
+
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "results"
+
+
+def _load(name: str) -> dict[str, Any]:
+    doc: dict[str, Any] = json.loads((FIXTURES / name).read_text())
+    return doc
+
+
+# --- summarize: any result document ---------------------------------------------------------
+
+
+def test_summarize_a_run() -> None:
+    lines = summary.summarize(_load("run_loopback.json"))
+    text = "\n".join(lines)
+    assert lines[0] == "Predicted: 28,232 connections before ephemeral-ports binds (client side)."
+    assert "Held 28,232 of 40,000 requested connections at the peak" in text
+    assert "EADDRNOTAVAIL 18,000 (90%, ephemeral-ports)" in text
+    assert "Ceiling: 28,232 connections, set by ephemeral-ports (EADDRNOTAVAIL)" in text
+    assert "The prediction was 28,232 (exactly right)." in text
+    assert "Step server-fds (a server limited to 20,000 descriptors): peak 24,087" in text
+    assert "Memory per connection: 7.7 KiB in the kernel (from /proc/slabinfo)" in text
+    assert "per connection this host holds about 2.8 million before memory binds" in text
+    assert "(WSAENOBUFS 10055 on Windows)" in text
+    assert "To raise it: net.ipv4.ip_local_port_range" in text
+    assert "On Windows: netsh int ipv4 set dynamicport" in text
+
+
+def test_summarize_the_memory_sentence_of_the_issue() -> None:
+    doc = {
+        "memory": {
+            "kernel_bytes_per_conn": 8.1 * 1024,
+            "mem_available": 12.3 * 2**30,
+            "extrapolated_ceiling": 1_433_053,
+        }
+    }
+    assert summary.summarize(doc)[-1] == (
+        "12.3 GiB available: at 8.1 KiB per connection this host holds about 1.4 million "
+        "before memory binds (WSAENOBUFS 10055 on Windows)."
+    )
+
+
+def test_summarize_an_open_result_has_no_memory_or_advice() -> None:
+    lines = summary.summarize(_load("open_minimal.json"))
+    assert "No ceiling was reached: all 1,000 requested connections held." in lines
+    assert "No attempt failed." in lines
+    assert not any("Memory" in line or "To raise" in line for line in lines)
+
+
+def test_summarize_survives_wrong_types() -> None:
+    doc: dict[str, Any] = {
+        "prediction": "x",
+        "ceiling": {"reached": True, "count": "many", "cause": 5},
+        "failures": {"EMFILE": "3"},
+        "steps": [None, {"name": 3, "prediction": []}],
+        "memory": {"kernel_bytes_per_conn": "big"},
+        "requested": None,
+        "established_peak": math.inf,
+    }
+    lines = summary.summarize(doc)
+    assert all(isinstance(line, str) for line in lines)
+    assert summary.summarize({}) == []
+
+
+def test_summarize_uses_catalogue_advice_when_it_exists(monkeypatch: pytest.MonkeyPatch) -> None:
+    from conncap import catalogue
+
+    class Advice:
+        knob = "the catalogue's knob"
+        commands = ("cmd one", "cmd two")
+        windows = "n/a"
+
+    seen: list[tuple[str, str]] = []
+
+    def advice(cause: Cause, os_name: str) -> Advice:
+        seen.append((cause, os_name))
+        return Advice()
+
+    monkeypatch.setattr(catalogue, "advice", advice, raising=False)
+    lines = summary.summarize(_load("run_loopback.json"))
+    assert "To raise it: the catalogue's knob: cmd one; cmd two." in lines
+    assert seen == [(Cause.EPHEMERAL_PORTS, "linux")]
+
+
+@pytest.mark.parametrize(
+    ("n", "text"),
+    [(1_433_053, "1.4 million"), (28_232, "28,000"), (150_312, "150,000"), (3_977, "3,977")],
+)
+def test_about(n: int, text: str) -> None:
+    assert summary.about(n) == text
+
+
+@pytest.mark.parametrize(
+    ("n", "text"),
+    [(512, "512 B"), (8294.4, "8.1 KiB"), (12.3 * 2**30, "12.3 GiB"), (-2048, "-2.0 KiB")],
+)
+def test_format_bytes(n: float, text: str) -> None:
+    assert summary.format_bytes(n) == text

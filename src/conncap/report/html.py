@@ -4,24 +4,31 @@ from a ``conncap.result/1`` document.
 Every string taken from the document is escaped with :func:`html.escape` (matplotlib escapes
 the text it writes into SVG); a Content-Security-Policy forbids scripts and every network
 fetch, as a second line of defence. A field that is missing or of the wrong type is shown as
-"not measured", never a crash. The plots are in :mod:`conncap.plots`, which imports matplotlib
-only when it draws.
+"not measured", never a crash. The plots are in :mod:`conncap.report.plots`, which imports
+matplotlib only when it draws.
 """
 
 from __future__ import annotations
 
-import html
-import json
-import math
 import os
 import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from conncap import __version__, analysis
-from conncap.analysis import about, format_bytes, num
-from conncap.plots import plot_failures, plot_held, plot_memory, plot_rate
+from conncap import __version__
+from conncap.analysis import cause_of_name, num
+from conncap.report import summary as prose
+from conncap.report.markup import as_list as _list
+from conncap.report.markup import e, fmt
+from conncap.report.markup import int_or_none as _int
+from conncap.report.markup import obj as _obj
+from conncap.report.markup import steps as _steps
+from conncap.report.markup import str_or_none as _str
+from conncap.report.plots import plot_failures, plot_held, plot_memory, plot_rate
+from conncap.report.scenario import CSS as SCENARIO_CSS
+from conncap.report.scenario import expectations_html, is_scenario, steps_html, verdict_html
+from conncap.report.summary import about, format_bytes
 
 #: No script, no fetch of anything: the report is data to read, not a page that acts.
 CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:"
@@ -61,51 +68,6 @@ footer { margin-top: 40px; color: var(--muted); font-size: 0.85em; }
 """
 
 
-def e(value: Any) -> str:
-    """HTML-escape anything (quotes too)."""
-    return html.escape(str(value), quote=True)
-
-
-def _obj(value: Any) -> Mapping[str, Any]:
-    return value if isinstance(value, Mapping) else {}
-
-
-def _list(value: Any) -> list[Any]:
-    return value if isinstance(value, list) else []
-
-
-def _str(value: Any) -> str | None:
-    return value if isinstance(value, str) and value else None
-
-
-def _int(value: Any) -> int | None:
-    f = num(value)
-    return int(f) if f is not None else None
-
-
-def _steps(doc: Mapping[str, Any]) -> list[Mapping[str, Any]]:
-    return [s for s in _list(doc.get("steps")) if isinstance(s, Mapping)]
-
-
-def fmt(value: Any) -> str:
-    """A JSON value as text for a table cell (not yet escaped)."""
-    if value is None:
-        return "—"
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, int):
-        return f"{value:,}"
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            return str(value)
-        return f"{value:,.3f}".rstrip("0").rstrip(".") if abs(value) < 1e6 else f"{value:,.0f}"
-    if isinstance(value, list):
-        return ", ".join(fmt(v) for v in value) if value else "(none)"
-    if isinstance(value, dict):
-        return json.dumps(value, sort_keys=True, ensure_ascii=False)
-    return str(value)
-
-
 # --- HTML ---------------------------------------------------------------------------------------
 
 
@@ -128,10 +90,6 @@ def _table(
             )
         body.append(f"<tr{cls}>{''.join(cells)}</tr>")
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
-
-
-#: Shared with conncap.report_scenario.
-obj, str_or_none = _obj, _str
 
 
 def _kv(mapping: Mapping[str, Any]) -> str:
@@ -184,7 +142,7 @@ def _failures_html(doc: Mapping[str, Any]) -> str:
     parts = []
     if total:
         rows = [
-            (name, n, f"{n / total:.1%}", analysis.cause_of_name(name))
+            (name, n, f"{n / total:.1%}", cause_of_name(name))
             for name, n in sorted(failures.items(), key=lambda kv: (-kv[1], kv[0]))
         ]
         parts.append(_table(("errno", "attempts", "share", "cause"), rows))
@@ -372,8 +330,6 @@ def _any_failure(doc: Mapping[str, Any]) -> bool:
 def render(doc: Mapping[str, Any]) -> str:
     """The report as one HTML string."""
     # a scenario's sections live in their own module, which imports this one's helpers
-    from conncap.report_scenario import CSS as SCENARIO_CSS
-    from conncap.report_scenario import expectations_html, is_scenario, steps_html, verdict_html
 
     host = _obj(doc.get("host"))
     hostname = _str(host.get("hostname")) or "unknown host"
@@ -392,7 +348,7 @@ def render(doc: Mapping[str, Any]) -> str:
     )
     summary = [s for s in _list(doc.get("summary")) if isinstance(s, str)]
     if not summary:
-        summary = analysis.summarize(doc)
+        summary = prose.summarize(doc)
     scenario = is_scenario(doc)
     verdict = ""
     if scenario:

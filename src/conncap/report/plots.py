@@ -14,7 +14,8 @@ from html import escape
 from typing import Any
 
 from conncap import analysis
-from conncap.analysis import format_bytes, num
+from conncap.analysis import num
+from conncap.report.summary import format_bytes
 
 # Fixed colours per cause so that every plot and report agrees.
 _CAUSE_COLOURS = {

@@ -3,7 +3,7 @@ verdict, the expectations (✓/✗ with what was expected and what was measured)
 the attribution of its ceiling (cause, side, evidence) and what the scenario observed with
 the system's tools (``ss``, the descriptor tables, the gateway's conntrack counters).
 
-Every string from the document goes through :func:`conncap.report.e`; a missing field or one
+Every string from the document goes through :func:`conncap.report.markup.e`; a missing field or one
 of the wrong type is shown as "not measured" or left out, never a crash.
 """
 
@@ -12,7 +12,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from conncap.report import e, fmt, obj, str_or_none
+from conncap.report.markup import as_list as _list
+from conncap.report.markup import e, fmt, obj, str_or_none
 
 #: What each ``observed`` key holds, in words (unknown keys are shown by their name).
 OBSERVED_LABELS = {
@@ -52,10 +53,6 @@ table.exp td:nth-child(3), table.exp td:nth-child(4) { width: 33%; }
 .obs > div { min-width: 260px; max-width: 100%; }
 h4 { font-size: 0.92em; margin: 10px 0 2px; color: var(--muted); font-weight: 600; }
 """
-
-
-def _list(value: Any) -> list[Any]:
-    return value if isinstance(value, list) else []
 
 
 def is_scenario(doc: Mapping[str, Any]) -> bool:

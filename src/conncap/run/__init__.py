@@ -3,6 +3,7 @@ summary). The terminal view lives in :mod:`conncap.run.live` (imports rich)."""
 
 from __future__ import annotations
 
+from conncap.report.summary import summary_lines
 from conncap.run.config import (
     DEFAULT_COUNT,
     DEFAULT_MAX_DURATION,
@@ -12,7 +13,6 @@ from conncap.run.config import (
     RunConfig,
 )
 from conncap.run.experiment import Experiment
-from conncap.run.summary import summary_lines
 
 __all__ = [
     "DEFAULT_COUNT",

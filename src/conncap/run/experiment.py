@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from conncap import __version__, analysis
+from conncap.catalogue import CLIENT_REPORTED as _CLIENT_CAUSES
 from conncap.catalogue import Cause
 from conncap.engine import ClientPool, OpenPlan, ServerPool, Target, per_worker_capacity
 from conncap.errors import RunFailed, UsageError
@@ -44,18 +45,6 @@ ISOLATED_FIRST_PORT = 8000
 #: Seconds between two looks at the server's stats while they settle, and at most how long.
 SETTLE_S = 0.3
 SETTLE_MAX_S = 1.5
-
-#: Causes the client's own kernel reports directly (the pool's ceiling is the answer).
-_CLIENT_CAUSES = frozenset(
-    {
-        Cause.EPHEMERAL_PORTS,
-        Cause.FILE_DESCRIPTORS,
-        Cause.SYSTEM_FILE_TABLE,
-        Cause.MEMORY,
-        Cause.PERMISSION,
-        Cause.NETWORK,
-    }
-)
 
 
 def _default_sampler() -> SamplerLike:
@@ -766,7 +755,7 @@ class Experiment:
             doc["probe_problems"] = dict(self.sampler.problems)
         if self.error is not None:
             doc["error"] = self.error
-        from conncap.run.summary import summary_lines
+        from conncap.report.summary import summary_lines
 
         doc["summary"] = summary_lines(doc)
         return doc

@@ -14,7 +14,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from conncap.analysis import format_bytes
+from conncap.report.summary import format_bytes
 from conncap.run.config import Progress
 
 #: Seconds between two plain progress lines when stdout is not a terminal.

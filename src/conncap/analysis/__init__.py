@@ -1,0 +1,57 @@
+"""Analysis of a run's data: memory per connection (:mod:`.memory`), the timeline's ramp, knee
+and dominant failure (:mod:`.timeline`), and the attribution of a ceiling to its cause
+(:mod:`.attribution`). Pure functions of data, no I/O. The summary in words is
+:mod:`conncap.report.summary`.
+"""
+
+from __future__ import annotations
+
+from conncap.analysis.attribution import (
+    CONNTRACK_FULL_FRACTION,
+    Attribution,
+    CeilingEvidence,
+    attribute,
+    evidence_from_result,
+)
+from conncap.analysis.memory import (
+    Fit,
+    extrapolate_memory_ceiling,
+    memory_per_connection,
+    memory_report,
+    sample_value,
+    slope,
+)
+from conncap.analysis.timeline import (
+    Dominant,
+    Knee,
+    cause_of_name,
+    dominant_failure,
+    failures_between,
+    find_knee,
+    ramp_indices,
+)
+from conncap.analysis.values import Sample, Timeline, num
+
+__all__ = [
+    "CONNTRACK_FULL_FRACTION",
+    "Attribution",
+    "CeilingEvidence",
+    "Dominant",
+    "Fit",
+    "Knee",
+    "Sample",
+    "Timeline",
+    "attribute",
+    "cause_of_name",
+    "dominant_failure",
+    "evidence_from_result",
+    "extrapolate_memory_ceiling",
+    "failures_between",
+    "find_knee",
+    "memory_per_connection",
+    "memory_report",
+    "num",
+    "ramp_indices",
+    "sample_value",
+    "slope",
+]

@@ -1,0 +1,232 @@
+"""Attribution: which limit set a ceiling, and on which side, from the client's failures and
+the server-side counters (accept errors, ListenOverflows, conntrack). Pure functions of data."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+from conncap.analysis.timeline import Dominant, dominant_failure, failures_between
+from conncap.analysis.values import Timeline
+from conncap.analysis.values import as_int as _int
+from conncap.analysis.values import counts as _counts
+from conncap.analysis.values import obj as _obj
+from conncap.analysis.values import samples as _samples
+from conncap.catalogue import CAUSE_SIDE, CLIENT_REPORTED, SERVER_RESOURCE_CAUSES, Cause
+
+# --- attribution --------------------------------------------------------------------------------
+
+_WHAT = {
+    Cause.EPHEMERAL_PORTS: "no free local port for this destination",
+    Cause.FILE_DESCRIPTORS: "the process hit its descriptor limit (ulimit -n)",
+    Cause.SYSTEM_FILE_TABLE: "the system-wide file table is full (fs.file-max)",
+    Cause.MEMORY: "the kernel refused socket memory",
+    Cause.PERMISSION: "the operation was not permitted",
+    Cause.NETWORK: "the destination was unreachable",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class CeilingEvidence:
+    """What was seen while held stopped growing. Counters are growth over that window; None is
+    "not measured"."""
+
+    client_failures: Mapping[str, int] = field(default_factory=dict)  # errno name -> n
+    client_failures_by_cause: Mapping[str, int] = field(default_factory=dict)  # if no errnos
+    server_errors: Mapping[str, int] = field(default_factory=dict)  # cause id -> n (accept)
+    client_held: int | None = None
+    server_held: int | None = None
+    listen_overflows: int | None = None
+    listen_drops: int | None = None
+    syn_retrans: int | None = None
+    abort_on_memory: int | None = None
+    conntrack_drops: int | None = None  # /proc/net/stat/nf_conntrack "drop"
+    conntrack_insert_failed: int | None = None  # "insert_failed": the entry's tuple was taken
+    conntrack_early_drop: int | None = None  # "early_drop": an entry evicted at a full table
+    conntrack_count: int | None = None  # a level, not a growth
+    conntrack_max: int | None = None
+    stop_reason: str | None = None
+
+
+class Attribution(NamedTuple):
+    """Which limit set the ceiling, on which side (client, server, network, host, unknown), and
+    a one-line account of the evidence."""
+
+    cause: str
+    side: str
+    evidence: str
+
+
+def _held_gap(ev: CeilingEvidence) -> str:
+    sh, ch = ev.server_held, ev.client_held
+    if sh is not None and ch is not None and sh < ch:
+        return f"; server held {sh:,} < client held {ch:,}"
+    return ""
+
+
+#: A table at least this full counts as full. The kernel drops a new connection's packet when
+#: nf_conntrack_count has reached nf_conntrack_max and early_drop found nothing to evict; a
+#: count read a moment later may be a little lower (entries expire).
+CONNTRACK_FULL_FRACTION = 0.95
+
+
+def _conntrack_evidence(ev: CeilingEvidence, *, failed: bool) -> str | None:
+    """Which conntrack limit dropped connections, or None when conntrack shows nothing.
+
+    Two different limits grow the same "drop" counter. A **full table** (count ≈ max): new
+    entries are refused (``drop``) after ``early_drop`` failed to evict an unassured one. **SNAT
+    port exhaustion** (count far below max): the NAT found no free source port for the
+    destination, the new entry's tuple clashes with an existing one and cannot be inserted
+    (``insert_failed`` ≈ ``drop``, nf_conntrack_core.c). Raising nf_conntrack_max helps only
+    the first; the second needs more NAT addresses, ports or destinations.
+    """
+    drops = max(ev.conntrack_drops or 0, 0)
+    insert_failed = max(ev.conntrack_insert_failed or 0, 0)
+    early = max(ev.conntrack_early_drop or 0, 0)
+    count, cmax = ev.conntrack_count, ev.conntrack_max
+    table = f"table {count:,} of {cmax:,}" if count is not None and cmax else None
+    full = count is not None and bool(cmax) and count >= CONNTRACK_FULL_FRACTION * (cmax or 0)
+    if insert_failed and not full and not early and 2 * insert_failed >= drops:
+        return (
+            "the NAT gateway's source ports for this destination are used up (SNAT port "
+            f"exhaustion: conntrack insert_failed {insert_failed:,}, "
+            f"{table or 'table size not measured'})"
+        )
+    if (full or early) and (drops or failed):  # early_drop grows only at a full table
+        level = (
+            f"nf_conntrack_count {count:,} of nf_conntrack_max {cmax:,}"
+            if table
+            else "nf_conntrack_count not measured"
+        )
+        what = [f"dropped {drops:,} packets"] if drops else []
+        if early:
+            what.append(f"early_drop evicted {early:,} entries")
+        return f"the conntrack table is full ({', '.join([level, *what])})"
+    if drops:
+        if table is None:
+            why = "table size not measured"
+        elif ev.conntrack_insert_failed is None:
+            why = (
+                f"{table}, not full: new entries clashed with existing ones, as when a NAT's "
+                "source ports run out; insert_failed not measured"
+            )
+        else:
+            why = f"{table}, not full; insert_failed {insert_failed:,}"
+        return f"conntrack dropped {drops:,} packets ({why})"
+    return None
+
+
+def attribute(ev: CeilingEvidence) -> Attribution:
+    """Decide the cause of a ceiling from the client's failures and the server-side counters.
+
+    Failures the client's own kernel reports (EADDRNOTAVAIL, EMFILE, ENFILE, ENOBUFS/ENOMEM)
+    name the cause directly. Stalls, timeouts and refusals are symptoms: the server's accept
+    errors, conntrack (a full table, or SNAT port exhaustion at a NAT gateway) or a growing
+    ListenOverflows counter explain them, in that order (a server out of descriptors stops
+    accepting, which fills its backlog).
+    """
+    if ev.stop_reason == "memory-guard":
+        return Attribution(
+            Cause.MEMORY,
+            "host",
+            "conncap stopped at its memory guard: MemAvailable fell below the reserve",
+        )
+    client = _counts(ev.client_failures)
+    dom = dominant_failure(client) if client else None
+    if dom is None:
+        by_cause = _counts(ev.client_failures_by_cause)
+        total = sum(by_cause.values())
+        if total:
+            name, n = min(by_cause.items(), key=lambda kv: (-kv[1], kv[0]))
+            dom = Dominant(errno=None, cause=name, share=n / total, count=n)
+    what = ""
+    if dom is not None:
+        label = dom.errno or dom.cause
+        what = f"{label} ×{dom.count:,} ({dom.share:.0%} of client failures)"
+        if dom.cause in CLIENT_REPORTED:
+            cause = Cause(dom.cause)
+            return Attribution(cause, CAUSE_SIDE[cause], f"{what}: {_WHAT[cause]}")
+    stall = what or "the client's connects stalled"
+    server = _counts(ev.server_errors)
+    for cause in SERVER_RESOURCE_CAUSES:
+        if server.get(cause):
+            return Attribution(
+                cause,
+                "server",
+                f"server accept() failed ×{server[cause]:,} ({cause}); {stall}{_held_gap(ev)}",
+            )
+    conntrack = _conntrack_evidence(ev, failed=dom is not None)
+    if conntrack is not None:
+        return Attribution(Cause.CONNTRACK, "network", f"{conntrack}; {stall}")
+    if ev.listen_overflows:
+        return Attribution(
+            Cause.SERVER_BACKLOG,
+            "server",
+            f"ListenOverflows +{ev.listen_overflows:,}: the server's accept queue was full; "
+            f"{stall}{_held_gap(ev)}",
+        )
+    if ev.abort_on_memory:
+        return Attribution(
+            Cause.MEMORY,
+            "host",
+            f"TCPAbortOnMemory +{ev.abort_on_memory:,}: the kernel reset connections for lack "
+            f"of socket memory (tcp_mem); {stall}",
+        )
+    if dom is not None:
+        if dom.cause == Cause.SERVER_REFUSED:
+            return Attribution(dom.cause, "server", f"{what}: nothing accepted the connection")
+        if dom.cause == Cause.SERVER_CLOSED:
+            return Attribution(dom.cause, "server", f"{what}: the server reset or closed them")
+        if dom.cause == Cause.TIMEOUT:
+            return Attribution(
+                dom.cause, "network", f"{what}, and no server-side counter explains it"
+            )
+        return Attribution(dom.cause, "unknown", what)
+    return Attribution(
+        Cause.UNKNOWN,
+        "unknown",
+        "held stopped growing without failures or server-side evidence" + _held_gap(ev),
+    )
+
+
+def _delta(timeline: Timeline, key: str, start: int, end: int) -> int | None:
+    items = dict(_samples(timeline))
+    values = [
+        v
+        for i in range(start, end + 1)
+        if i in items and (v := _int(items[i].get(key))) is not None
+    ]
+    return values[-1] - values[0] if values else None
+
+
+def evidence_from_result(
+    doc: Mapping[str, Any], start: int = 0, end: int | None = None
+) -> CeilingEvidence:
+    """Gather :class:`CeilingEvidence` from a result document, over samples start..end
+    (default: all). Failures by errno are the whole run's (the timeline has only causes)."""
+    timeline = doc.get("timeline")
+    tl: Timeline = timeline if isinstance(timeline, list) else []
+    last = len(tl) - 1 if end is None else min(end, len(tl) - 1)
+    whole = start == 0 and end is None
+    server = _obj(doc.get("server"))
+    last_sample = tl[last] if 0 <= last < len(tl) and isinstance(tl[last], Mapping) else {}
+    return CeilingEvidence(
+        client_failures=_counts(doc.get("failures")) if whole else {},
+        client_failures_by_cause=(
+            _counts(doc.get("failures_by_cause")) if whole else failures_between(tl, start, last)
+        ),
+        server_errors=_counts(server.get("errors")),
+        client_held=_int(doc.get("established_peak")) if whole else _int(last_sample.get("held")),
+        server_held=_int(server.get("held")),
+        listen_overflows=_delta(tl, "listen_overflows", start, last),
+        listen_drops=_delta(tl, "listen_drops", start, last),
+        syn_retrans=_delta(tl, "syn_retrans", start, last),
+        abort_on_memory=_delta(tl, "tcp_abort_on_memory", start, last),
+        conntrack_drops=_delta(tl, "conntrack_drops", start, last),
+        conntrack_insert_failed=_delta(tl, "conntrack_insert_failed", start, last),
+        conntrack_early_drop=_delta(tl, "conntrack_early_drop", start, last),
+        conntrack_count=_int(last_sample.get("conntrack_count")),
+        conntrack_max=_int(last_sample.get("conntrack_max")),
+        stop_reason=doc.get("stop_reason") if isinstance(doc.get("stop_reason"), str) else None,
+    )
