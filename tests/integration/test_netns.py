@@ -26,6 +26,7 @@ from conncap.netns import (
     Topology,
     check_support,
     namespace_name,
+    probe_veth,
     reaper,
     userns_command,
 )
@@ -319,7 +320,7 @@ def test_cleanup_keeps_a_live_run(registry: Registry, capsys: pytest.CaptureFixt
 
 
 def test_check_support_probe() -> None:
-    support = check_support(probe=True)
+    support = probe_veth(check_support())
     assert support.root and support.veth is True and support.problem is None
 
 

@@ -14,7 +14,7 @@ from conncap.netns.naming import PREFIX, namespace_name, parse_namespace
 from conncap.netns.registry import Registry, RunRecord
 from conncap.netns.signals import Terminated
 from conncap.netns.support import Support, check_support, userns_command
-from conncap.netns.topology import Host, Lan, Topology
+from conncap.netns.topology import Host, Lan, Topology, probe_veth
 
 __all__ = [
     "PREFIX",
@@ -35,6 +35,7 @@ __all__ = [
     "namespace_name",
     "parse_namespace",
     "plan_cleanup",
+    "probe_veth",
     "survey",
     "userns_command",
 ]

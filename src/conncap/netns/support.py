@@ -13,7 +13,7 @@ import os
 import shutil
 import subprocess
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 from conncap.errors import RunFailed
@@ -39,7 +39,7 @@ class Support:
     """Unprivileged user namespaces work (only probed when not root)."""
     userns_reason: str | None
     veth: bool | None
-    """A veth pair between two namespaces could be made (only with ``probe=True``)."""
+    """A veth pair between two namespaces could be made (None until ``probe_veth`` asks)."""
     veth_error: str | None = None
 
     @property
@@ -142,9 +142,9 @@ def userns_command(argv: Sequence[str]) -> list[str]:
     ]
 
 
-def check_support(probe: bool = False) -> Support:
-    """Look for what isolated mode needs. With ``probe``, also build and remove a throwaway
-    two-namespace topology to prove veth pairs work (about 50 ms)."""
+def check_support() -> Support:
+    """Look for what isolated mode needs (tools, root or user namespaces).
+    :func:`conncap.netns.topology.probe_veth` also proves that veth pairs work."""
     uid = os.geteuid()
     root = uid == 0
     ip = shutil.which("ip")
@@ -176,14 +176,4 @@ def check_support(probe: bool = False) -> Support:
         userns_reason=userns_reason,
         veth=None,
     )
-    if not probe or support.problem is not None:
-        return support
-    from conncap.netns.topology import Topology  # here: topology imports this module
-
-    try:
-        with Topology(check=False) as topo:
-            a, b = topo.add_host("probea"), topo.add_host("probeb")
-            topo.link(a, b)
-    except RunFailed as exc:
-        return replace(support, veth=False, veth_error=str(exc))
-    return replace(support, veth=True)
+    return support

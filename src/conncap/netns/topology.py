@@ -20,7 +20,7 @@ import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from ipaddress import IPv4Interface, IPv4Network
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -41,7 +41,7 @@ from conncap.netns.naming import (
     veth_names,
 )
 from conncap.netns.registry import Registry, RunRecord
-from conncap.netns.support import check_support
+from conncap.netns.support import Support, check_support
 
 if TYPE_CHECKING:
     from conncap.netns.layouts import ClientServer, ManyClients, Nat, Sysctls
@@ -538,3 +538,17 @@ def _read_host(key: str) -> str | None:
         return sysctls.normalise(sysctls.proc_path(key).read_text())
     except OSError:
         return None
+
+
+def probe_veth(support: Support) -> Support:
+    """``support`` with ``veth`` answered: build and remove a throwaway two-namespace topology
+    to prove veth pairs work (about 50 ms). Skipped when ``support`` already has a problem."""
+    if support.problem is not None:
+        return support
+    try:
+        with Topology(check=False) as topo:
+            a, b = topo.add_host("probea"), topo.add_host("probeb")
+            topo.link(a, b)
+    except RunFailed as exc:
+        return replace(support, veth=False, veth_error=str(exc))
+    return replace(support, veth=True)
