@@ -356,19 +356,22 @@ class Measurement:
         *,
         settle: str = "stable",
         short_is_ceiling: bool = False,
+        count: str = "step",
     ) -> Verdict:
         """The step's evidence and ceiling. ``settle``: ``stable`` waits until the server's
         count stops moving, ``all`` until it holds what every live pool holds (at most 10 s),
-        ``none`` reads it at once (a frozen server)."""
+        ``none`` reads it at once (a frozen server). ``count``: the client's held count is
+        the ``step``'s pools' or ``all`` live pools' (steps that add to what earlier ones
+        hold)."""
         outcome = step.outcome or "ramp-over"
         stats = step.client_stats()
-        client_held = self.held()
+        client_held = self.held() if count == "all" else sum(int(cs.held) for cs in stats)
         if self.server is None:
             server = None
         elif settle == "all":
-            server = self.settle_server(until=client_held, max_s=10.0)
+            server = self.settle_server(until=self.held(), max_s=10.0)
         elif settle == "stable":
-            server = self.settle_server(until=client_held)
+            server = self.settle_server()
         else:
             server = self.server.stats()
         step.server = server

@@ -212,7 +212,12 @@ def descriptor_ceiling(sr: ScenarioRun, s: Step, nofile: int, client: Host) -> N
     sr.check(ex.same("with EMFILE", "EMFILE", s.errno, step=s.name))
     from conncap.scenarios import observe
 
-    tables = [t for p in s.pools for pid in p.pids() if (t := observe.fd_table(pid))]
+    tables = [
+        t
+        for p in (s.measured.pools if s.measured else [])
+        for pid in p.pids()
+        if (t := observe.fd_table(pid))
+    ]
     if tables:
         t = tables[0]
         s.observed["client_fd_table"] = t.to_json()

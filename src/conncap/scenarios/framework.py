@@ -15,17 +15,19 @@ import datetime as dt
 import os
 import signal
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from contextlib import suppress
 from typing import TYPE_CHECKING, Any
 
+from conncap.measure import Launch as PoolLaunch
+from conncap.measure import Measurement, Sample
+from conncap.measure.verdict import evidence
 from conncap.scenarios import observe
-from conncap.scenarios.document import step_ceiling
 from conncap.scenarios.expect import Expectation, n
 from conncap.scenarios.step import Launch, Step
 
 if TYPE_CHECKING:
-    from conncap.engine import ClientPool, ClientStats, ServerPool
+    from conncap.engine import ServerPool
     from conncap.limits import HostLimits
     from conncap.netns import Host, Topology
 
@@ -33,17 +35,10 @@ if TYPE_CHECKING:
 SAMPLE_S = 0.25
 #: Seconds between two reads of a namespace's counters (each read runs `ip netns exec cat`).
 COUNTERS_S = 0.5
-#: The server's count is final once it has not moved for this long.
-SETTLE_S = 0.4
 #: Scales a scenario can run at.
 SCALES = ("small", "full")
 
 Out = Callable[[str], None]
-
-
-def _add(into: dict[str, int], more: Mapping[str, int]) -> None:
-    for k, v in more.items():
-        into[k] = into.get(k, 0) + int(v)
 
 
 class ScenarioRun:
@@ -58,9 +53,10 @@ class ScenarioRun:
         self.scale = scale
         self.small = scale == "small"
         self.out: Out = out if out is not None else (lambda _line: None)
-        self.t0 = time.monotonic()
         self.started_at = dt.datetime.now(dt.UTC)
-        self.timeline: list[dict[str, Any]] = []
+        self.m = Measurement(probe=self)
+        self.t0 = self.m.t0
+        self.timeline: list[Sample] = self.m.timeline
         self.steps: list[Step] = []
         self.expectations: list[Expectation] = []
         self.notes: list[str] = []
@@ -72,9 +68,6 @@ class ScenarioRun:
         self._server: ServerPool | None = None
         self._server_host: Host | None = None
         self._stopped_pids: set[int] = set()
-        self._live: list[ClientPool] = []
-        self._done_fail: dict[str, int] = {}
-        self._done_fail_cause: dict[str, int] = {}
         self._counters: dict[str, observe.NsCounters] = {}
         self._last_counters: dict[str, int | None] = {}
         self._last_counter_t = 0.0
@@ -84,7 +77,7 @@ class ScenarioRun:
 
     def now(self) -> float:
         """Seconds since the scenario started (the timeline's ``t``)."""
-        return time.monotonic() - self.t0
+        return self.m.now()
 
     def say(self, line: str) -> None:
         self.out(line)
@@ -180,6 +173,7 @@ class ScenarioRun:
         self._server = pool
         self._server_host = host
         pool.start()
+        self.m.use_server(pool)
         return pool
 
     def stop_server_accepting(self) -> list[int]:
@@ -243,27 +237,16 @@ class ScenarioRun:
 
     def held_everywhere(self) -> int:
         """Connections every live client pool holds (what the server should end up with)."""
-        return sum(p.stats().held for p in self._live)
+        return self.m.held()
 
     def wait_server(
-        self, *, until: int | None = None, settle_s: float = SETTLE_S, max_s: float = 5.0
+        self, *, until: int | None = None, settle_s: float | None = None, max_s: float = 5.0
     ) -> dict[str, Any]:
-        """Wait until the server's held count has not moved for ``settle_s`` (accepts trail
-        the client's handshakes) and, with ``until``, has reached it (a handshake whose last
-        ACK met a full queue completes only when the server retransmits its SYN-ACK, after
-        1, 3, 7 s...), at most ``max_s``; then return its stats."""
+        """The server's stats once its count has settled (:meth:`Measurement.settle_server`)."""
         assert self._server is not None
-        end = time.monotonic() + max_s
-        last = self._server.stats().held
-        still = time.monotonic()
-        while time.monotonic() < end:
-            time.sleep(0.05)
-            held = self._server.stats().held
-            if held != last:
-                last, still = held, time.monotonic()
-            elif time.monotonic() - still >= settle_s and (until is None or held >= until):
-                break
-        return self._server.stats().to_json()
+        kw = {} if settle_s is None else {"settle_s": settle_s}
+        stats = self.m.settle_server(until=until, max_s=max_s, **kw)
+        return dict(stats.to_json())
 
     # ---- counters of namespaces -------------------------------------------------------------
 
@@ -276,6 +259,10 @@ class ScenarioRun:
         self._counters[role] = observe.NsCounters(
             host.name, probes.netns_reader(host.name), conntrack=conntrack
         )
+
+    def read(self, *, force: bool = False) -> dict[str, int | None]:
+        """The watched namespaces' counters (the measurement's probe)."""
+        return self._read_counters(force)
 
     def _read_counters(self, force: bool = False) -> dict[str, int | None]:
         t = time.monotonic()
@@ -310,36 +297,9 @@ class ScenarioRun:
 
     # ---- the timeline ------------------------------------------------------------------------
 
-    def sample(self, step: str, force_counters: bool = False) -> dict[str, Any]:
+    def sample(self, step: str, force_counters: bool = False) -> Sample:
         """One timeline sample over every live pool, the server and the watched counters."""
-        held = established = 0
-        rate = 0.0
-        fails = dict(self._done_fail)
-        by_cause = dict(self._done_fail_cause)
-        for pool in self._live:
-            st = pool.stats()
-            held += st.held
-            established += st.established
-            rate += st.rate
-            _add(fails, st.failures)
-            _add(by_cause, st.failures_by_cause)
-        s: dict[str, Any] = {
-            "t": round(self.now(), 3),
-            "step": step,
-            "held": held,
-            "established": established,
-            "failures": sum(fails.values()),
-            "rate": round(rate, 1),
-            "failures_by_cause": by_cause,
-        }
-        if self._server is not None:
-            ss = self._server.stats()
-            s["server_held"] = ss.held
-            s["server_accepted"] = ss.accepted
-            s["server_errors"] = dict(ss.errors_by_cause)
-        s.update(self._read_counters(force_counters))
-        self.timeline.append(s)
-        return s
+        return self.m.sample(step, force=force_counters)
 
     # ---- one step ---------------------------------------------------------------------------
 
@@ -361,160 +321,54 @@ class ScenarioRun:
         moving, ``all`` until it holds what every live client pool holds (at most 10 s),
         ``none`` reads it at once (a frozen server). ``explain(step)`` may refine the
         step's attribution with what only the scenario knows, before it is printed."""
-        from conncap.engine import ClientPool
+        from conncap import analysis
+        from conncap.engine.results import ceiling_json
 
         index = len(self.steps) + 1
         self.out(f"step {index} {name}: {title}")
         t_start = self.now()
-        before = self.sample(name, force_counters=True)
-        server_before = self._server.stats() if self._server is not None else None
-        pools: list[ClientPool] = []
-        deadline = time.monotonic() + max_s
-        stop_reason = "ceiling"
-        for launch in launches:
-            pool = ClientPool(launch.plan, netns=launch.host.name, nofile=launch.nofile)
-            pools.append(pool)
-            self._live.append(pool)
-            pool.start()
-        next_sample = time.monotonic() + SAMPLE_S
-        while True:
-            if all(p.ramp_over() for p in pools):
-                break
-            if time.monotonic() >= deadline:
-                stop_reason = "max-duration"
-                break
-            if pools and not any(p.pids() for p in pools):
-                from conncap.errors import RunFailed
-
-                raise RunFailed(f"step {name}: every client worker exited before the end")
-            time.sleep(0.05)
-            if time.monotonic() >= next_sample:
-                self.sample(name)
-                next_sample = time.monotonic() + SAMPLE_S
+        ms = self.m.begin(
+            name, [PoolLaunch(la.plan, netns=la.host.name, nofile=la.nofile) for la in launches]
+        )
+        self.m.ramp(ms, hz=1.0 / SAMPLE_S, max_s=max_s)
+        verdict = self.m.conclude(ms, settle=settle, short_is_ceiling=True)
+        facts = ms.facts
+        assert facts is not None
+        attr = analysis.attribute(evidence(facts))
         server_json: dict[str, Any] = {}
-        if self._server is not None:
-            if settle == "all":
-                server_json = self.wait_server(until=self.held_everywhere(), max_s=10.0)
-            elif settle == "stable":
-                server_json = self.wait_server()
-            else:
-                server_json = self._server.stats().to_json()
-        after = self.sample(name, force_counters=True)
-        stats = [p.stats() for p in pools]
-        step = self._measure(
-            name, title, launches, pools, stats, before, after, server_before, server_json,
-            prediction or {}, t_start, stop_reason,
-        )  # fmt: skip
+        if ms.server is not None:
+            server_json = {**ms.server.to_json(), "errors_during_step": dict(facts.server_errors)}
+        stats = ms.client_stats()
+        step = Step(
+            name=name,
+            title=title,
+            t_start=t_start,
+            t_end=self.now(),
+            requested=ms.requested,
+            held=facts.client_held,
+            established_peak=sum(st.established_peak for st in stats),
+            attempts=sum(st.attempts for st in stats),
+            failures=dict(facts.client_failures),
+            failures_by_cause=dict(facts.client_failures_by_cause),
+            ceiling=ceiling_json(verdict),
+            prediction=prediction or {},
+            attribution={"cause": str(attr.cause), "side": attr.side, "evidence": attr.evidence},
+            server=server_json,
+            counters={**facts.counters, **facts.levels},
+            plan={
+                "clients": [
+                    {"netns": la.host.name, "nofile": la.nofile, **la.plan.to_json()}
+                    for la in launches
+                ]
+            },
+            stop_reason=_stop_reason(ms.outcome, verdict.reached),
+            measured=ms,
+        )
         self.steps.append(step)
         if explain is not None:
             explain(step)
         self._print_step(step, show_model)
         return step
-
-    def _measure(
-        self,
-        name: str,
-        title: str,
-        launches: Sequence[Launch],
-        pools: list[ClientPool],
-        stats: list[ClientStats],
-        before: dict[str, Any],
-        after: dict[str, Any],
-        server_before: Any,
-        server_json: dict[str, Any],
-        prediction: dict[str, Any],
-        t_start: float,
-        stop_reason: str,
-    ) -> Step:
-        from conncap import analysis
-
-        failures: dict[str, int] = {}
-        by_cause: dict[str, int] = {}
-        for st in stats:
-            _add(failures, st.failures)
-            _add(by_cause, st.failures_by_cause)
-        counters: dict[str, int | None] = {}
-        for key in (
-            "listen_overflows",
-            "listen_drops",
-            "syn_retrans",
-            "tcp_abort_on_memory",
-            "conntrack_drops",
-            "conntrack_insert_failed",
-            "syncookies_sent",
-            "syncookies_recv",
-        ):
-            if key in after:
-                counters[key] = observe.delta(before, after, key)
-        for key in ("conntrack_count", "conntrack_max"):
-            if key in after:
-                counters[key] = after.get(key)
-        server_errors: dict[str, int] = {}
-        if server_before is not None and server_json:
-            prior = server_before.errors_by_cause
-            now = server_json.get("errors") or {}
-            server_errors = {
-                k: int(v) - int(prior.get(k, 0)) for k, v in now.items() if int(v) > prior.get(k, 0)
-            }
-            server_json = {**server_json, "errors_during_step": server_errors}
-        held = sum(st.held for st in stats)
-        ceilings = [st.ceiling for st in stats if st.ceiling is not None]
-        # A ceiling without a failed attempt (explicit bind mode: every port of the slice is
-        # bound) is still the client's evidence: count each worker's ceiling once.
-        seen_failures = dict(failures)
-        if not seen_failures:
-            for c in ceilings:
-                seen_failures[c.errno] = seen_failures.get(c.errno, 0) + 1
-        ev = analysis.CeilingEvidence(
-            client_failures=seen_failures,
-            client_failures_by_cause=by_cause,
-            server_errors=server_errors,
-            client_held=held,
-            server_held=server_json.get("held") if server_json else None,
-            listen_overflows=counters.get("listen_overflows"),
-            listen_drops=counters.get("listen_drops"),
-            syn_retrans=counters.get("syn_retrans"),
-            abort_on_memory=counters.get("tcp_abort_on_memory"),
-            conntrack_drops=counters.get("conntrack_drops"),
-            conntrack_insert_failed=counters.get("conntrack_insert_failed"),
-            conntrack_count=counters.get("conntrack_count"),
-            conntrack_max=counters.get("conntrack_max"),
-            stop_reason=stop_reason,
-        )
-        attr = analysis.attribute(ev)
-        attribution = {"cause": str(attr.cause), "side": attr.side, "evidence": attr.evidence}
-        reached = bool(ceilings) or stop_reason == "max-duration"
-        plan_json: dict[str, Any] = {
-            "clients": [
-                {"netns": la.host.name, "nofile": la.nofile, **la.plan.to_json()} for la in launches
-            ]
-        }
-        return Step(
-            name=name,
-            title=title,
-            t_start=t_start,
-            t_end=self.now(),
-            requested=sum(la.plan.count for la in launches),
-            held=held,
-            established_peak=sum(st.established_peak for st in stats),
-            attempts=sum(st.attempts for st in stats),
-            failures=failures,
-            failures_by_cause=by_cause,
-            ceiling=step_ceiling(
-                reached,
-                held,
-                attribution,
-                [(c.errno, c.op, c.evidence) for c in ceilings],
-            ),
-            prediction=prediction,
-            attribution=attribution,
-            server=server_json,
-            counters=counters,
-            plan=plan_json,
-            stop_reason=stop_reason if ceilings or stop_reason != "ceiling" else "count",
-            pools=pools,
-            client_stats=stats,
-        )
 
     def _print_step(self, step: Step, show_model: bool = True) -> None:
         secs = step.t_end - step.t_start
@@ -544,26 +398,20 @@ class ScenarioRun:
     def release(self, step: Step) -> None:
         """Close a step's connections (RST, so no TIME_WAIT is left for the next step) and
         reap its workers; their failures stay in the timeline's running totals."""
-        for pool in step.pools:
-            self._stop_pool(pool)
-        step.pools = []
+        if step.measured is not None:
+            self.m.release(step.measured)
         if self._server is not None and not self._stopped_pids:
             self.wait_server(settle_s=0.2, max_s=3.0)
-
-    def _stop_pool(self, pool: ClientPool) -> None:
-        if pool not in self._live:
-            return
-        final = pool.stop(timeout=2.0)
-        self._live.remove(pool)
-        _add(self._done_fail, final.failures)
-        _add(self._done_fail_cause, final.failures_by_cause)
 
     def close(self) -> None:
         """Stop every pool and the server (a frozen server is thawed first). Idempotent."""
         self.resume_server()
-        for pool in list(self._live):
-            with suppress(Exception):
-                self._stop_pool(pool)
-        if self._server is not None:
-            with suppress(Exception):
-                self._server.stop(timeout=2.0)
+        self.m.close()
+
+
+def _stop_reason(outcome: str | None, reached: bool) -> str:
+    """A step's stop reason as the document says it: a ramp that ended is a ceiling or the
+    count; any other outcome (max-duration, interrupted) stays as it is."""
+    if outcome in (None, "ramp-over"):
+        return "ceiling" if reached else "count"
+    return outcome

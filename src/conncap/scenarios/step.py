@@ -10,7 +10,8 @@ from typing import TYPE_CHECKING, Any
 from conncap.scenarios.expect import n
 
 if TYPE_CHECKING:
-    from conncap.engine import ClientPool, ClientStats, OpenPlan
+    from conncap.engine import OpenPlan
+    from conncap.measure import MeasuredStep
     from conncap.netns import Host
 
 
@@ -26,7 +27,7 @@ class Launch:
 @dataclass
 class Step:
     """One measured step: what was asked, what the client and the server saw, and why it
-    stopped. ``pools`` stay open (holding) until :meth:`ScenarioRun.release`."""
+    stopped."""
 
     name: str
     title: str
@@ -46,8 +47,8 @@ class Step:
     plan: dict[str, Any]
     stop_reason: str
     observed: dict[str, Any] = field(default_factory=dict)
-    pools: list[ClientPool] = field(default_factory=list, repr=False)
-    client_stats: list[ClientStats] = field(default_factory=list, repr=False)
+    measured: MeasuredStep | None = field(default=None, repr=False)
+    """The loop's step: its pools hold until :meth:`ScenarioRun.release`."""
 
     @property
     def errno(self) -> str | None:
