@@ -21,7 +21,7 @@ from conncap.scenarios.isolated import (
     add_isolated_arguments,
     check_nofile,
     nofile_hard,
-    parse_port_range,
+    parse_port_range_arg,
     predict_sides,
     settings_from_args,
 )
@@ -271,7 +271,7 @@ def test_nofile_above_the_hard_limit_is_refused() -> None:
     assert check_nofile(min(hard, 1000), "--client-nofile") == min(hard, 1000)
     with pytest.raises(UsageError, match="CAP_SYS_RESOURCE"):
         check_nofile(hard + 1, "--client-nofile")
-    assert parse_port_range("1024-65535") == (1024, 65535)
+    assert parse_port_range_arg("1024-65535") == (1024, 65535)
 
 
 # --- the model, one side per namespace ------------------------------------------------------------

@@ -38,13 +38,13 @@ def run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from conncap.engine import ServerPool
-    from conncap.engine.plan import parse_port_range
+    from conncap.engine.plan import parse_ports_arg
     from conncap.errors import RunFailed, UsageError
     from conncap.exitcodes import ExitStatus
     from conncap.result import write_atomic
 
     if args.ports:
-        lo, hi = parse_port_range(args.ports, "--ports")
+        lo, hi = parse_ports_arg(args.ports, "--ports")
         ports = list(range(lo, hi + 1))
     else:
         port = 0 if args.port is None else args.port

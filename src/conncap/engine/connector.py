@@ -37,6 +37,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from conncap import procfs
 from conncap.engine import poller as pl
 from conncap.engine import protocol
 from conncap.engine.acceptor import rss_bytes
@@ -91,28 +92,19 @@ class Pair:
 def read_port_range(default: tuple[int, int] = (32768, 60999)) -> tuple[int, int]:
     """This network namespace's ip_local_port_range (inclusive)."""
     try:
-        with open("/proc/sys/net/ipv4/ip_local_port_range") as fh:
-            lo, hi = fh.read().split()[:2]
-        return int(lo), int(hi)
+        with open(procfs.PORT_RANGE) as fh:
+            return procfs.parse_port_range(fh.read())
     except (OSError, ValueError):
         return default
 
 
 def read_reserved_ports() -> frozenset[int]:
     """This network namespace's ip_local_reserved_ports, expanded."""
-    out: set[int] = set()
     try:
-        with open("/proc/sys/net/ipv4/ip_local_reserved_ports") as fh:
-            text = fh.read().strip()
-    except OSError:
+        with open(procfs.RESERVED_PORTS) as fh:
+            return procfs.expand_ports(procfs.parse_reserved_ports(fh.read()))
+    except (OSError, ValueError):
         return frozenset()
-    for part in filter(None, (p.strip() for p in text.split(","))):
-        lo, _, hi = part.partition("-")
-        try:
-            out.update(range(int(lo), int(hi or lo) + 1))
-        except ValueError:
-            continue
-    return frozenset(out)
 
 
 def port_slice(lo: int, hi: int, index: int, workers: int) -> tuple[int, int]:

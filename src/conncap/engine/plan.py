@@ -82,7 +82,9 @@ class OpenPlan:
         }
 
 
-def parse_port_range(text: str, what: str = "port") -> tuple[int, int]:
+def parse_ports_arg(text: str, what: str = "port") -> tuple[int, int]:
+    """A user's ``P`` or ``P1-P2`` (a target's ports, ``serve --ports``) -> (lo, hi); bad text
+    is a UsageError. /proc's ip_local_port_range is :func:`conncap.procfs.parse_port_range`."""
     lo_s, sep, hi_s = text.partition("-")
     try:
         lo = int(lo_s)
@@ -102,7 +104,7 @@ def parse_target(text: str) -> Target:
         host, sep, rest = text.rpartition(":")
     if not sep or not host or not rest:
         raise UsageError(f"target {text!r} is not host:port or host:P1-P2 (e.g. 127.0.0.1:5000)")
-    lo, hi = parse_port_range(rest, f"target {text!r}: port")
+    lo, hi = parse_ports_arg(rest, f"target {text!r}: port")
     try:
         infos = socket.getaddrinfo(host, lo, type=socket.SOCK_STREAM)
     except socket.gaierror as exc:

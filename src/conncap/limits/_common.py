@@ -10,10 +10,11 @@ import dataclasses
 from dataclasses import dataclass, field, fields
 from typing import Any, Generic, TypeVar
 
+from conncap.procfs import PortRange, SockStat
+
 T = TypeVar("T")
 
-#: Port ranges are inclusive (lo, hi) pairs, as the OSes print them.
-PortRange = tuple[int, int]
+__all__ = ["Fact", "HostLimits", "PortRange", "SockStat"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,18 +70,6 @@ def _jsonable(value: Any) -> Any:
 
 
 _NA: Fact[Any] = Fact.na()
-
-
-@dataclass(frozen=True, slots=True)
-class SockStat:
-    """Current socket counts (Linux /proc/net/sockstat; ``ss -s`` shows the same)."""
-
-    tcp_inuse: int
-    tcp_orphan: int
-    tcp_tw: int
-    tcp_alloc: int
-    tcp_mem_pages: int
-    sockets_used: int
 
 
 @dataclass(frozen=True, slots=True)

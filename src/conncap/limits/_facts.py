@@ -69,15 +69,6 @@ def check_port_range(lo: int, hi: int, raw: str) -> PortRange:
     return (lo, hi)
 
 
-def parse_port_range(raw: str) -> PortRange:
-    """Two whitespace-separated ports, e.g. Linux ``32768\\t60999``."""
-    try:
-        lo, hi = parse_ints(raw, 2)
-    except ValueError:
-        raise ValueError(f"expected two port numbers, got {shown(raw)}") from None
-    return check_port_range(lo, hi, raw)
-
-
 # --- inputs more than one reader shares --------------------------------------------------
 
 #: getrlimit by name ("RLIMIT_NOFILE"); None in the pair means RLIM_INFINITY (unlimited).

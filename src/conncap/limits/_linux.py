@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from conncap.limits._addresses import AddressSource, psutil_net_if_addrs
-from conncap.limits._common import Fact, HostLimits, PortRange, SockStat
+from conncap.limits._common import Fact, HostLimits
 from conncap.limits._facts import (
     Getrlimit,
     addresses_fact,
@@ -25,13 +25,18 @@ from conncap.limits._facts import (
     no_limit,
     parse_int,
     parse_ints,
-    parse_port_range,
     parsed,
     posix_getrlimit,
     psutil_cpu_count,
     psutil_memory,
     rlimit_facts,
     shown,
+)
+from conncap.procfs import (
+    parse_port_range,
+    parse_reserved_ports,
+    parse_sockstat,
+    parse_tcp6_inuse,
 )
 
 T = TypeVar("T")
@@ -105,7 +110,7 @@ class _Reader:
     def read(self) -> HostLimits:
         page = self._page_size()
         page_size = page.value
-        sockstat = self.proc("net/sockstat", _parse_sockstat)
+        sockstat = self.proc("net/sockstat", parse_sockstat)
         nofile_soft, nofile_hard = rlimit_facts(self.src.getrlimit, "RLIMIT_NOFILE")
         nproc_soft, nproc_hard = rlimit_facts(self.src.getrlimit, "RLIMIT_NPROC")
         mem_total, mem_available = memory_facts(
@@ -130,7 +135,7 @@ class _Reader:
         extra: dict[str, Fact[Any]] = {
             "page_size": page,
             "fds_open": self._fds_open(),
-            "tcp6_inuse": self.proc("net/sockstat6", _parse_tcp6_inuse),
+            "tcp6_inuse": self.proc("net/sockstat6", parse_tcp6_inuse),
         }
         return HostLimits(
             os="linux",
@@ -144,7 +149,7 @@ class _Reader:
             tcp_num_connections=na,
             launchctl_maxfiles=na,
             windows_version=na,
-            reserved_ports=self.sysctl("net.ipv4.ip_local_reserved_ports", _parse_reserved),
+            reserved_ports=self.sysctl("net.ipv4.ip_local_reserved_ports", parse_reserved_ports),
             tcp_tw_reuse=self.sysctl("net.ipv4.tcp_tw_reuse", parse_int),
             tcp_max_tw_buckets=self.sysctl("net.ipv4.tcp_max_tw_buckets", parse_int),
             tcp_fin_timeout=self.sysctl("net.ipv4.tcp_fin_timeout", parse_int),
@@ -298,27 +303,6 @@ def _parse_triple(raw: str) -> tuple[int, int, int]:
     return (a, b, c)
 
 
-def _parse_reserved(raw: str) -> tuple[PortRange, ...]:
-    """``ip_local_reserved_ports``: "" or e.g. ``8080,9000-9100``."""
-    text = raw.strip()
-    if not text:
-        return ()
-    out: list[PortRange] = []
-    for part in text.split(","):
-        lo_s, _, hi_s = part.strip().partition("-")
-        try:
-            lo = int(lo_s)
-            hi = int(hi_s) if hi_s else lo
-        except ValueError:
-            raise ValueError(
-                f"expected ports or ranges like 8080,9000-9100, got {shown(raw)}"
-            ) from None
-        if not 0 < lo <= hi <= 65535:
-            raise ValueError(f"not a port range: {part.strip()!r}")
-        out.append((lo, hi))
-    return tuple(out)
-
-
 def _parse_cap_sys_resource(raw: str) -> bool:
     """Whether CapEff in /proc/self/status has CAP_SYS_RESOURCE (bit 24)."""
     for line in raw.splitlines():
@@ -329,35 +313,6 @@ def _parse_cap_sys_resource(raw: str) -> bool:
             except ValueError:
                 raise ValueError(f"CapEff is not hexadecimal: {shown(value)}") from None
     raise ValueError("no CapEff line in /proc/self/status")
-
-
-_SOCKSTAT_TCP = re.compile(
-    r"^TCP: inuse (\d+) orphan (\d+) tw (\d+) alloc (\d+) mem (\d+)\s*$", re.MULTILINE
-)
-_SOCKSTAT_USED = re.compile(r"^sockets: used (\d+)\s*$", re.MULTILINE)
-
-
-def _parse_sockstat(raw: str) -> SockStat:
-    tcp = _SOCKSTAT_TCP.search(raw)
-    used = _SOCKSTAT_USED.search(raw)
-    if tcp is None or used is None:
-        raise ValueError(f"no 'sockets: used' / 'TCP: inuse ... mem' lines in {shown(raw, 60)}")
-    inuse, orphan, tw, alloc, mem = (int(g) for g in tcp.groups())
-    return SockStat(
-        tcp_inuse=inuse,
-        tcp_orphan=orphan,
-        tcp_tw=tw,
-        tcp_alloc=alloc,
-        tcp_mem_pages=mem,
-        sockets_used=int(used.group(1)),
-    )
-
-
-def _parse_tcp6_inuse(raw: str) -> int:
-    m = re.search(r"^TCP6: inuse (\d+)\s*$", raw, re.MULTILINE)
-    if m is None:
-        raise ValueError(f"no 'TCP6: inuse' line in {shown(raw, 60)}")
-    return int(m.group(1))
 
 
 def _parse_proc_cgroup(raw: str) -> list[tuple[str, frozenset[str], str]]:

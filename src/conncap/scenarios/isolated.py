@@ -30,6 +30,7 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from conncap import procfs
 from conncap.errors import UsageError
 
 if TYPE_CHECKING:
@@ -115,8 +116,9 @@ def check_nofile(value: int, flag: str) -> int:
     return value
 
 
-def parse_port_range(text: str) -> tuple[int, int]:
-    """``LO-HI`` -> (LO, HI) for --port-range."""
+def parse_port_range_arg(text: str) -> tuple[int, int]:
+    """A user's ``LO-HI`` for ``--port-range`` (both ends required) -> (LO, HI); bad text is a
+    UsageError. /proc's own format is :func:`conncap.procfs.parse_port_range`."""
     lo_s, sep, hi_s = text.partition("-")
     try:
         lo, hi = int(lo_s), int(hi_s)
@@ -177,7 +179,7 @@ def settings_from_args(args: argparse.Namespace) -> IsolatedSettings | None:
         return None
     pr = getattr(args, "port_range", None)
     return IsolatedSettings(
-        port_range=parse_port_range(pr) if pr is not None else None,
+        port_range=parse_port_range_arg(pr) if pr is not None else None,
         somaxconn=getattr(args, "somaxconn", None),
         max_syn_backlog=getattr(args, "max_syn_backlog", None),
         syncookies=getattr(args, "syncookies", None),
@@ -449,14 +451,6 @@ def _ints(text: str) -> list[int]:
     return [int(t) for t in text.replace(",", " ").split() if t.lstrip("-").isdigit()]
 
 
-def _reserved(text: str) -> tuple[tuple[int, int], ...]:
-    out: list[tuple[int, int]] = []
-    for part in filter(None, (p.strip() for p in text.strip().split(","))):
-        lo, _, hi = part.partition("-")
-        out.append((int(lo), int(hi or lo)))
-    return tuple(out)
-
-
 def namespace_limits(
     topo: Topology, host: Host, nofile: int | None, base: HostLimits | None = None
 ) -> HostLimits:
@@ -475,13 +469,14 @@ def namespace_limits(
     raw = dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
     where = f"inside {host.name}"
     changes: dict[str, Any] = {}
-    pr = _ints(raw.get("ipv4/ip_local_port_range", ""))
-    if len(pr) == 2:
-        changes["port_range"] = Fact.of((pr[0], pr[1]), f"net.ipv4.ip_local_port_range {where}")
+    with suppress(ValueError):
+        pr = procfs.parse_port_range(raw.get("ipv4/ip_local_port_range", ""))
+        changes["port_range"] = Fact.of(pr, f"net.ipv4.ip_local_port_range {where}")
     text = raw.get("ipv4/ip_local_reserved_ports")
     if text is not None:
         with suppress(ValueError):
-            changes["reserved_ports"] = Fact.of(_reserved(text), f"ip_local_reserved_ports {where}")
+            reserved = procfs.parse_reserved_ports(text)
+            changes["reserved_ports"] = Fact.of(reserved, f"ip_local_reserved_ports {where}")
     for key, name in (
         ("core/somaxconn", "somaxconn"),
         ("ipv4/tcp_max_syn_backlog", "tcp_max_syn_backlog"),
