@@ -34,6 +34,8 @@ def limits(lo: int = 40000, hi: int = 40499) -> HostLimits:
 class FakeServerStats:
     held: int = 0
     errors_by_cause: dict[str, int] = field(default_factory=dict)
+    errors: dict[str, int] = field(default_factory=dict)
+    accepted: int = 0
 
     def to_json(self) -> dict[str, Any]:
         return {"held": self.held, "errors": self.errors_by_cause}

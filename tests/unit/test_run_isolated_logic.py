@@ -72,6 +72,7 @@ class ServerStats:
     held: int = 0
     errors_by_cause: dict[str, int] = field(default_factory=dict)
     errors: dict[str, int] = field(default_factory=dict)
+    accepted: int = 0
 
     def to_json(self) -> dict[str, Any]:
         return {"held": self.held}

@@ -116,7 +116,7 @@ def ceiling_json(verdict: Verdict) -> dict[str, Any]:
             "evidence": None,
         }
     adv = cl.advice(Cause(verdict.cause))
-    return {
+    out: dict[str, Any] = {
         "reached": True,
         "count": verdict.count,
         "cause": verdict.cause,
@@ -128,6 +128,9 @@ def ceiling_json(verdict: Verdict) -> dict[str, Any]:
         "windows": adv.windows or None,
         "evidence": verdict.evidence,
     }
+    if verdict.server_held is not None:
+        out["server_held"] = verdict.server_held
+    return out
 
 
 def open_result(

@@ -46,10 +46,11 @@ LEVEL_KEYS: tuple[str, ...] = ("conntrack_count", "conntrack_max")
 
 
 class Probe(Protocol):
-    """Figures sampled beside the pools' counts (kernel memory, TCP counters, conntrack…).
-    ``force``: read now even if the probe rate-limits itself (a step's first and last)."""
+    """Figures sampled beside the pools' counts (kernel memory, TCP counters, conntrack…),
+    given the sample so far (``t``, ``held``, …). ``force``: read now even if the probe
+    rate-limits itself (a step's first and last sample)."""
 
-    def read(self, *, force: bool = False) -> Mapping[str, Any]: ...
+    def read(self, sample: Mapping[str, Any], *, force: bool = False) -> Mapping[str, Any]: ...
 
 
 class ClientPoolLike(Protocol):
@@ -254,7 +255,7 @@ class Measurement:
             s["server_accepted"] = ss.accepted
             s["server_errors"] = dict(ss.errors_by_cause)
         if self.probe is not None:
-            for k, v in self.probe.read(force=force).items():
+            for k, v in self.probe.read(s, force=force).items():
                 s.setdefault(k, v)
         self.timeline.append(s)
         if self._on_sample is not None:

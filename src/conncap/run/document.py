@@ -8,6 +8,7 @@ from typing import Any
 
 from conncap import analysis
 from conncap.engine import OpenPlan
+from conncap.measure import MeasuredStep
 from conncap.run import steps as st
 from conncap.run.config import SamplerLike
 
@@ -19,7 +20,8 @@ class StepRun:
     spec: st.StepSpec
     index: int
     plan: OpenPlan | None = None
-    pool: Any = None
+    measured: MeasuredStep | None = None
+    """The loop's step (its pool holds until the run ends)."""
     prediction: st.StepPrediction | None = None
     t_start: float = 0.0
     t_end: float | None = None
@@ -31,8 +33,6 @@ class StepRun:
     outcome: str | None = None
     ceiling: dict[str, Any] = field(default_factory=dict)
     comparison: st.Comparison | None = None
-    server_errors_start: dict[str, int] = field(default_factory=dict)
-    server_errnos_start: dict[str, int] = field(default_factory=dict)
     server_held: int | None = None
     """What the server held at the end of the ramp, once its count settled (None: not read)."""
     opened: int = 0

@@ -17,11 +17,12 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from conncap import __version__, analysis
-from conncap.catalogue import CLIENT_REPORTED as _CLIENT_CAUSES
 from conncap.catalogue import Cause
 from conncap.engine import ClientPool, OpenPlan, ServerPool, Target, per_worker_capacity
+from conncap.engine.results import ceiling_json
 from conncap.errors import RunFailed, UsageError
 from conncap.limits import HostLimits
+from conncap.measure import Launch, Measurement, Sample
 from conncap.result import SCHEMA
 from conncap.run import ports as portmod
 from conncap.run import steps as st
@@ -42,9 +43,23 @@ SERVER_START_TRIES = 3
 #: listening ports cost the client none of its range, wherever they are.
 ISOLATED_FIRST_PORT = 8000
 
-#: Seconds between two looks at the server's stats while they settle, and at most how long.
-SETTLE_S = 0.3
-SETTLE_MAX_S = 1.5
+
+class _SamplerProbe:
+    """The host's probes (kernel memory, sockets, TCP counters, conntrack) as the
+    measurement's probe."""
+
+    def __init__(self, sampler: SamplerLike) -> None:
+        self.sampler = sampler
+
+    def read(self, sample: Mapping[str, Any], *, force: bool = False) -> Mapping[str, Any]:
+        return self.sampler.sample(
+            held=int(sample["held"]),
+            rate=float(sample["rate"]),
+            failures=int(sample["failures"]),
+            failures_by_cause=sample["failures_by_cause"],
+            step=str(sample["step"]),
+            t=float(sample["t"]),
+        )
 
 
 def _default_sampler() -> SamplerLike:
@@ -113,7 +128,16 @@ class Experiment:
         self._server_limits: HostLimits | None = None
         self._pick_ports = pick_ports
         self._clock = clock
-        self.timeline: list[dict[str, Any]] = []
+        self.m = Measurement(
+            stop=self.stop_event,
+            deadline_s=config.max_duration,
+            clock=clock,
+            make_client=lambda la: self._make_client(la.plan, netns=la.netns, nofile=la.nofile),
+            on_sample=self._on_sample,
+        )
+        self.timeline: list[Sample] = self.m.timeline
+        self._current: StepRun | None = None
+        self._n_steps = 1
         self.steps: list[StepRun] = []
         self.notes: list[str] = []
         self.server: Any = None
@@ -121,11 +145,9 @@ class Experiment:
         self.stop_reason = "error"
         self.error: str | None = None
         self._t0 = 0.0
-        self._deadline = 0.0
+        self._held_at_end = 0
         self._guard_bytes: int | None = None
         self._mem_start: int | None = None
-        self._last_established = 0
-        self._last_t = 0.0
         self._port_range: tuple[int, int] | None = None
         self._reserved: frozenset[int] = frozenset()
         self._ports_in_use = 0
@@ -134,7 +156,6 @@ class Experiment:
         self._n_source_ips = 1
         self._n_ports = 1
         self._final_server: dict[str, Any] | None = None
-        self._totals: dict[str, Any] = {}
 
     # ---- the run ------------------------------------------------------------------------------
 
@@ -142,8 +163,7 @@ class Experiment:
         """Carry out the experiment; always returns a document (``stop_reason`` "error" and
         ``error`` set when it failed; the caller raises). Stops every worker before returning."""
         started = _dt.datetime.now(_dt.UTC)
-        self._t0 = self._clock()
-        self._deadline = self._t0 + self.config.max_duration
+        self._t0 = self.m.t0
         try:
             self._prepare()
             self._start_server()
@@ -251,6 +271,7 @@ class Experiment:
                     self.notes.append(f"stopping a server that failed to start: {stop_exc}")
                 continue
             self.server = server
+            self.m.use_server(server)
             real = [int(p) for p in server.ports]
             why = ""
             if self.isolated is not None:
@@ -296,26 +317,30 @@ class Experiment:
         assert self.limits is not None
         self.sampler = self._make_sampler()
         self.sampler.set_pids(server=self.server.pids())
-        self._last_t = self._clock()
+        self.m.probe = _SamplerProbe(self.sampler)
         specs = self._specs()
-        self._sample("start", phase="hold")
+        self._n_steps = len(specs)
+        self.m.sample("start", phase="hold")
         for index, spec in enumerate(specs):
-            total = self._held_total()
+            total = self.m.held()
             remaining = cfg.count - total
             if remaining <= 0:
                 break
             step = StepRun(spec=spec, index=index, held_before=total)
             self.steps.append(step)
             self._begin_step(step, remaining, len(specs))
-            outcome = self._ramp(step, len(specs))
+            assert step.measured is not None
+            outcome = self.m.ramp(step.measured, hz=cfg.ramp_hz, should_stop=self._should_stop)
             self._end_step(step, outcome)
             if outcome != "ramp-over":
                 self.stop_reason = outcome
                 return
             reached = bool(step.ceiling.get("reached"))
             self.stop_reason = "ceiling" if reached else "count"
-            hold = self._hold(step, len(specs))
-            step.t_end = self._clock() - self._t0  # the step lasts until its plateau ends
+            hold = self.m.hold(
+                spec.name, cfg.plateau_s, hz=cfg.hold_hz, should_stop=self._should_stop
+            )
+            step.t_end = self.m.now()  # the step lasts until its plateau ends
             step.i_end = len(self.timeline) - 1
             if hold is not None:
                 self.stop_reason = hold
@@ -377,17 +402,15 @@ class Experiment:
                     f"  one client process would stop at {sp['count']:,} first ({sp['cause']}: "
                     f"{sp['detail']}); this step spreads over {workers} processes"
                 )
-        server_stats = self.server.stats()
-        step.server_errors_start = dict(server_stats.errors_by_cause)
-        step.server_errnos_start = dict(getattr(server_stats, "errors", {}))
-        step.t_start = self._clock() - self._t0
-        step.i_start = len(self.timeline)
-        pool = self._make_client(plan, netns=cfg.client_netns, nofile=cfg.client_nofile)
-        step.pool = pool
+        self._current = step
         try:
-            pool.start()
+            step.measured = self.m.begin(
+                spec.name, [Launch(plan, netns=cfg.client_netns, nofile=cfg.client_nofile)]
+            )
         finally:
             self._set_client_pids()
+        step.t_start = step.measured.t_start
+        step.i_start = step.measured.i_start
 
     def _listeners_per_server_worker(self) -> int:
         """Listening sockets each server worker holds (every port, or its share of them
@@ -408,136 +431,46 @@ class Experiment:
     def _set_client_pids(self) -> None:
         if self.sampler is None:
             return
-        pids = [p for s in self.steps if s.pool is not None for p in s.pool.pids()]
-        self.sampler.set_pids(client=pids, server=self.server.pids() if self.server else ())
-
-    def _ramp(self, step: StepRun, n_steps: int) -> str:
-        """Sample until the step's ramp is over; or why it stopped early."""
-        interval = 1.0 / self.config.ramp_hz
-        while True:
-            sample = self._sample(step.spec.name, phase="ramp", step=step, n_steps=n_steps)
-            why = self._should_stop(sample)
-            if why is not None:
-                return why
-            if step.pool.ramp_over():
-                self._sample(step.spec.name, phase="ramp", step=step, n_steps=n_steps)
-                return "ramp-over"
-            if not step.pool.pids():
-                raise RunFailed("every client worker exited before the ramp ended")
-            if not self.server.pids():
-                raise RunFailed("every server worker exited during the run")
-            self.stop_event.wait(interval)
-
-    def _hold(self, step: StepRun, n_steps: int) -> str | None:
-        """Hold the level ``plateau_s`` seconds, sampling; a stop reason if one comes up."""
-        end = self._clock() + self.config.plateau_s
-        interval = 1.0 / self.config.hold_hz
-        while True:
-            sample = self._sample(step.spec.name, phase="hold", step=step, n_steps=n_steps)
-            why = self._should_stop(sample)
-            if why is not None:
-                return why
-            if self._clock() >= end:
-                return None
-            self.stop_event.wait(min(interval, max(0.0, end - self._clock())))
+        self.sampler.set_pids(
+            client=self.m.client_pids(), server=self.server.pids() if self.server else ()
+        )
 
     def _should_stop(self, sample: Mapping[str, Any]) -> str | None:
-        if self.stop_event.is_set():
-            return "interrupted"
         avail = sample.get("mem_available")
         if self._guard_bytes is not None and isinstance(avail, int) and avail < self._guard_bytes:
-            for s in self.steps:
-                if s.pool is not None:
-                    s.pool.pause()
+            self.m.pause_clients()
             return "memory-guard"
-        if self._clock() >= self._deadline:
-            return "max-duration"
         return None
 
     # ---- sampling -------------------------------------------------------------------------
 
-    def _client_totals(self) -> dict[str, Any]:
-        held = established = attempts = 0
-        failures: dict[str, int] = {}
-        by_cause: dict[str, int] = {}
-        dropped: dict[str, int] = {}
-        for s in self.steps:
-            if s.pool is None:
-                continue
-            cs = s.pool.stats()
-            held += cs.held
-            established += cs.established
-            attempts += cs.attempts
-            for src, dst in (
-                (cs.failures, failures),
-                (cs.failures_by_cause, by_cause),
-                (cs.dropped, dropped),
-            ):
-                for k, n in src.items():
-                    dst[k] = dst.get(k, 0) + int(n)
-        return {
-            "held": held,
-            "established": established,
-            "attempts": attempts,
-            "failures": failures,
-            "failures_by_cause": by_cause,
-            "dropped": dropped,
-        }
-
-    def _held_total(self) -> int:
-        return int(self._client_totals()["held"])
-
-    def _sample(
-        self,
-        step_name: str,
-        *,
-        phase: str,
-        step: StepRun | None = None,
-        n_steps: int = 1,
-    ) -> dict[str, Any]:
-        assert self.sampler is not None
-        now = self._clock()
-        totals = self._client_totals()
-        self._totals = totals
-        dt = now - self._last_t
-        rate = (totals["established"] - self._last_established) / dt if dt > 0 else 0.0
-        self._last_t, self._last_established = now, totals["established"]
-        server = self.server.stats()
-        sample = self.sampler.sample(
-            held=totals["held"],
-            rate=round(rate, 1),
-            failures=sum(totals["failures_by_cause"].values()),
-            failures_by_cause=totals["failures_by_cause"],
-            step=step_name,
-            t=round(now - self._t0, 3),
-        )
-        sample["established"] = totals["established"]
-        sample["server_held"] = server.held
-        sample["phase"] = phase
-        self.timeline.append(sample)
-        if step is not None:
-            step.peak = max(step.peak, totals["held"])
-            self.observer.progress(
-                Progress(
-                    step_index=step.index,
-                    step_count=n_steps,
-                    step_name=step.spec.name,
-                    step_title=step.spec.title,
-                    phase=phase,
-                    held=totals["held"],
-                    count=self.config.count,
-                    rate=rate,
-                    failures_by_cause=dict(totals["failures_by_cause"]),
-                    kernel_bytes=sample.get("kernel_bytes"),
-                    kernel_bytes_start=self.timeline[0].get("kernel_bytes"),
-                    mem_available=sample.get("mem_available"),
-                    guard_bytes=self._guard_bytes,
-                    server_held=server.held,
-                    elapsed=now - self._t0,
-                    max_duration=self.config.max_duration,
-                )
+    def _on_sample(self, sample: Sample) -> None:
+        """Every sample of the measurement: the step's peak and the live view."""
+        step = self._current
+        if step is None:
+            return
+        held = int(sample["held"])
+        step.peak = max(step.peak, held)
+        self.observer.progress(
+            Progress(
+                step_index=step.index,
+                step_count=self._n_steps,
+                step_name=step.spec.name,
+                step_title=step.spec.title,
+                phase=str(sample.get("phase")),
+                held=held,
+                count=self.config.count,
+                rate=self.m.rate,
+                failures_by_cause=dict(sample["failures_by_cause"]),
+                kernel_bytes=sample.get("kernel_bytes"),
+                kernel_bytes_start=self.timeline[0].get("kernel_bytes"),
+                mem_available=sample.get("mem_available"),
+                guard_bytes=self._guard_bytes,
+                server_held=int(sample.get("server_held") or 0),
+                elapsed=self.m.now(),
+                max_duration=self.config.max_duration,
             )
-        return sample
+        )
 
     def _measured_bytes_per_conn(self) -> float | None:
         """Kernel + user bytes per connection measured so far (None before a usable ramp)."""
@@ -553,19 +486,20 @@ class Experiment:
 
     def _end_step(self, step: StepRun, outcome: str) -> None:
         assert step.plan is not None and step.prediction is not None
+        assert step.measured is not None
         step.outcome = outcome
-        step.t_end = step.t_ramp_end = self._clock() - self._t0
-        step.i_end = len(self.timeline) - 1
-        cs = step.pool.stats()
-        step.opened = cs.established
-        held_total = self._held_total()
-        step.peak = max(step.peak, held_total)
-        if outcome == "ramp-over" and cs.ceiling is not None:
-            step.ceiling = self._ceiling(step, cs, held_total)
-        elif outcome == "ramp-over":
-            step.ceiling = self._server_ceiling(step, held_total) or no_ceiling()
+        cs = step.measured.client_stats()[0]
+        step.opened = int(cs.established)
+        if outcome == "ramp-over":
+            v = self.m.conclude(step.measured, settle="stable", count="all")
+            step.server_held = v.server_held
+            step.ceiling = ceiling_json(v) if v.reached else no_ceiling()
         else:
             step.ceiling = no_ceiling()
+        step.t_end = step.t_ramp_end = self.m.now()
+        step.i_end = len(self.timeline) - 1
+        held_total = self.m.held()
+        step.peak = max(step.peak, held_total)
         reached = bool(step.ceiling.get("reached"))
         m = verdict.measured(step.ceiling, client_held=held_total, server_held=step.server_held)
         reasons = list(m.reasons)
@@ -597,60 +531,6 @@ class Experiment:
         )
         self.observer.event(f"step {step.index + 1} ({step.spec.name}): {step.comparison.text}")
 
-    def _ceiling(self, step: StepRun, cs: Any, held_total: int) -> dict[str, Any]:
-        c = cs.ceiling
-        cause, side, evidence = c.cause, "client", c.evidence
-        if Cause(c.cause) not in _CLIENT_CAUSES:
-            ev = analysis.CeilingEvidence(
-                client_failures=cs.failures,
-                server_errors=_delta(self.server.stats().errors_by_cause, step.server_errors_start),
-                client_held=held_total,
-                server_held=self.server.stats().held,
-                listen_overflows=_tl_delta(self.timeline, "listen_overflows", step.i_start),
-                listen_drops=_tl_delta(self.timeline, "listen_drops", step.i_start),
-                syn_retrans=_tl_delta(self.timeline, "syn_retrans", step.i_start),
-                abort_on_memory=_tl_delta(self.timeline, "tcp_abort_on_memory", step.i_start),
-                conntrack_drops=_tl_delta(self.timeline, "conntrack_drops", step.i_start),
-                stop_reason="ceiling",
-            )
-            att = analysis.attribute(ev)
-            cause, side, evidence = str(att.cause), att.side, att.evidence
-        settled = self._settled_server(held_total) if side == "server" else self.server.stats()
-        step.server_held = int(settled.held)
-        return verdict.ceiling_json(
-            count=held_total,
-            cause=cause,
-            side=side,
-            errno=c.errno,
-            op=c.op,
-            evidence=evidence,
-            server_held=step.server_held,
-        )
-
-    def _settled_server(self, held: int) -> Any:
-        """The server's stats once they stop moving (its workers report a few times a second),
-        if it holds fewer than the client's ``held``; bounded by :data:`SETTLE_MAX_S`."""
-        stats = self.server.stats()
-        deadline = self._clock() + SETTLE_MAX_S
-        while stats.held < held and self._clock() < deadline and not self.stop_event.is_set():
-            self.stop_event.wait(SETTLE_S)
-            again = self.server.stats()
-            if again.held == stats.held:  # (its accept errors may keep growing: it retries)
-                return again
-            stats = again
-        return stats
-
-    def _server_ceiling(self, step: StepRun, held_total: int) -> dict[str, Any] | None:
-        """The client reached its quota: did the server run out of something meanwhile?"""
-        stats = self._settled_server(held_total)
-        step.server_held = int(stats.held)
-        return verdict.server_ceiling(
-            client_held=held_total,
-            server_held=step.server_held,
-            errors_by_cause=_delta(stats.errors_by_cause, step.server_errors_start),
-            errors_by_errno=_delta(getattr(stats, "errors", {}), step.server_errnos_start),
-        )
-
     def _port_reason(self, step: StepRun) -> str:
         client_elsewhere = self.config.client_netns is not None and self.isolated is None
         if self._port_range is None or client_elsewhere:
@@ -665,24 +545,20 @@ class Experiment:
     # ---- the end ---------------------------------------------------------------------------
 
     def _stop_all(self) -> None:
-        """Clients first (they reset their connections), then the server."""
+        """The last sample (what was held when the run ended), then clients first (they reset
+        their connections), then the server."""
         errors: list[BaseException] = []
         if self.steps and self.sampler is not None and self.server is not None:
-            try:  # the last sample: what was held when the run ended
-                self._sample(self.steps[-1].spec.name, phase="end")
+            try:
+                self.m.sample(self.steps[-1].spec.name, phase="end")
             except Exception as exc:  # never skip the clean-up below
                 errors.append(exc)
-        for s in reversed(self.steps):
-            if s.pool is not None:
-                try:
-                    s.pool.stop(timeout=2.0)
-                except Exception as exc:
-                    errors.append(exc)
-        if self.server is not None:
-            try:
-                self._final_server = self.server.stop(timeout=2.0).to_json()
-            except Exception as exc:
-                errors.append(exc)
+        if self.timeline:
+            self._held_at_end = int(self.timeline[-1]["held"])
+        final, problems = self.m.close()
+        errors.extend(problems)
+        if final is not None:
+            self._final_server = final.to_json()
         if errors and self.error is None:
             self.error = f"clean-up: {errors[0]}"
 
@@ -690,13 +566,7 @@ class Experiment:
         from conncap.engine.results import host_info
 
         cfg = self.config
-        totals = self._totals or {
-            "held": 0,
-            "attempts": 0,
-            "failures": {},
-            "failures_by_cause": {},
-            "dropped": {},
-        }
+        totals = self.m.client_totals()
         peak = max([int(s.get("held") or 0) for s in self.timeline] or [0])
         steps_json = [step_json(s) for s in self.steps]
         headline = next(
@@ -722,11 +592,11 @@ class Experiment:
             "config": cfg.to_json(),
             "requested": cfg.count,
             "established_peak": peak,
-            "held_at_end": int(totals["held"]),
-            "attempts": int(totals["attempts"]),
-            "failures": dict(sorted(totals["failures"].items())),
-            "failures_by_cause": dict(sorted(totals["failures_by_cause"].items())),
-            "dropped": dict(sorted(totals.get("dropped", {}).items())),
+            "held_at_end": self._held_at_end,
+            "attempts": totals.attempts,
+            "failures": dict(sorted(totals.failures.items())),
+            "failures_by_cause": dict(sorted(totals.failures_by_cause.items())),
+            "dropped": dict(sorted(totals.dropped.items())),
             "stop_reason": self.stop_reason,
             "ceiling": ceiling,
             "prediction": prediction,
@@ -775,14 +645,3 @@ class Experiment:
             "timeout_s": cfg.timeout_s,
             "bind_mode": "kernel",
         }
-
-
-def _delta(now: Mapping[str, int], before: Mapping[str, int]) -> dict[str, int]:
-    out = {k: int(v) - int(before.get(k, 0)) for k, v in now.items()}
-    return {k: v for k, v in out.items() if v > 0}
-
-
-def _tl_delta(timeline: list[dict[str, Any]], key: str, start: int) -> int | None:
-    values = [s.get(key) for s in timeline[start:]]
-    nums = [v for v in values if isinstance(v, int)]
-    return nums[-1] - nums[0] if len(nums) >= 2 else None

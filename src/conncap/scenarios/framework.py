@@ -15,7 +15,7 @@ import datetime as dt
 import os
 import signal
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import suppress
 from typing import TYPE_CHECKING, Any
 
@@ -119,8 +119,9 @@ class ScenarioRun:
         fields; loopback is False, the workers raise their soft limit and keep the
         descriptors besides their connections that conncap's workers keep)."""
         from conncap import model
-        from conncap.run.steps import WORKER_FDS, server_fds
-        from conncap.scenarios.isolated import predict_sides
+        from conncap.engine.protocol import CLIENT_WORKER_FDS as WORKER_FDS
+        from conncap.engine.protocol import server_worker_fds as server_fds
+        from conncap.model import predict_sides
 
         plan.setdefault("loopback", False)
         plan.setdefault("raise_nofile", True)
@@ -260,7 +261,7 @@ class ScenarioRun:
             host.name, probes.netns_reader(host.name), conntrack=conntrack
         )
 
-    def read(self, *, force: bool = False) -> dict[str, int | None]:
+    def read(self, sample: Mapping[str, Any], *, force: bool = False) -> dict[str, int | None]:
         """The watched namespaces' counters (the measurement's probe)."""
         return self._read_counters(force)
 
