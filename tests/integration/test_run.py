@@ -232,9 +232,9 @@ def test_step1_stops_at_exactly_the_port_range_and_step2_lifts_it(
 
 
 def test_a_client_worker_keeps_worker_fds_besides_its_connections() -> None:
-    """The model's descriptor bound for run's steps counts WORKER_FDS per client worker."""
+    """The model's descriptor bound for run's steps counts CLIENT_WORKER_FDS per client worker."""
     from conncap.engine import ClientPool, OpenPlan, ServerPool, Target
-    from conncap.run.steps import WORKER_FDS
+    from conncap.engine.protocol import CLIENT_WORKER_FDS as WORKER_FDS
 
     with ServerPool(ports=(0,)) as server:
         port = server.ports[0]

@@ -11,8 +11,10 @@ from pathlib import Path
 import pytest
 
 from conncap.cli import main
+from conncap.engine.protocol import CLIENT_WORKER_FDS
 from conncap.errors import UsageError
 from conncap.limits import Fact, HostLimits
+from conncap.model import predict_sides
 from conncap.result import load, write_atomic
 from conncap.scenarios import SCENARIOS, expect
 from conncap.scenarios.document import build_document, step_ceiling
@@ -22,7 +24,6 @@ from conncap.scenarios.isolated import (
     check_nofile,
     nofile_hard,
     parse_port_range_arg,
-    predict_sides,
     settings_from_args,
 )
 from conncap.scenarios.observe import (
@@ -301,8 +302,8 @@ def test_predict_sides_takes_each_side_from_its_own_limits() -> None:
     p = predict_sides(client, server, plan)
     assert p["client"]["count"] == 976
     assert p["server"]["cause"] == "file-descriptors"
-    assert p["server"]["count"] == 256 - 8
-    assert p["count"] == 248 and p["side"] == "server"
+    assert p["server"]["count"] == 256 - CLIENT_WORKER_FDS
+    assert p["count"] == 256 - CLIENT_WORKER_FDS and p["side"] == "server"
     backlog = [n for n in p["notes"] if n.startswith("backlog")]
     assert backlog and "somaxconn 16" in backlog[0]
     roomy = predict_sides(client, _limits((32768, 60999), 20000), plan)

@@ -12,15 +12,8 @@ from rich.console import Console
 
 from conncap.limits import Fact, HostLimits, _linux, _macos, _windows
 from conncap.limits._addresses import address_count, usable_source_addresses
-from conncap.limits.render import (
-    KERNEL_BYTES_PER_LOOPBACK_CONN,
-    SCHEMA,
-    fmt_bytes,
-    format_value,
-    implied,
-    limits_to_json,
-    print_limits,
-)
+from conncap.limits.render import SCHEMA, format_value, limits_to_json, print_limits
+from conncap.model.implied import KERNEL_BYTES_PER_LOOPBACK_CONN, fmt_bytes, implied
 
 RECORDINGS = {
     "linux/hybrid-v1": lambda: _linux.read(linux_source("hybrid-v1")),

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from conncap.catalogue import Cause
+from conncap.engine.protocol import CLIENT_WORKER_FDS as WORKER_FDS
 from conncap.errors import UsageError
 from conncap.limits._common import Fact, HostLimits
 from conncap.limits._facts import no_limit
@@ -241,7 +242,7 @@ def test_unknown_port_range_never_binds() -> None:
     assert ports.count is None
     assert "permission denied" in ports.detail
     assert p.client.cause is Cause.FILE_DESCRIPTORS
-    assert p.client.count == 5000 - 8
+    assert p.client.count == 5000 - WORKER_FDS
 
 
 # --- descriptors ------------------------------------------------------------------------------
@@ -268,10 +269,10 @@ def test_client_descriptors_per_process(
 def test_client_and_server_have_their_own_descriptor_bound() -> None:
     limits = linux(nofile_soft=_f(1024), nofile_hard=_f(1024))
     p = predict(limits, Plan(client_processes=4, server_processes=1))
-    assert bound(p.client.bounds, Cause.FILE_DESCRIPTORS).count == 4 * 1016
-    assert bound(p.server.bounds, Cause.FILE_DESCRIPTORS).count == 1016
+    assert bound(p.client.bounds, Cause.FILE_DESCRIPTORS).count == 4 * (1024 - WORKER_FDS)
+    assert bound(p.server.bounds, Cause.FILE_DESCRIPTORS).count == 1024 - WORKER_FDS
     assert p.overall.side == "server"
-    assert p.overall.count == 1016
+    assert p.overall.count == 1024 - WORKER_FDS
 
 
 def test_server_descriptors_in_use_are_the_servers_own_figure() -> None:
@@ -302,7 +303,7 @@ def test_server_figure_defaults_to_the_client_figure() -> None:
     p = predict(limits, plan)
     assert bound(p.server.bounds, Cause.FILE_DESCRIPTORS).count == 1020
     assert plan.to_json()["server_fds_in_use_per_process"] == 4
-    assert Plan().server_fds_in_use == Plan().fds_in_use_per_process == 8
+    assert Plan().server_fds_in_use == Plan().fds_in_use_per_process == WORKER_FDS
 
 
 def test_soft_below_hard_is_noted() -> None:
@@ -335,7 +336,7 @@ def test_unlimited_nofile_is_no_bound_but_macos_caps_it_per_process() -> None:
     fds = bound(p.client.bounds, Cause.FILE_DESCRIPTORS)
     assert fds.count is None and "unlimited" in fds.detail
     mac = predict(macos(nofile_soft=unlimited, nofile_max=_f(24_576)), Plan())
-    assert bound(mac.client.bounds, Cause.FILE_DESCRIPTORS).count == 24_568
+    assert bound(mac.client.bounds, Cause.FILE_DESCRIPTORS).count == 24_576 - WORKER_FDS
     assert "kern.maxfilesperproc" in bound(mac.client.bounds, Cause.FILE_DESCRIPTORS).detail
 
 
@@ -435,7 +436,7 @@ def test_describe_names_the_limit_and_the_next_one() -> None:
         "with 1 source IP and 1 destination port the client will stop at 28,232: "
         "ephemeral port range 32768-60999"
     )
-    assert "next: file-descriptors at 39,992" in line
+    assert f"next: file-descriptors at {40_000 - WORKER_FDS:,}" in line
     multi = Plan(source_ips=2, destinations=4, dst_ips=2, bind="bind-no-port")
     text = describe(predict(linux(), multi), multi)
     assert "2 source IPs and 4 destinations on 2 IPs" in text
@@ -445,11 +446,11 @@ def test_describe_names_the_limit_and_the_next_one() -> None:
 def test_to_json_is_the_result_schema_prediction() -> None:
     p = predict(linux(nofile_soft=_f(10_000)), Plan())
     doc = json.loads(json.dumps(to_json(p)))
-    assert doc["count"] == 9_992
+    assert doc["count"] == 10_000 - WORKER_FDS
     assert doc["cause"] == "file-descriptors"
     assert doc["side"] == "client"
     assert {"cause", "count", "detail", "estimate"} <= set(doc["bounds"][0])
-    assert doc["server"]["count"] == 9_992
+    assert doc["server"]["count"] == 10_000 - WORKER_FDS
     assert isinstance(doc["notes"], list)
 
 

@@ -14,6 +14,7 @@ import pytest
 
 from conncap.cli import build_parser, main
 from conncap.engine import Ceiling, OpenPlan
+from conncap.engine.protocol import server_worker_fds
 from conncap.limits import Fact, HostLimits
 from conncap.run import Experiment, RunConfig
 from conncap.run import steps as st
@@ -265,7 +266,7 @@ def test_the_server_side_is_predicted_from_the_server_limits_and_binds_first() -
     (one,) = doc["steps"]
     pred = one["prediction"]
     assert pred["side"] == "server" and pred["cause"] == "file-descriptors"
-    assert pred["count"] == 300 - st.server_fds(1) == 295
+    assert pred["count"] == 300 - server_worker_fds(1) == 295
     assert pred["client"]["count"] == 1000  # the client's range would have bound next
     # the client reached its quota (half-open connections), the server did not
     c = one["ceiling"]

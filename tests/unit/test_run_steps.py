@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from conncap.catalogue import Cause
+from conncap.engine.protocol import CLIENT_WORKER_FDS
 from conncap.errors import UsageError
 from conncap.limits import Fact, HostLimits
 from conncap.run import steps as st
@@ -70,7 +71,7 @@ def test_step1_prediction_is_the_port_range_and_one_process_hits_descriptors() -
     assert (pred.count, pred.cause) == (28232, Cause.EPHEMERAL_PORTS)
     assert "will stop at 28,232" in pred.line and "32768-60999" in pred.line
     assert pred.single_process is not None
-    assert pred.single_process["count"] == 20000 - st.WORKER_FDS
+    assert pred.single_process["count"] == 20000 - CLIENT_WORKER_FDS
     assert pred.single_process["binds_first"] is True
 
 

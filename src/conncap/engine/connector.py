@@ -140,8 +140,8 @@ class Connector:
     ) -> None:
         if not pairs:
             raise ValueError("no (source, destination) pair to connect over")
-        if bind_mode not in protocol.BIND_MODES:
-            raise ValueError(f"bind mode must be one of {protocol.BIND_MODES}")
+        if bind_mode not in protocol.PORT_CHOICES:
+            raise ValueError(f"bind mode must be one of {protocol.PORT_CHOICES}")
         self.pairs = list(pairs)
         self.addrs = [(p.host, p.port) for p in pairs]
         self.families = [p.family for p in pairs]

@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from conncap.engine import protocol
-from conncap.engine.worker import RESERVED_FDS
 from conncap.errors import UsageError
 
 #: Most source addresses one --source-ip value may expand to.
@@ -218,9 +217,10 @@ def nofile_hard() -> int:
 
 
 def per_worker_capacity(nofile: int | None = None) -> int:
-    """Connections one worker can hold under its descriptor limit."""
+    """Connections one client worker can hold under its descriptor limit (less the
+    descriptors it keeps for itself, :data:`conncap.engine.protocol.CLIENT_WORKER_FDS`)."""
     limit = nofile if nofile is not None else nofile_hard()
-    return max(1, limit - RESERVED_FDS)
+    return max(1, limit - protocol.CLIENT_WORKER_FDS)
 
 
 def auto_workers(count: int, nofile: int | None = None) -> int:
@@ -241,7 +241,7 @@ def check_plan(plan: OpenPlan) -> None:
         raise UsageError("--timeout must be positive")
     if plan.hold_s < 0:
         raise UsageError("--hold must be 0 or more")
-    if plan.bind_mode not in protocol.BIND_MODES:
-        raise UsageError(f"--bind-mode must be one of {', '.join(protocol.BIND_MODES)}")
+    if plan.bind_mode not in protocol.PORT_CHOICES:
+        raise UsageError(f"--bind-mode must be one of {', '.join(protocol.PORT_CHOICES)}")
     if not plan.targets:
         raise UsageError("give at least one TARGET (host:port)")

@@ -32,9 +32,23 @@ IDLE_INTERVAL = 0.5
 #: Linux ``IP_BIND_ADDRESS_NO_PORT`` (include/uapi/linux/in.h); ``socket`` may lack it.
 IP_BIND_ADDRESS_NO_PORT = 24
 
-#: Client bind modes: let connect() pick the port (what user programs do), bind the source IP
-#: with IP_BIND_ADDRESS_NO_PORT and let connect() pick the port, or choose every port ourselves.
-BIND_MODES = ("kernel", "explicit")
+#: Who picks a client socket's local port (``conncap open --bind-mode``): ``kernel``: connect()
+#: does (with source IPs: bind(ip, 0) with IP_BIND_ADDRESS_NO_PORT first), or ``explicit``: the
+#: worker chooses every port itself. The model's vocabulary for what the OS is asked to do
+#: (none, bind, bind-no-port, explicit) is :data:`conncap.model.BIND_MODES`;
+#: :func:`conncap.model.bind_for` maps one to the other.
+PORT_CHOICES = ("kernel", "explicit")
+
+#: Descriptors a client worker keeps besides its connections, counted on a ready worker
+#: (tests/integration/test_worker_fds.py): stdin (commands), stdout (stats), stderr, its epoll.
+#: ``conncap limits``, every prediction and the workers' own capacity use this one figure.
+CLIENT_WORKER_FDS = 4
+
+
+def server_worker_fds(listeners: int) -> int:
+    """Descriptors a server worker keeps besides its connections: a client worker's own
+    (:data:`CLIENT_WORKER_FDS`) plus one per listening socket."""
+    return CLIENT_WORKER_FDS + max(0, listeners)
 
 
 def encode(kind: str, fields: dict[str, Any]) -> bytes:

@@ -1,8 +1,4 @@
-"""The ``conncap.result/1`` document of an ``open`` run, and the model's prediction for a plan.
-
-``conncap.model`` is written in parallel: :func:`predict` uses it when it is importable and
-returns an "unknown" prediction with the reason otherwise, so ``open`` works either way.
-"""
+"""The ``conncap.result/1`` document of an ``open`` run, and the model's prediction for a plan."""
 
 from __future__ import annotations
 
@@ -12,7 +8,7 @@ import os
 import platform
 import socket
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from conncap import __version__
 from conncap.catalogue import Cause
@@ -21,75 +17,51 @@ from conncap.engine.plan import OpenPlan
 from conncap.measure import ClientTotals, Verdict
 from conncap.result import SCHEMA
 
+if TYPE_CHECKING:
+    from conncap.limits import HostLimits
+
 
 def predict(
     plan: OpenPlan,
     nofile: int | None = None,
-    limits: Any = None,
+    limits: HostLimits | None = None,
     *,
     server_workers: int | None = None,
 ) -> dict[str, Any]:
-    """``conncap.model.predict(read_limits(), Plan(...))`` as JSON, or unknown with a reason.
+    """``conncap.model.predict(read_limits(), worker_plan(...))`` as JSON.
 
     ``limits``: a HostLimits to use instead of this host's (a namespace's, in tests).
     ``server_workers``: None when the server is not ours, then the client side's ceiling is
-    the prediction (``open`` measures the client); else the model's overall ceiling.
+    the prediction (``open`` measures the client); else the model's overall ceiling. A model
+    problem is a bug: it propagates (one error line, exit 1), never a "model failed" field.
     """
-    try:
-        from conncap import model
-    except ImportError as exc:
-        return {"count": None, "cause": None, "reason": f"model not available ({exc})"}
-    try:
-        if limits is None:
-            from conncap.limits import read_limits
-
-            limits = read_limits()
-        if nofile is not None:
-            from conncap.limits import Fact
-
-            limits = dataclasses.replace(
-                limits,
-                nofile_soft=Fact.of(nofile, "--nofile"),
-                nofile_hard=Fact.of(nofile, "--nofile"),
-            )
-        pred = model.predict(limits, model_plan(plan, server_workers))
-        doc = dict(model.to_json(pred))
-        if server_workers is None:
-            side = doc.get("client") or {}
-            doc["count"] = side.get("count")
-            doc["cause"] = side.get("cause")
-            doc["side"] = "client"
-            doc["bounds"] = side.get("bounds", doc.get("bounds"))
-        return doc
-    except Exception as exc:
-        return {"count": None, "cause": None, "reason": f"model failed: {exc}"}
-
-
-def model_plan(plan: OpenPlan, server_workers: int | None = None) -> Any:
-    """``conncap.model.Plan`` for an OpenPlan."""
     from conncap import model
+    from conncap.limits import Fact, read_limits
 
-    dests = plan.destinations()
-    bind: model.Bind
-    if plan.bind_mode == "explicit":
-        bind = "explicit"
-    elif plan.source_ips:
-        bind = "bind-no-port" if sys.platform.startswith("linux") else "bind"
-    else:
-        bind = "none"
-    return model.Plan(
-        source_ips=max(1, len(plan.source_ips)),
-        destinations=max(1, len(dests)),
-        dst_ips=max(1, len({h for h, _ in dests})),
+    if limits is None:
+        limits = read_limits()
+    if nofile is not None:
+        limits = dataclasses.replace(
+            limits,
+            nofile_soft=Fact.of(nofile, "--nofile"),
+            nofile_hard=Fact.of(nofile, "--nofile"),
+        )
+    mplan = model.worker_plan(
+        plan.destinations(),
+        source_ips=len(plan.source_ips),
         client_processes=plan.workers,
         server_processes=server_workers or 1,
-        bind=bind,
-        loopback=all(h.startswith("127.") or h == "::1" for h, _ in dests),
-        family="ipv6" if any(":" in h for h, _ in dests) else "ipv4",
-        raise_nofile=True,
-        # a client worker's own descriptors: stdin, stdout, stderr and its epoll
-        fds_in_use_per_process=4,
+        port_choice=plan.bind_mode,
+        linux=sys.platform.startswith("linux"),
     )
+    doc = dict(model.to_json(model.predict(limits, mplan)))
+    if server_workers is None:
+        side = doc.get("client") or {}
+        doc["count"] = side.get("count")
+        doc["cause"] = side.get("cause")
+        doc["side"] = "client"
+        doc["bounds"] = side.get("bounds", doc.get("bounds"))
+    return doc
 
 
 def host_info() -> dict[str, Any]:

@@ -16,9 +16,6 @@ from typing import Any, Protocol
 
 from conncap.engine import protocol
 
-#: Descriptors a worker keeps for itself (stdio, epoll, the interpreter's own).
-RESERVED_FDS = 32
-
 
 def die_with_parent() -> None:
     """PR_SET_PDEATHSIG(SIGKILL) on Linux: the kernel kills us when the parent dies."""

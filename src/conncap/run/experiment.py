@@ -19,6 +19,7 @@ from typing import Any
 from conncap import __version__, analysis
 from conncap.catalogue import Cause
 from conncap.engine import ClientPool, OpenPlan, ServerPool, Target, per_worker_capacity
+from conncap.engine.protocol import server_worker_fds
 from conncap.engine.results import ceiling_json
 from conncap.errors import RunFailed, UsageError
 from conncap.limits import HostLimits
@@ -390,7 +391,7 @@ class Experiment:
             self._client_limits or self.limits,
             mplan,
             server_limits=self._server_limits,
-            server_fds_in_use=st.server_fds(self._listeners_per_server_worker()),
+            server_fds_in_use=server_worker_fds(self._listeners_per_server_worker()),
         )
         self.observer.event(
             f"step {step.index + 1}/{n_steps} ({spec.title}): {step.prediction.line}"

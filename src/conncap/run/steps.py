@@ -26,12 +26,6 @@ from conncap.limits import HostLimits
 #: Causes whose count the model knows exactly (no estimate): a miss there needs a reason.
 EXACT_CAUSES = frozenset({Cause.EPHEMERAL_PORTS, Cause.FILE_DESCRIPTORS})
 
-#: Descriptors a conncap client worker keeps besides its connections: stdin, stdout, stderr
-#: (the pipes to the parent) and its epoll (checked against a live worker in
-#: tests/integration/test_run.py). The model's descriptor bound uses it, so a descriptor
-#: ceiling is predicted exactly.
-WORKER_FDS = 4
-
 #: Head-room on worker counts: client workers race for ports unevenly, and SO_REUSEPORT
 #: spreads accepted connections over server workers by a hash, not evenly.
 CLIENT_MARGIN = 1.1
@@ -154,32 +148,20 @@ def model_plan(
     bytes_per_conn: float | None = None,
     same_machine: bool | None = None,
 ) -> model.Plan:
-    """The ceiling model's Plan for a step (the whole run's connections up to this step).
+    """The ceiling model's Plan for a step (the whole run's connections up to this step):
+    :func:`conncap.model.worker_plan` of the step's destinations and source IPs.
     ``same_machine``: both ends cost this machine's memory and file table (the model's
     ``loopback``); default: whether the destination is a loopback address. ``--isolated``
     says True: its two namespaces share one kernel."""
-    if same_machine is None:
-        same_machine = all(ipaddress.ip_address(h).is_loopback for h, _ in spec.destinations)
-    return model.Plan(
-        source_ips=max(1, len(spec.source_ips)),
-        destinations=len(spec.ports),
-        dst_ips=1,
+    return model.worker_plan(
+        spec.destinations,
+        source_ips=len(spec.source_ips),
         client_processes=client_processes,
         server_processes=server_processes,
-        bind="bind-no-port" if spec.source_ips else "none",
-        loopback=same_machine,
-        bytes_per_conn=bytes_per_conn,
+        same_machine=same_machine,
         ports_in_use=ports_in_use,
-        fds_in_use_per_process=WORKER_FDS,
-        family="ipv6" if ":" in spec.host else "ipv4",
-        raise_nofile=True,
+        bytes_per_conn=bytes_per_conn,
     )
-
-
-def server_fds(listeners: int) -> int:
-    """Descriptors a conncap server worker keeps besides its connections: the client
-    worker's (:data:`WORKER_FDS`) plus one per listening socket."""
-    return WORKER_FDS + max(0, listeners)
 
 
 def with_nofile(limits: HostLimits, nofile: int | None) -> HostLimits:
@@ -238,20 +220,18 @@ def predict_step(
     ``limits`` are the client's. With ``server_limits`` (the server's own: another namespace,
     another RLIMIT_NOFILE) or ``server_fds_in_use`` (descriptors a server worker keeps besides
     its connections), each side is predicted from its own limits
-    (:func:`conncap.scenarios.isolated.two_sided`)."""
+    (:func:`conncap.model.two_sided`)."""
     if server_limits is None and server_fds_in_use is None:
         pred = model.predict(limits, plan)
     else:
         import dataclasses
-
-        from conncap.scenarios.isolated import two_sided
 
         server_plan = (
             dataclasses.replace(plan, fds_in_use_per_process=server_fds_in_use)
             if server_fds_in_use is not None
             else None
         )
-        pred = two_sided(limits, server_limits or limits, plan, server_plan)
+        pred = model.two_sided(limits, server_limits or limits, plan, server_plan)
     doc = model.to_json(pred)
     single: dict[str, Any] | None = None
     one = model.predict(limits, _replace_processes(plan, 1))

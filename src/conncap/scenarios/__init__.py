@@ -15,7 +15,6 @@ from conncap.scenarios.isolated import (
     add_isolated_arguments,
     isolated_pair,
     namespace_limits,
-    predict_sides,
     settings_from_args,
     setup_pair,
 )
@@ -38,7 +37,6 @@ __all__ = [
     "get",
     "isolated_pair",
     "namespace_limits",
-    "predict_sides",
     "run_scenario",
     "settings_from_args",
     "setup_pair",

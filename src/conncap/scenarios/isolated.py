@@ -16,8 +16,8 @@ namespace). The run command uses it like this::
         probes.netstat_counters(reader=pair.server_reader())   # ListenOverflows inside
         limits = pair.client_limits()                           # HostLimits as seen inside
 
-:func:`namespace_limits`, :func:`two_sided` and :func:`predict_sides` give the model the
-limits as a namespace sees them, with a different descriptor limit for each side;
+:func:`namespace_limits` gives the model the limits as a namespace sees them, with a different
+descriptor limit for each side (:func:`conncap.model.predict_sides` predicts from both);
 :class:`NamespaceReader` reads /proc files inside a namespace through one helper process.
 """
 
@@ -34,7 +34,6 @@ from conncap import procfs
 from conncap.errors import UsageError
 
 if TYPE_CHECKING:
-    from conncap import model
     from conncap.limits import HostLimits
     from conncap.netns import Host, Topology
     from conncap.probes import Reader
@@ -492,42 +491,3 @@ def namespace_limits(
     changes["nofile_soft"] = Fact.of(limit, src)
     changes["nofile_hard"] = Fact.of(limit, src)
     return dataclasses.replace(limits, **changes)
-
-
-def two_sided(
-    client_limits: HostLimits,
-    server_limits: HostLimits,
-    plan: model.Plan,
-    server_plan: model.Plan | None = None,
-) -> model.Prediction:
-    """The model's prediction when client and server have their own limits: the client's
-    ceiling from ``client_limits``, the server's from ``server_limits`` (with ``server_plan``
-    when the server's processes keep other descriptors than the client's, e.g. listeners),
-    the overall the lower of the two (the client on a tie)."""
-    from conncap import model
-
-    c = model.predict(client_limits, plan)
-    s = model.predict(server_limits, server_plan or plan)
-    overall = s.server if _lower(s.server.count, c.client.count) else c.client
-    # The backlog note is about the server's listener: take it from the server's limits.
-    notes = tuple(x for x in c.notes if not x.startswith("backlog")) + tuple(
-        x for x in s.notes if x.startswith("backlog")
-    )
-    return model.Prediction(c.client, s.server, overall, notes)
-
-
-def predict_sides(
-    client_limits: HostLimits, server_limits: HostLimits, plan: model.Plan
-) -> dict[str, Any]:
-    """The model's prediction (conncap.result/1 ``prediction``) when client and server are
-    different hosts: :func:`two_sided` as JSON."""
-    try:
-        from conncap import model
-
-        return model.to_json(two_sided(client_limits, server_limits, plan))
-    except Exception as exc:  # a model problem must not stop the measurement
-        return {"count": None, "cause": None, "reason": f"model failed: {exc}"}
-
-
-def _lower(a: int | None, b: int | None) -> bool:
-    return a is not None and (b is None or a < b)
