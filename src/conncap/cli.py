@@ -45,13 +45,9 @@ class _Parser(argparse.ArgumentParser):
         raise SystemExit(ExitStatus.USAGE)
 
 
-def _load(module: str) -> ModuleType | None:
-    try:
-        return importlib.import_module(f"conncap.commands.{module}")
-    except ModuleNotFoundError as exc:
-        if exc.name == f"conncap.commands.{module}":
-            return None  # command not built yet in this checkout
-        raise
+def _load(module: str) -> ModuleType:
+    """The command's module; a missing one is a bug and raises."""
+    return importlib.import_module(f"conncap.commands.{module}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -69,8 +65,6 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for name, module_name in COMMANDS.items():
         module = _load(module_name)
-        if module is None:
-            continue
         p = sub.add_parser(name, help=module.HELP, description=module.HELP)
         p.add_argument("--traceback", action="store_true", help=argparse.SUPPRESS)
         module.add_arguments(p)

@@ -206,7 +206,7 @@ def test_summarize_survives_wrong_types() -> None:
     assert summary.summarize({}) == []
 
 
-def test_summarize_uses_catalogue_advice_when_it_exists(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_summarize_uses_catalogue_advice(monkeypatch: pytest.MonkeyPatch) -> None:
     from conncap import catalogue
 
     class Advice:
@@ -220,7 +220,7 @@ def test_summarize_uses_catalogue_advice_when_it_exists(monkeypatch: pytest.Monk
         seen.append((cause, os_name))
         return Advice()
 
-    monkeypatch.setattr(catalogue, "advice", advice, raising=False)
+    monkeypatch.setattr(catalogue, "advice", advice)
     lines = summary.summarize(_load("run_loopback.json"))
     assert "To raise it: the catalogue's knob: cmd one; cmd two." in lines
     assert seen == [(Cause.EPHEMERAL_PORTS, "linux")]

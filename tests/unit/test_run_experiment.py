@@ -11,7 +11,7 @@ from typing import Any, ClassVar
 
 import pytest
 
-from conncap.engine import Ceiling, OpenPlan
+from conncap.engine import OpenPlan, PoolCeiling
 from conncap.errors import RunFailed, UsageError
 from conncap.limits import Fact, HostLimits
 from conncap.result import REQUIRED_KEYS, SCHEMA
@@ -76,7 +76,7 @@ class FakeClientStats:
     failures: dict[str, int]
     failures_by_cause: dict[str, int]
     dropped: dict[str, int]
-    ceiling: Ceiling | None
+    ceiling: PoolCeiling | None
 
 
 class FakeClient:
@@ -112,7 +112,9 @@ class FakeClient:
             self.held = min(self.limit, self.held + self.per_call)
         fails = {"EADDRNOTAVAIL": 2} if self._over() and self.limit < self.plan.count else {}
         ceiling = (
-            Ceiling(self.held, "EADDRNOTAVAIL", "ephemeral-ports", "connect", "every pair failed")
+            PoolCeiling(
+                self.held, "EADDRNOTAVAIL", "ephemeral-ports", "connect", "every pair failed"
+            )
             if fails
             else None
         )

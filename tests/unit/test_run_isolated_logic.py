@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 import pytest
 
 from conncap.cli import build_parser, main
-from conncap.engine import Ceiling, OpenPlan
+from conncap.engine import OpenPlan, PoolCeiling
 from conncap.engine.protocol import server_worker_fds
 from conncap.limits import Fact, HostLimits
 from conncap.run import Experiment, RunConfig
@@ -121,7 +121,7 @@ class ClientStats:
     failures: dict[str, int]
     failures_by_cause: dict[str, int]
     dropped: dict[str, int]
-    ceiling: Ceiling | None
+    ceiling: PoolCeiling | None
 
 
 class FakeClient:
@@ -150,7 +150,9 @@ class FakeClient:
             self.held = min(self.limit, self.held + 200)
         over = self.held >= self.limit and self.limit < self.plan.count
         ceiling = (
-            Ceiling(self.held, "EADDRNOTAVAIL", "ephemeral-ports", "connect", "every pair failed")
+            PoolCeiling(
+                self.held, "EADDRNOTAVAIL", "ephemeral-ports", "connect", "every pair failed"
+            )
             if over
             else None
         )

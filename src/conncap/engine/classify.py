@@ -1,16 +1,11 @@
-"""The engine's one door to the error catalogue: errno numbers -> names and causes.
-
-``conncap.catalogue`` is being completed in parallel; its ``classify``, ``errno_name`` and
-``advice`` are used when present, and the stable ``cause_of_errno`` / ``errno.errorcode``
-otherwise, so the engine works on either side of that change.
-"""
+"""The engine's one door to the error catalogue: errno numbers -> names and causes, and the
+advice for a cause on this OS (all from :mod:`conncap.catalogue`)."""
 
 from __future__ import annotations
 
 import errno as _errno
 import sys
 from dataclasses import dataclass
-from typing import Any
 
 from conncap import catalogue
 from conncap.catalogue import Cause
@@ -23,13 +18,7 @@ def errno_name(number: int) -> str:
     """``EADDRNOTAVAIL`` for 99 on Linux; ``E<n>`` for numbers this OS does not name."""
     if number == 0:
         return EOF_NAME
-    fn = getattr(catalogue, "errno_name", None)
-    if fn is not None:
-        try:
-            return str(fn(number))
-        except (KeyError, ValueError):
-            pass
-    return _errno.errorcode.get(number, f"E{number}")
+    return catalogue.errno_name(number)
 
 
 def errno_number(name: str) -> int | None:
@@ -50,18 +39,12 @@ def classify(number: int, op: str) -> Cause:
         return Cause.SERVER_CLOSED
     if op == "timeout":
         return Cause.TIMEOUT
-    fn = getattr(catalogue, "classify", None)
-    if fn is not None:
-        try:
-            return Cause(fn(number, op=op, platform=sys.platform))
-        except (KeyError, ValueError, TypeError):
-            pass
-    return catalogue.cause_of_errno(number)
+    return catalogue.classify(number, op=op, platform=sys.platform)
 
 
 @dataclass(frozen=True, slots=True)
 class Advice:
-    """How to raise the limit behind a cause (from the catalogue when it has it)."""
+    """How to raise the limit behind a cause (empty for a cause the catalogue has no fix for)."""
 
     knob: str
     commands: tuple[str, ...]
@@ -69,18 +52,14 @@ class Advice:
 
 
 def advice(cause: Cause) -> Advice:
-    """The catalogue's advice for ``cause`` on this OS, or an empty one until it lands."""
-    fn = getattr(catalogue, "advice", None)
-    if fn is not None:
-        os_name = "linux" if sys.platform.startswith("linux") else sys.platform
-        try:
-            a: Any = fn(cause, os_name)
-            return Advice(
-                knob=str(a.knob), commands=tuple(str(c) for c in a.commands), windows=str(a.windows)
-            )
-        except (KeyError, ValueError, TypeError, AttributeError):
-            pass
-    return Advice(knob="", commands=(), windows="")
+    """The catalogue's advice for ``cause`` on this OS; empty for a cause it has no fix for
+    (unknown) or an OS it does not know."""
+    os_name = "linux" if sys.platform.startswith("linux") else sys.platform
+    try:
+        a = catalogue.advice(cause, os_name)
+    except (KeyError, ValueError):
+        return Advice(knob="", commands=(), windows="")
+    return Advice(knob=a.knob, commands=tuple(a.commands), windows=a.windows)
 
 
 def by_name(counts: dict[str, int]) -> dict[str, int]:

@@ -21,7 +21,7 @@ SAMPLE_INTERVAL = 0.25
 
 
 @dataclass(frozen=True, slots=True)
-class Ceiling:
+class PoolCeiling:
     """Where and why the run stopped opening."""
 
     count: int
@@ -57,7 +57,7 @@ class ClientStats:
     rate: float
     phases: dict[str, int]
     ramp_over: bool
-    ceiling: Ceiling | None
+    ceiling: PoolCeiling | None
     pids: list[int]
     rss_bytes: int
     workers: int
@@ -211,7 +211,7 @@ class ClientPool:
         )
 
     @staticmethod
-    def _ceiling(snaps: list[dict[str, Any]], held: int) -> Ceiling | None:
+    def _ceiling(snaps: list[dict[str, Any]], held: int) -> PoolCeiling | None:
         """The dominant ceiling over workers that reported one (most workers, then errno)."""
         found: dict[tuple[int, str], list[str]] = {}
         for s in snaps:
@@ -224,7 +224,7 @@ class ClientPool:
             return None
         (code, op), evidence = max(found.items(), key=lambda kv: len(kv[1]))
         cause = cl.classify(code, op)
-        return Ceiling(
+        return PoolCeiling(
             count=held,
             errno=cl.errno_name(code),
             cause=str(cause),
