@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import re
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "results"
@@ -14,6 +16,17 @@ OPEN = FIXTURES / "open_minimal.json"
 #: observed.
 SCENARIO = FIXTURES / "scenario_article.json"
 NAT = FIXTURES / "scenario_nat.json"
+
+
+def generator() -> ModuleType:
+    """tests/fixtures/results/generate.py: the inputs RUN was built from (slopes, limits), so
+    tests derive expected figures from them rather than copying the code's output."""
+    spec = importlib.util.spec_from_file_location("results_generate", FIXTURES / "generate.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
 
 #: Strings that would act if they reached the page unescaped.
 PAYLOADS = (

@@ -3,9 +3,11 @@ document."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import pytest
@@ -146,6 +148,14 @@ def test_summary_of_an_empty_or_damaged_document_does_not_crash() -> None:
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "results"
 
 
+def _generator() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("results_generate", FIXTURES / "generate.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def _load(name: str) -> dict[str, Any]:
     doc: dict[str, Any] = json.loads((FIXTURES / name).read_text())
     return doc
@@ -163,8 +173,13 @@ def test_summarize_a_run() -> None:
     assert "Ceiling: 28,232 connections, set by ephemeral-ports (EADDRNOTAVAIL)" in text
     assert "The prediction was 28,232 (exactly right)." in text
     assert "Step server-fds (a server limited to 20,000 descriptors): peak 24,087" in text
-    assert "Memory per connection: 7.7 KiB in the kernel (from /proc/slabinfo)" in text
-    assert "per connection this host holds about 2.8 million before memory binds" in text
+    gen = _generator()  # the inputs run_loopback.json was built from
+    kib = gen.KERNEL_PER_CONN / 1024
+    per_conn = gen.KERNEL_PER_CONN + gen.USER_CLIENT_PER_CONN + gen.USER_SERVER_PER_CONN
+    usable = (gen.MEM_BASE - gen.PORTS * gen.MEM_AVAILABLE_PER_CONN) * (1 - gen.GUARD_FRACTION)
+    millions = (gen.PORTS + usable // per_conn) / 1e6
+    assert f"Memory per connection: {kib:.1f} KiB in the kernel (from /proc/slabinfo)" in text
+    assert f"per connection this host holds about {millions:.1f} million before memory" in text
     assert "(WSAENOBUFS 10055 on Windows)" in text
     assert "To raise it: net.ipv4.ip_local_port_range" in text
     assert "On Windows: netsh int ipv4 set dynamicport" in text
