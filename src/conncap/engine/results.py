@@ -10,10 +10,11 @@ import socket
 import sys
 from typing import TYPE_CHECKING, Any
 
-from conncap import __version__
+from conncap import __version__, model
 from conncap.catalogue import Cause
 from conncap.engine import classify as cl
 from conncap.engine.plan import OpenPlan
+from conncap.limits import Fact, read_limits
 from conncap.measure import ClientTotals, Verdict
 from conncap.result import SCHEMA
 
@@ -35,9 +36,6 @@ def predict(
     the prediction (``open`` measures the client); else the model's overall ceiling. A model
     problem is a bug: it propagates (one error line, exit 1), never a "model failed" field.
     """
-    from conncap import model
-    from conncap.limits import Fact, read_limits
-
     if limits is None:
         limits = read_limits()
     if nofile is not None:

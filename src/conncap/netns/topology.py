@@ -23,11 +23,12 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
 from ipaddress import IPv4Interface, IPv4Network
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 from conncap.errors import RunFailed, UsageError
-from conncap.netns import firewall, reaper, signals, sysctls
+from conncap.netns import firewall, layouts, reaper, signals, sysctls
 from conncap.netns.iproute import DEFAULT_TIMEOUT, Shell
+from conncap.netns.layouts import ClientServer, ManyClients, Nat, Sysctls
 from conncap.netns.naming import (
     AddressPool,
     check_allowed,
@@ -42,9 +43,6 @@ from conncap.netns.naming import (
 )
 from conncap.netns.registry import Registry, RunRecord
 from conncap.netns.support import Support, check_support
-
-if TYPE_CHECKING:
-    from conncap.netns.layouts import ClientServer, ManyClients, Nat, Sysctls
 
 T = TypeVar("T")
 
@@ -469,8 +467,6 @@ class Topology:
         server_extra: Sysctls | None = None,
     ) -> ClientServer:
         """Two namespaces ``cli`` and ``srv`` on one veth; see layouts.client_server."""
-        from conncap.netns import layouts
-
         return layouts.client_server(
             self,
             port_range=port_range,
@@ -492,8 +488,6 @@ class Topology:
         server_extra: Sysctls | None = None,
     ) -> ManyClients:
         """``n`` client namespaces and a server on one bridge; see layouts.many_clients."""
-        from conncap.netns import layouts
-
         return layouts.many_clients(
             self,
             n,
@@ -517,8 +511,6 @@ class Topology:
         server_extra: Sysctls | None = None,
     ) -> Nat:
         """Clients -> masquerading gateway -> server; see layouts.nat."""
-        from conncap.netns import layouts
-
         return layouts.nat(
             self,
             n_clients,

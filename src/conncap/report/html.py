@@ -16,8 +16,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from conncap import __version__
+from conncap import __version__, result
 from conncap.analysis import cause_of_name, num
+from conncap.errors import UsageError
 from conncap.report import summary as prose
 from conncap.report.markup import as_list as _list
 from conncap.report.markup import e, fmt
@@ -445,8 +446,6 @@ def build(
     result_path: str | os.PathLike[str], output: str | os.PathLike[str] | None = None
 ) -> Path:
     """Load a result (one-line UsageError if it is not one), render it, write it atomically."""
-    from conncap import result
-    from conncap.errors import UsageError
 
     doc = result.load(result_path)
     out = Path(output) if output is not None else default_output(result_path)

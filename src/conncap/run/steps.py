@@ -21,7 +21,7 @@ from typing import Any
 from conncap import model
 from conncap.catalogue import Cause
 from conncap.errors import UsageError
-from conncap.limits import HostLimits
+from conncap.limits import Fact, HostLimits
 
 #: Causes whose count the model knows exactly (no estimate): a miss there needs a reason.
 EXACT_CAUSES = frozenset({Cause.EPHEMERAL_PORTS, Cause.FILE_DESCRIPTORS})
@@ -170,8 +170,6 @@ def with_nofile(limits: HostLimits, nofile: int | None) -> HostLimits:
     if nofile is None:
         return limits
     import dataclasses
-
-    from conncap.limits import Fact
 
     fact = Fact.of(nofile, "the worker's RLIMIT_NOFILE (--client-nofile/--server-nofile)")
     return dataclasses.replace(limits, nofile_soft=fact, nofile_hard=fact)
