@@ -82,9 +82,7 @@ select.select([sys.stdin], [], [], 30)
 def ns() -> Iterator[tuple[Topology, Host]]:
     with Topology() as topo:
         host = topo.add_host("doc")
-        topo.sysctls_set(
-            host, {"net.ipv4.ip_local_port_range": RANGE, "net.ipv4.tcp_tw_reuse": 0}
-        )
+        topo.sysctls_set(host, {"net.ipv4.ip_local_port_range": RANGE, "net.ipv4.tcp_tw_reuse": 0})
         yield topo, host
 
 
