@@ -88,9 +88,13 @@ def main() -> int:
         per = args.sockets // args.procs
         started = time.monotonic()
         kids = [
-            topo.popen(host, [sys.executable, "-c", CHURN, ports, str(per),
-                              str(args.held // args.procs)],
-                       stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)  # fmt: skip
+            topo.popen(
+                host,
+                [sys.executable, "-c", CHURN, ports, str(per), str(args.held // args.procs)],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                text=True,
+            )
             for _ in range(args.procs)
         ]
         for k in kids:

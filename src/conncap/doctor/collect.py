@@ -71,7 +71,7 @@ def read_descriptors(keep: int = KEEP_PROCESSES) -> Descriptors:
     netns = os.environ.get(NETNS_ENV)
     me = os.getpid()
     rows: list[ProcessFds] = []
-    scanned = unknown = 0
+    scanned = unknown = outside_unknown = 0
     for proc in psutil.process_iter(["name"]):
         pid = proc.pid
         if pid == me:
@@ -81,8 +81,7 @@ def read_descriptors(keep: int = KEEP_PROCESSES) -> Descriptors:
             if inside is False:
                 continue
             if inside is None:
-                unknown += 1
-                scanned += 1
+                outside_unknown += 1
                 continue
         scanned += 1
         name = proc.info.get("name") or "?"
@@ -112,7 +111,7 @@ def read_descriptors(keep: int = KEEP_PROCESSES) -> Descriptors:
         rows.append(ProcessFds(pid, name, fds, soft, hard, unlimited))
     rows.sort(key=lambda p: (-(p.fill if p.fill is not None else -1.0), p.pid))
     scope = f"network namespace {netns}" if netns else "host"
-    return Descriptors(tuple(rows[:keep]), scanned, unknown, scope)
+    return Descriptors(tuple(rows[:keep]), scanned, unknown, scope, outside_unknown)
 
 
 def find_owners(inodes: Iterable[int]) -> dict[int, Owner]:
@@ -201,6 +200,11 @@ def take_reading(
             unknown.append(
                 f"descriptors of {descriptors.unknown:,} of {descriptors.scanned:,} processes: "
                 "not readable without privilege (shown as unknown)"
+            )
+        if descriptors.outside_unknown:
+            unknown.append(
+                f"descriptors: {descriptors.outside_unknown:,} processes whose network namespace "
+                "cannot be read (/proc/PID/ns/net) were left out"
             )
     t_proc = time.perf_counter() - t_proc
 

@@ -42,6 +42,9 @@ class Descriptors:
     scanned: int
     unknown: int
     scope: str  # "host" or "network namespace NAME"
+    #: With a namespace scope: processes whose /proc/PID/ns/net could not be read, so it is
+    #: not known whether they are in the namespace (left out).
+    outside_unknown: int = 0
 
 
 @dataclass(frozen=True, slots=True)

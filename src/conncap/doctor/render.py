@@ -136,6 +136,7 @@ def to_json(report: Report, top: int = 10) -> dict[str, Any]:
         "scope": d.scope if d else None,
         "scanned": d.scanned if d else None,
         "unknown": d.unknown if d else None,
+        "namespace_unknown": d.outside_unknown if d else None,
         "processes": [
             {
                 "pid": x.pid,
@@ -223,8 +224,8 @@ def renderables(report: Report, top: int = 10) -> list[RenderableType]:
     took = rd.read_s.get("total", 0.0)
     head = f"conncap doctor: {where}, {time.strftime('%H:%M:%S', time.localtime(rd.taken_at))}"
     if rd.sockets is not None:
-        head += f", {rd.sockets.total:,} sockets read in {rd.sockets.read_s:.2f} s"
-    head += f" (reading {took:.2f} s)"
+        head += f", {rd.sockets.total:,} sockets read in {_secs(rd.sockets.read_s)}"
+    head += f" (whole reading {_secs(took)})"
     out.append(Text(head, style="bold"))
     style = "bold red" if any(not c.conditional for c in report.nearest) else "bold green"
     out.append(Text(report.headline, style=style))
@@ -248,7 +249,8 @@ def renderables(report: Report, top: int = 10) -> list[RenderableType]:
     if p is not None:
         lo, hi = p.port_range
         cap = (
-            f"range {lo}-{hi}: {p.usable:,} usable; {len(p.pools):,} pools, "
+            f"range {lo}-{hi}: {p.usable:,} usable; {len(p.pools):,} "
+            f"pool{'' if len(p.pools) == 1 else 's'}, "
             f"{p.client_sockets:,} client sockets ({p.time_wait:,} TIME_WAIT), "
             f"{p.server_sockets:,} server-side, {p.outside_range:,} outside the range"
         )
@@ -346,6 +348,10 @@ def renderables(report: Report, top: int = 10) -> list[RenderableType]:
     for missing in rd.unknown:
         out.append(Text(f"unknown: {missing}", style="yellow"))
     return out
+
+
+def _secs(s: float) -> str:
+    return f"{s * 1000:.1f} ms" if s < 1 else f"{s:.2f} s"
 
 
 def _rate(x: float | None) -> str:
