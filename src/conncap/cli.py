@@ -22,6 +22,8 @@ from conncap.exitcodes import ExitStatus
 COMMANDS: dict[str, str] = {
     "run": "run",
     "limits": "limits",
+    "doctor": "doctor",
+    "watch": "watch",
     "explain": "explain",
     "serve": "serve",
     "open": "open_",
