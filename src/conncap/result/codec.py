@@ -542,7 +542,7 @@ def from_json(obj: object, *, source: str) -> m.Result:
                 f"{m.SCHEMA_V2} and {m.SCHEMA_V1}): use a newer conncap"
             )
         raise UsageError(
-            f"{source}: not a conncap result (schema is {show(schema)}, expected {m.SCHEMA_V2!r})"
+            f"{source}: not a conncap result (schema is {schema!r}, expected {m.SCHEMA_V2!r})"
         )
     try:
         return _result(_Obj(obj, ""))
