@@ -171,9 +171,11 @@ class _Obj:
         v = self._typed(key, lambda x: isinstance(x, bool), "true or false", required, True)
         return v if isinstance(v, bool) else None
 
-    def choice(self, key: str, choices: tuple[T, ...], *, null: bool = False) -> T | None:
-        v = self._get(key, not null)
-        if v is None and null:
+    def choice(
+        self, key: str, choices: tuple[T, ...], *, null: bool = False, required: bool = True
+    ) -> T | None:
+        v = self._get(key, required)
+        if v is None and (null or (not required and key not in self._d)):
             return None
         for c in choices:
             if v == c and isinstance(v, str):
@@ -465,7 +467,7 @@ def _expectation(o: _Obj) -> m.Expectation:
         ok=o.bool_or_none("ok", required=True),
         expected=o.str_("expected"),
         measured=o.str_("measured"),
-        step=o.str_or_none("step") or "",
+        step=o.str_or_none("step") or "",  # absent in documents of older versions
         why=o.str_or_none("why") or "",
     )
 

@@ -368,8 +368,8 @@ class Expectation:
     ok: bool | None
     expected: str
     measured: str
-    step: str = ""
-    why: str = ""
+    step: str
+    why: str
 
 
 @dataclass(frozen=True, slots=True)

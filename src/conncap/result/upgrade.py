@@ -94,7 +94,7 @@ def upgrade_ceiling(ceiling: JsonValue, os_name: str | None) -> JsonValue:
             if reached and isinstance(cause, str)
             else None
         )
-    for key in CEILING_KEYS:
+    for key in CEILING_KEYS[1:]:  # without "reached": a ceiling that lacks it is damaged
         out.setdefault(key, [] if key == "advice" else None)
     return out
 
