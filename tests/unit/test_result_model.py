@@ -27,6 +27,8 @@ from conncap.result import (
     from_json,
     load,
     load_result,
+    prediction_from_json,
+    sample_from_json,
     side_of_cause,
     to_json,
     write_atomic,
@@ -494,3 +496,13 @@ def test_a_result_built_in_code_round_trips() -> None:
         "reached", "count", "cause", "side", "errno", "op", "knob", "advice", "windows", "evidence",
     }  # fmt: skip
     assert from_json(json.loads(json.dumps(doc)), source="mem") == r
+
+
+def test_parts_for_the_writers() -> None:
+    doc = raw("run_loopback")
+    assert prediction_from_json(doc["prediction"]).bounds[0].count == 28232
+    assert sample_from_json(doc["timeline"][-1]).listen_overflows == 10024
+    with pytest.raises(
+        UsageError, match=r"^sampler: damaged conncap result \(sample\.held: missing\)$"
+    ):
+        sample_from_json({"t": 0.0}, source="sampler")

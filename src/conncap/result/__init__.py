@@ -1,7 +1,7 @@
 """The result document ``conncap.result/2``: its typed model, its one codec, and its writer and
 loader (docs/result-schema.md). ``conncap.result/1`` files are read and upgraded."""
 
-from conncap.result.codec import from_json, to_json
+from conncap.result.codec import from_json, prediction_from_json, sample_from_json, to_json
 from conncap.result.io import (
     MAX_BYTES,
     REQUIRED_KEYS,
@@ -66,7 +66,9 @@ __all__ = [
     "from_json",
     "load",
     "load_result",
+    "prediction_from_json",
     "read_json",
+    "sample_from_json",
     "side_of_cause",
     "to_json",
     "write_atomic",

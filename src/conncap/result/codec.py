@@ -554,6 +554,23 @@ def from_json(obj: object, *, source: str) -> m.Result:
         raise UsageError(f"{source}: damaged conncap result (nested too deeply)") from None
 
 
+def _part(read: Callable[[_Obj], T], obj: object, source: str, what: str) -> T:
+    try:
+        return read(_Obj(obj, what))
+    except _Damaged as exc:
+        raise UsageError(f"{source}: damaged conncap result ({exc})") from None
+
+
+def prediction_from_json(obj: object, *, source: str = "prediction") -> m.Prediction:
+    """``conncap.model.to_json``'s dict (what writers hold today) as a :class:`Prediction`."""
+    return _part(_prediction, obj, source, "prediction")
+
+
+def sample_from_json(obj: object, *, source: str = "timeline") -> m.Sample:
+    """One sampler dict as a :class:`Sample` (the writers' timelines, during the transition)."""
+    return _part(_sample, obj, source, "sample")
+
+
 # --- model -> JSON ------------------------------------------------------------------------------
 
 
