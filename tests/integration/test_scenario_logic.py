@@ -177,7 +177,9 @@ def _step(name: str, held: int, reached: bool) -> dict[str, object]:
 
 def test_document_loads_and_adds_up(tmp_path: Path) -> None:
     steps = [_step("a", 3977, True), _step("b", 8977, True)]
-    timeline = [{"t": 0.5, "held": 3977}, {"t": 1.5, "held": 8977}]
+    # the keys ScenarioRun.sample always writes (conncap.result/2 requires them)
+    base = {"failures": 0, "rate": 0.0, "failures_by_cause": {}}
+    timeline = [{"t": 0.5, "held": 3977, **base}, {"t": 1.5, "held": 8977, **base}]
     checks = [expect.equal("x", 1, 1), expect.note("n", "y")]
     doc = build_document(
         scenario={"name": "article", "scale": "small"},

@@ -1,0 +1,614 @@
+"""``conncap.result/2`` JSON to and from :class:`~conncap.result.model.Result`: the one place a
+result document is checked.
+
+:func:`from_json` reads /2 and /1 (upgraded by ``upgrade.upgrade_v1``); every problem is one
+:class:`UsageError` line naming the file and the key path, e.g. ``run.json: damaged conncap
+result (steps[1].ceiling.count: expected an integer, got "x")``. :func:`to_json` writes every
+field a class requires and the optional ones that have a value (an absent key reads as null
+or empty). ``from_json(to_json(r)) == r``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from collections.abc import Callable, Mapping
+from typing import TypeVar
+
+from conncap.errors import UsageError
+from conncap.result import model as m
+from conncap.result.model import JsonObject, JsonValue
+from conncap.result.upgrade import upgrade_v1
+
+#: How deep the free-form parts (plan, limits, topology, ...) may nest.
+MAX_DEPTH = 64
+
+#: Top-level keys every document has (a /1 document without them cannot be read).
+REQUIRED_KEYS: tuple[str, ...] = (
+    "schema",
+    "requested",
+    "established_peak",
+    "held_at_end",
+    "failures",
+    "ceiling",
+    "prediction",
+    "timeline",
+    "duration_s",
+)
+
+T = TypeVar("T")
+_MISSING = object()
+
+
+class _Damaged(Exception):
+    """A problem at a key path; :func:`from_json` turns it into the UsageError line."""
+
+    def __init__(self, path: str, problem: str) -> None:
+        super().__init__(f"{path}: {problem}" if path else problem)
+
+
+def show(value: object) -> str:
+    """A value as a person reads it in an error line (short)."""
+    if isinstance(value, Mapping):
+        return "an object"
+    if isinstance(value, list | tuple):
+        return "a list"
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    try:
+        text = json.dumps(value)
+    except (TypeError, ValueError):
+        return f"a {type(value).__name__}"
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _is_int(v: object) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_num(v: object) -> bool:
+    return (isinstance(v, int) and not isinstance(v, bool)) or (
+        isinstance(v, float) and math.isfinite(v)
+    )
+
+
+def json_value(value: object, path: str, depth: int = 0) -> JsonValue:
+    """``value`` checked as JSON (string keys, finite numbers, not too deep)."""
+    if depth > MAX_DEPTH:
+        raise _Damaged(path, f"nested more than {MAX_DEPTH} levels deep")
+    if value is None or isinstance(value, bool | int | str):
+        return value
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise _Damaged(path, f"expected a finite number, got {value}")
+        return value
+    if isinstance(value, list | tuple):
+        return [json_value(v, f"{path}[{i}]", depth + 1) for i, v in enumerate(value)]
+    if isinstance(value, Mapping):
+        out: dict[str, JsonValue] = {}
+        for k, v in value.items():
+            if not isinstance(k, str):
+                raise _Damaged(path, f"expected string keys, got {show(k)}")
+            out[k] = json_value(v, _join(path, k), depth + 1)
+        return out
+    raise _Damaged(path, f"expected a JSON value, got a {type(value).__name__}")
+
+
+def _join(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
+
+
+class _Obj:
+    """A JSON object at a key path, read one typed field at a time."""
+
+    __slots__ = ("_d", "_path")
+
+    def __init__(self, d: object, path: str) -> None:
+        if not isinstance(d, Mapping):
+            raise _Damaged(path, f"expected an object, got {show(d)}")
+        self._d: Mapping[str, object] = d
+        self._path = path
+
+    @property
+    def keys(self) -> frozenset[str]:
+        return frozenset(k for k in self._d if isinstance(k, str))
+
+    def at(self, key: str) -> str:
+        return _join(self._path, key)
+
+    def _get(self, key: str, required: bool) -> object:
+        if key not in self._d:
+            if required:
+                raise _Damaged(self.at(key), "missing")
+            return None
+        return self._d[key]
+
+    def _typed(
+        self, key: str, ok: Callable[[object], bool], what: str, required: bool, null: bool
+    ) -> object:
+        v = self._get(key, required)
+        if v is None and (null or not required):
+            return None
+        if not ok(v):
+            raise _Damaged(self.at(key), f"expected {what}, got {show(v)}")
+        return v
+
+    # Each reader: ``key`` must hold that type. ``_or_none``: it may be null (or absent unless
+    # ``required``).
+    def int_(self, key: str) -> int:
+        v = self._typed(key, _is_int, "an integer", True, False)
+        assert isinstance(v, int)
+        return v
+
+    def int_or_none(self, key: str, *, required: bool = False) -> int | None:
+        v = self._typed(key, _is_int, "an integer", required, True)
+        return v if isinstance(v, int) else None
+
+    def num(self, key: str) -> float:
+        v = self._typed(key, _is_num, "a number", True, False)
+        assert isinstance(v, int | float)
+        return v
+
+    def num_or_none(self, key: str) -> float | None:
+        v = self._typed(key, _is_num, "a number", False, True)
+        return v if isinstance(v, int | float) else None
+
+    def str_(self, key: str) -> str:
+        v = self._typed(key, lambda x: isinstance(x, str), "a string", True, False)
+        assert isinstance(v, str)
+        return v
+
+    def str_or_none(self, key: str, *, required: bool = False) -> str | None:
+        v = self._typed(key, lambda x: isinstance(x, str), "a string", required, True)
+        return v if isinstance(v, str) else None
+
+    def bool_(self, key: str) -> bool:
+        v = self._typed(key, lambda x: isinstance(x, bool), "true or false", True, False)
+        return v is True
+
+    def bool_or_none(self, key: str, *, required: bool = False) -> bool | None:
+        v = self._typed(key, lambda x: isinstance(x, bool), "true or false", required, True)
+        return v if isinstance(v, bool) else None
+
+    def choice(
+        self, key: str, choices: tuple[T, ...], *, null: bool = False, required: bool = True
+    ) -> T | None:
+        v = self._get(key, required)
+        if v is None and (null or (not required and key not in self._d)):
+            return None
+        for c in choices:
+            if v == c and isinstance(v, str):
+                return c
+        one_of = ", ".join(map(str, choices))
+        raise _Damaged(self.at(key), f"expected one of {one_of}, got {show(v)}")
+
+    def list_(self, key: str, *, required: bool = False) -> list[tuple[object, str]]:
+        """The items of a list and their paths (absent or null: none)."""
+        v = self._get(key, required)
+        if v is None and not required:
+            return []
+        if not isinstance(v, list | tuple):
+            raise _Damaged(self.at(key), f"expected a list, got {show(v)}")
+        return [(item, f"{self.at(key)}[{i}]") for i, item in enumerate(v)]
+
+    def strs(self, key: str, *, required: bool = False) -> tuple[str, ...]:
+        out: list[str] = []
+        for item, path in self.list_(key, required=required):
+            if not isinstance(item, str):
+                raise _Damaged(path, f"expected a string, got {show(item)}")
+            out.append(item)
+        return tuple(out)
+
+    def ints(self, key: str) -> tuple[int, ...]:
+        out: list[int] = []
+        for item, path in self.list_(key):
+            if not _is_int(item):
+                raise _Damaged(path, f"expected an integer, got {show(item)}")
+            assert isinstance(item, int)
+            out.append(item)
+        return tuple(out)
+
+    def objs(self, key: str, read: Callable[[_Obj], T], *, required: bool = False) -> tuple[T, ...]:
+        return tuple(read(_Obj(item, path)) for item, path in self.list_(key, required=required))
+
+    def obj(self, key: str) -> _Obj:
+        return _Obj(self._get(key, True), self.at(key))
+
+    def obj_or_none(self, key: str) -> _Obj | None:
+        v = self._get(key, False)
+        return None if v is None else _Obj(v, self.at(key))
+
+    def counts(self, key: str, *, required: bool = False) -> dict[str, int]:
+        """An object of integers (absent or null: empty)."""
+        o = self.obj(key) if required else self.obj_or_none(key)
+        return {} if o is None else {k: o.int_(k) for k in o.keys}
+
+    def counts_or_none(self, key: str) -> dict[str, int] | None:
+        return self.counts(key) if self._get(key, False) is not None else None
+
+    def maybe_counts(self, key: str) -> dict[str, int | None]:
+        o = self.obj_or_none(key)
+        return {} if o is None else {k: o.int_or_none(k) for k in o.keys}
+
+    def texts(self, key: str) -> dict[str, str]:
+        o = self.obj_or_none(key)
+        return {} if o is None else {k: o.str_(k) for k in o.keys}
+
+    def json_obj(self, key: str) -> JsonObject | None:
+        """A free-form object (an escape hatch), checked as JSON."""
+        v = self._get(key, False)
+        if v is None:
+            return None
+        if not isinstance(v, Mapping):
+            raise _Damaged(self.at(key), f"expected an object, got {show(v)}")
+        checked = json_value(v, self.at(key))
+        assert isinstance(checked, Mapping)
+        return checked
+
+    def rest(self, known: frozenset[str]) -> dict[str, JsonValue]:
+        return {k: json_value(self._d[k], self.at(k)) for k in sorted(self.keys - known)}
+
+
+# --- JSON -> model ------------------------------------------------------------------------------
+
+
+def _host(o: _Obj) -> m.Host:
+    return m.Host(
+        hostname=o.str_or_none("hostname"),
+        os=o.str_or_none("os"),
+        kernel=o.str_or_none("kernel"),
+        cpu_count=o.int_or_none("cpu_count"),
+    )
+
+
+def _ceiling(o: _Obj) -> m.Ceiling:
+    return m.Ceiling(
+        reached=o.bool_("reached"),
+        count=o.int_or_none("count", required=True),
+        cause=o.str_or_none("cause", required=True),
+        side=o.choice("side", m.SIDES, null=True),
+        errno=o.str_or_none("errno", required=True),
+        op=o.str_or_none("op", required=True),
+        knob=o.str_or_none("knob", required=True),
+        advice=o.strs("advice", required=True),
+        windows=o.str_or_none("windows", required=True),
+        evidence=o.str_or_none("evidence", required=True),
+        server_held=o.int_or_none("server_held"),
+        step=o.str_or_none("step"),
+    )
+
+
+def _bound(o: _Obj) -> m.Bound:
+    return m.Bound(
+        cause=o.str_("cause"),
+        count=o.int_or_none("count", required=True),
+        detail=o.str_("detail"),
+        estimate=o.bool_or_none("estimate") or False,
+        knob=o.str_or_none("knob"),
+    )
+
+
+def _prediction_side(o: _Obj) -> m.PredictionSide:
+    return m.PredictionSide(
+        side=o.str_("side"),
+        count=o.int_or_none("count", required=True),
+        cause=o.str_or_none("cause", required=True),
+        estimate=o.bool_or_none("estimate"),
+        bounds=o.objs("bounds", _bound),
+    )
+
+
+def _single_process(o: _Obj) -> m.SingleProcess:
+    return m.SingleProcess(
+        count=o.int_("count"),
+        cause=o.str_("cause"),
+        detail=o.str_("detail"),
+        binds_first=o.bool_("binds_first"),
+    )
+
+
+def _optional(o: _Obj, key: str, read: Callable[[_Obj], T]) -> T | None:
+    sub = o.obj_or_none(key)
+    return None if sub is None else read(sub)
+
+
+def _prediction(o: _Obj) -> m.Prediction:
+    return m.Prediction(
+        count=o.int_or_none("count"),
+        cause=o.str_or_none("cause"),
+        side=o.str_or_none("side"),
+        estimate=o.bool_or_none("estimate"),
+        bounds=o.objs("bounds", _bound),
+        client=_optional(o, "client", _prediction_side),
+        server=_optional(o, "server", _prediction_side),
+        notes=o.strs("notes"),
+        line=o.str_or_none("line"),
+        single_process=_optional(o, "single_process", _single_process),
+        reason=o.str_or_none("reason"),
+    )
+
+
+def _sample(o: _Obj) -> m.Sample:
+    i = o.int_or_none
+    return m.Sample(
+        t=o.num("t"),
+        held=o.int_("held"),
+        failures=o.int_("failures"),
+        rate=o.num("rate"),
+        failures_by_cause=o.counts("failures_by_cause", required=True),
+        step=o.str_or_none("step"),
+        phase=o.str_or_none("phase"),
+        server_errors=o.counts_or_none("server_errors"),
+        established=i("established"),
+        server_held=i("server_held"),
+        server_accepted=i("server_accepted"),
+        server_curr_estab=i("server_curr_estab"),
+        kernel_bytes=i("kernel_bytes"),
+        slab_bytes=i("slab_bytes"),
+        sock_inuse=i("sock_inuse"),
+        sock_tw=i("sock_tw"),
+        sock_mem_bytes=i("sock_mem_bytes"),
+        user_bytes_client=i("user_bytes_client"),
+        user_bytes_server=i("user_bytes_server"),
+        mem_available=i("mem_available"),
+        listen_overflows=i("listen_overflows"),
+        listen_drops=i("listen_drops"),
+        syn_retrans=i("syn_retrans"),
+        tcp_abort_on_memory=i("tcp_abort_on_memory"),
+        syncookies_sent=i("syncookies_sent"),
+        syncookies_recv=i("syncookies_recv"),
+        conntrack_count=i("conntrack_count"),
+        conntrack_max=i("conntrack_max"),
+        conntrack_drops=i("conntrack_drops"),
+        conntrack_insert_failed=i("conntrack_insert_failed"),
+        extra=o.rest(m.SAMPLE_KEYS),
+    )
+
+
+def _server(o: _Obj) -> m.ServerFigures:
+    return m.ServerFigures(
+        held=o.int_or_none("held"),
+        accepted=o.int_or_none("accepted"),
+        closed=o.int_or_none("closed"),
+        resets=o.int_or_none("resets"),
+        errors=o.counts("errors"),
+        errors_by_errno=o.counts("errors_by_errno"),
+        per_source_ip=o.counts("per_source_ip"),
+        workers=o.int_or_none("workers"),
+        ports=o.ints("ports"),
+        rss_bytes=o.int_or_none("rss_bytes"),
+        backoffs=o.int_or_none("backoffs"),
+        errors_during_step=o.counts_or_none("errors_during_step"),
+    )
+
+
+def _client(o: _Obj) -> m.ClientFigures:
+    return m.ClientFigures(
+        workers=o.int_or_none("workers"),
+        rss_bytes=o.int_or_none("rss_bytes"),
+        established=o.int_or_none("established"),
+    )
+
+
+def _memory(o: _Obj) -> m.Memory:
+    return m.Memory(
+        kernel_bytes_per_conn=o.int_or_none("kernel_bytes_per_conn"),
+        user_bytes_per_conn=o.int_or_none("user_bytes_per_conn"),
+        user_bytes_per_conn_client=o.int_or_none("user_bytes_per_conn_client"),
+        user_bytes_per_conn_server=o.int_or_none("user_bytes_per_conn_server"),
+        method=o.str_or_none("method"),
+        samples=o.int_or_none("samples"),
+        kernel_r2=o.num_or_none("kernel_r2"),
+        user_r2=o.num_or_none("user_r2"),
+        mem_available=o.int_or_none("mem_available"),
+        guard_bytes=o.int_or_none("guard_bytes"),
+        extrapolated_ceiling=o.int_or_none("extrapolated_ceiling"),
+        kernel_source=o.str_or_none("kernel_source"),
+        guard_fraction=o.num_or_none("guard_fraction"),
+        mem_available_start=o.int_or_none("mem_available_start"),
+        guard_ceiling=o.int_or_none("guard_ceiling"),
+        both_ends=o.bool_or_none("both_ends"),
+    )
+
+
+def _comparison(o: _Obj) -> m.Comparison:
+    return m.Comparison(
+        predicted=o.int_or_none("predicted", required=True),
+        measured=o.int_or_none("measured", required=True),
+        exact=o.bool_("exact"),
+        matches=o.bool_("matches"),
+        text=o.str_("text"),
+        difference=o.int_or_none("difference"),
+        reasons=o.strs("reasons"),
+    )
+
+
+def _attribution(o: _Obj) -> m.Attribution:
+    return m.Attribution(cause=o.str_("cause"), side=o.str_("side"), evidence=o.str_("evidence"))
+
+
+def _step(o: _Obj) -> m.Step:
+    return m.Step(
+        name=o.str_("name"),
+        title=o.str_("title"),
+        t_start=o.num("t_start"),
+        established_peak=o.int_("established_peak"),
+        ceiling=_ceiling(o.obj("ceiling")),
+        t_end=o.num_or_none("t_end"),
+        plan=o.json_obj("plan"),
+        prediction=_optional(o, "prediction", _prediction),
+        spec=o.json_obj("spec"),
+        t_ramp_end=o.num_or_none("t_ramp_end"),
+        held_before=o.int_or_none("held_before"),
+        opened=o.int_or_none("opened"),
+        server_held=o.int_or_none("server_held"),
+        outcome=o.str_or_none("outcome"),
+        comparison=_optional(o, "comparison", _comparison),
+        requested=o.int_or_none("requested"),
+        held=o.int_or_none("held"),
+        attempts=o.int_or_none("attempts"),
+        failures=o.counts("failures"),
+        failures_by_cause=o.counts("failures_by_cause"),
+        stop_reason=o.str_or_none("stop_reason"),
+        attribution=_optional(o, "attribution", _attribution),
+        server=_optional(o, "server", _server),
+        counters=o.maybe_counts("counters"),
+        observed=o.json_obj("observed"),
+    )
+
+
+def _expectation(o: _Obj) -> m.Expectation:
+    kind = o.choice("kind", m.EXPECTATION_KINDS)
+    assert kind is not None
+    return m.Expectation(
+        name=o.str_("name"),
+        kind=kind,
+        ok=o.bool_or_none("ok", required=True),
+        expected=o.str_("expected"),
+        measured=o.str_("measured"),
+        step=o.str_or_none("step") or "",  # absent in documents of older versions
+        why=o.str_or_none("why") or "",
+    )
+
+
+def _scenario(o: _Obj) -> m.Scenario:
+    return m.Scenario(
+        name=o.str_("name"),
+        title=o.str_or_none("title"),
+        shows=o.str_or_none("shows"),
+        scale=o.str_or_none("scale"),
+        passed=o.bool_or_none("passed"),
+        checks_passed=o.int_or_none("checks_passed"),
+        checks=o.int_or_none("checks"),
+    )
+
+
+def _result(o: _Obj) -> m.Result:
+    command = o.choice("command", m.COMMANDS)
+    assert command is not None
+    return m.Result(
+        schema=o.str_("schema"),
+        command=command,
+        duration_s=o.num("duration_s"),
+        requested=o.int_("requested"),
+        established_peak=o.int_("established_peak"),
+        held_at_end=o.int_("held_at_end"),
+        failures=o.counts("failures", required=True),
+        ceiling=_ceiling(o.obj("ceiling")),
+        prediction=_prediction(o.obj("prediction")),
+        timeline=o.objs("timeline", _sample, required=True),
+        conncap_version=o.str_or_none("conncap_version"),
+        started_at=o.str_or_none("started_at"),
+        host=_optional(o, "host", _host),
+        plan=o.json_obj("plan"),
+        attempts=o.int_or_none("attempts"),
+        failures_by_cause=o.counts("failures_by_cause"),
+        dropped=o.counts("dropped"),
+        stop_reason=o.str_or_none("stop_reason"),
+        server=_optional(o, "server", _server),
+        client=_optional(o, "client", _client),
+        steps=o.objs("steps", _step),
+        memory=_optional(o, "memory", _memory),
+        limits=o.json_obj("limits"),
+        server_limits=o.json_obj("server_limits"),
+        topology=o.json_obj("topology"),
+        config=o.json_obj("config"),
+        scenario=_optional(o, "scenario", _scenario),
+        expectations=o.objs("expectations", _expectation),
+        notes=o.strs("notes"),
+        summary=o.strs("summary"),
+        probe_problems=o.texts("probe_problems"),
+        error=o.str_or_none("error"),
+    )
+
+
+def from_json(obj: object, *, source: str) -> m.Result:
+    """A parsed result document (``json.loads``'s value) as a :class:`Result`.
+
+    Reads ``conncap.result/2`` and ``/1`` (upgraded). ``source`` names the file in the one-line
+    :class:`UsageError` every problem raises."""
+    if not isinstance(obj, Mapping):
+        what = "list" if isinstance(obj, list) else type(obj).__name__
+        raise UsageError(f"{source}: not a conncap result (a JSON {what}, not an object)")
+    schema = obj.get("schema")
+    if schema == m.SCHEMA_V1:
+        missing = [k for k in REQUIRED_KEYS if k not in obj]
+        if missing:
+            raise UsageError(f"{source}: damaged conncap result (missing {', '.join(missing)})")
+        obj = upgrade_v1(obj)
+    elif schema != m.SCHEMA_V2:
+        if isinstance(schema, str) and schema.startswith("conncap.result/"):
+            raise UsageError(
+                f"{source}: a {schema} document, which this conncap cannot read (it reads "
+                f"{m.SCHEMA_V2} and {m.SCHEMA_V1}): use a newer conncap"
+            )
+        raise UsageError(
+            f"{source}: not a conncap result (schema is {schema!r}, expected {m.SCHEMA_V2!r})"
+        )
+    try:
+        return _result(_Obj(obj, ""))
+    except _Damaged as exc:
+        raise UsageError(f"{source}: damaged conncap result ({exc})") from None
+    except RecursionError:
+        raise UsageError(f"{source}: damaged conncap result (nested too deeply)") from None
+
+
+def _part(read: Callable[[_Obj], T], obj: object, source: str, what: str) -> T:
+    try:
+        return read(_Obj(obj, what))
+    except _Damaged as exc:
+        raise UsageError(f"{source}: damaged conncap result ({exc})") from None
+
+
+def prediction_from_json(obj: object, *, source: str = "prediction") -> m.Prediction:
+    """``conncap.model.to_json``'s dict (what writers hold today) as a :class:`Prediction`."""
+    return _part(_prediction, obj, source, "prediction")
+
+
+def sample_from_json(obj: object, *, source: str = "timeline") -> m.Sample:
+    """One sampler dict as a :class:`Sample` (the writers' timelines, during the transition)."""
+    return _part(_sample, obj, source, "sample")
+
+
+# --- model -> JSON ------------------------------------------------------------------------------
+
+
+def _encode(value: object) -> JsonValue:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return _encode_object(value)
+    if isinstance(value, tuple | list):
+        return [_encode(v) for v in value]
+    if isinstance(value, Mapping):
+        return {str(k): _encode(v) for k, v in value.items()}
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    raise TypeError(f"cannot write a {type(value).__name__} in a result")
+
+
+def _encode_object(obj: object) -> dict[str, JsonValue]:
+    """Every field without a default, and the others unless they hold their default (an
+    absent key reads back as the default); a sample's ``extra`` keys go beside its typed
+    ones."""
+    out: dict[str, JsonValue] = {}
+    extra: Mapping[str, JsonValue] = {}
+    for f in dataclasses.fields(obj):  # type: ignore[arg-type]
+        value = getattr(obj, f.name)
+        if isinstance(obj, m.Sample) and f.name == "extra":
+            extra = value
+            continue
+        if f.default is not dataclasses.MISSING and value == f.default:
+            continue
+        if f.default_factory is not dataclasses.MISSING and value == f.default_factory():
+            continue
+        out[f.name] = _encode(value)
+    for k, v in extra.items():
+        out.setdefault(k, _encode(v))
+    return out
+
+
+def to_json(result: m.Result) -> dict[str, JsonValue]:
+    """The ``conncap.result/2`` document of ``result`` (``json.dump`` it)."""
+    doc = _encode_object(result)
+    doc.pop("schema", None)
+    return {"schema": result.schema, **doc}  # always, and first
