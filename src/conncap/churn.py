@@ -355,7 +355,7 @@ def predict_churn(limits: HostLimits, plan: Plan, churn: Churn) -> ChurnPredicti
         )
     else:
         after = tw.seconds
-        after_text = f"{tw.seconds:g} s TIME_WAIT ({tw.detail})" if after is not None else ""
+        after_text = f"{tw.seconds:g} s TIME_WAIT" if after is not None else ""
         estimate = estimate or tw.estimate or reuse.estimate
         if os == "linux":
             notes.append(reuse.detail)

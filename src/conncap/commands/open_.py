@@ -10,7 +10,7 @@ HELP = "open and hold connections fast, from many source IPs to many ports; find
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("targets", nargs="+", metavar="TARGET", help="host:port or host:P1-P2")
-    parser.add_argument("--count", type=int, default=1000, metavar="N", help="connections to open")
+    parser.add_argument("--count", type=int, metavar="N", help="connections to open (default 1000)")
     parser.add_argument(
         "--rate", type=float, metavar="R", help="connects per second (default: max)"
     )
@@ -47,6 +47,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="stop the whole run after S seconds (default 600)",
     )
     parser.add_argument("--json", metavar="FILE", help="write the conncap.result/1 document here")
+    from conncap.commands.open_churn import add_churn_arguments
+
+    add_churn_arguments(parser)
 
 
 def build_plan(args: argparse.Namespace) -> tuple[Any, list[str]]:
@@ -114,8 +117,14 @@ def run(args: argparse.Namespace) -> int:
     from conncap.exitcodes import ExitStatus
     from conncap.result import write_atomic
 
-    if args.max_duration <= 0:
+    if not args.max_duration > 0:
         raise UsageError("--max-duration must be positive")
+    from conncap.commands.open_churn import run_churn, wants_churn
+
+    if wants_churn(args):  # churn: open --lifetime S --rate R (docs/engine.md)
+        return run_churn(args)
+    if args.count is None:
+        args.count = 1000
     plan, notes = build_plan(args)
     check_plan(plan)
     console = Console(stderr=True)

@@ -1,0 +1,234 @@
+"""``conncap open TARGET --lifetime S --rate R [--duration D] [--close fin|rst]``: churn.
+
+Opens R new connections per second for D seconds, closes each S seconds after its handshake,
+and reports the sustainable rate of new connections, predicted (``conncap.churn``) before the
+run and measured, with TIME_WAIT sampled beside held. Kept apart from ``open``'s hold loop:
+``open_.run`` only calls :func:`wants_churn` and :func:`run_churn`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from typing import Any
+
+#: Default seconds of opening in churn mode.
+DEFAULT_DURATION = 30.0
+#: Seconds allowed after the last open for lifetimes to run out before the run stops.
+DRAIN_GRACE = 2.0
+
+
+def add_churn_arguments(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group(
+        "churn (open and close connections at a rate: the sustainable rate and TIME_WAIT)"
+    )
+    g.add_argument(
+        "--lifetime",
+        type=float,
+        metavar="S",
+        help="churn: close each connection S seconds after its handshake (0: at once); "
+        "needs --rate",
+    )
+    g.add_argument(
+        "--duration",
+        type=float,
+        metavar="D",
+        help=f"churn: open new connections for D seconds (default {DEFAULT_DURATION:g})",
+    )
+    g.add_argument(
+        "--close",
+        choices=("fin", "rst"),
+        help="churn: fin (default): a normal close, the client then holds TIME_WAIT; "
+        "rst: abort with SO_LINGER 0, no TIME_WAIT",
+    )
+
+
+def wants_churn(args: argparse.Namespace) -> bool:
+    """True for ``--lifetime``; a churn-only flag without it is a usage error."""
+    from conncap.errors import UsageError
+
+    if args.lifetime is None:
+        for flag, value in (("--duration", args.duration), ("--close", args.close)):
+            if value is not None:
+                raise UsageError(f"{flag} is for churn: add --lifetime S (0: close at once)")
+        return False
+    return True
+
+
+def build_churn_plan(args: argparse.Namespace) -> tuple[Any, list[str]]:
+    """The churn OpenPlan: count = rate × duration; workers as the connections held at once
+    (rate × lifetime) need descriptors."""
+    import dataclasses
+
+    from conncap.churn import check_churn_values
+    from conncap.commands.open_ import build_plan
+    from conncap.engine.plan import auto_workers
+    from conncap.errors import UsageError
+
+    if args.rate is None:
+        raise UsageError("--lifetime needs --rate R (new connections per second)")
+    duration = DEFAULT_DURATION if args.duration is None else args.duration
+    check_churn_values(args.rate, args.lifetime, duration)
+    if args.count is not None:
+        raise UsageError("--count is not for churn: it opens --rate × --duration connections")
+    if args.hold:
+        raise UsageError("--hold is not for churn: --lifetime says how long each one lives")
+    count = max(1, math.ceil(args.rate * duration))
+    if args.max_duration < duration:
+        raise UsageError(
+            f"--duration {duration:g} is longer than --max-duration {args.max_duration:g}"
+        )
+    args.count = count
+    if args.workers == "auto":
+        held = math.ceil(args.rate * (args.lifetime + 1.0))
+        args.workers = str(min(count, auto_workers(held, args.nofile)))
+    plan, notes = build_plan(args)
+    plan = dataclasses.replace(
+        plan, lifetime=args.lifetime, close=args.close or "fin", duration_s=duration
+    )
+    return plan, notes
+
+
+def run_churn(args: argparse.Namespace) -> int:
+    import datetime as dt
+    import signal
+    import threading
+    import time
+
+    from rich.console import Console
+
+    from conncap.engine import ClientPool
+    from conncap.engine.plan import check_plan
+    from conncap.engine.results import open_result, predict, predict_churn
+    from conncap.exitcodes import ExitStatus
+    from conncap.result import write_atomic
+
+    plan, notes = build_churn_plan(args)
+    check_plan(plan)
+    console = Console(stderr=True)
+    for note in notes:
+        console.print(f"conncap: {note}")
+    churn_pred = predict_churn(plan)
+    console.print(f"model: {churn_pred.get('line') or churn_pred.get('reason')}", markup=False)
+    prediction = predict(plan, args.nofile)
+
+    stop = threading.Event()
+    why: list[int] = []
+
+    def on_signal(signum: int, _frame: object) -> None:
+        why.append(signum)
+        stop.set()
+
+    old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    started = dt.datetime.now(dt.UTC)
+    t0 = time.monotonic()
+    pool = ClientPool(plan, nofile=args.nofile)
+    stop_reason = "error"
+    try:
+        pool.start()
+        stop_reason = _churn_loop(pool, stop, console, args.max_duration, t0, plan)
+    finally:
+        final = pool.stop(timeout=2.0)
+        for s, h in old.items():
+            signal.signal(s, h)
+    if console.is_terminal:
+        console.print()
+    doc = open_result(
+        plan,
+        final,
+        pool.timeline(),
+        started_at=started,
+        duration_s=time.monotonic() - t0,
+        stop_reason=stop_reason,
+        prediction=prediction,
+        notes=notes,
+        churn_prediction=churn_pred,
+    )
+    if args.json:
+        write_atomic(args.json, doc)
+    _churn_summary(console, doc)
+    return ExitStatus.INTERRUPTED if stop_reason == "interrupted" else ExitStatus.SUCCESS
+
+
+def _churn_loop(
+    pool: Any, stop: Any, console: Any, max_duration: float, t0: float, plan: Any
+) -> str:
+    """Until every worker opened its share or hit a ceiling, then until the lifetimes of the
+    connections still open ran out (at most lifetime + DRAIN_GRACE); bounded by
+    ``max_duration`` and Ctrl-C."""
+    import time
+
+    from conncap.errors import RunFailed
+
+    reason = ""
+    drain_until: float | None = None
+    last = 0.0
+    while not stop.is_set():
+        over = pool.wait(0.25)
+        now = time.monotonic()
+        if now - last >= (0.5 if console.is_terminal else 5.0):
+            last = now
+            _progress(console, pool)
+        if over and drain_until is None:
+            st = pool.stats()
+            reason = "ceiling" if st.ceiling is not None else "count"
+            drain_until = now + float(plan.lifetime) + DRAIN_GRACE
+        if drain_until is not None and (pool.stats().held == 0 or now >= drain_until):
+            return reason
+        if now - t0 >= max_duration:
+            return "max-duration"
+        if not pool.pids():
+            raise RunFailed("every client worker exited before the run ended")
+    return "interrupted"
+
+
+def _progress(console: Any, pool: Any) -> None:
+    st = pool.stats()
+    tl = pool.timeline()
+    tw = tl[-1].get("time_wait", 0) if tl else 0
+    fails = ", ".join(f"{k} {v:,}" for k, v in sorted(st.failures_by_cause.items())) or "none"
+    console.print(
+        f"opened {st.established:,}/{st.requested:,} · held {st.held:,} · TIME_WAIT {tw:,} · "
+        f"{st.rate:,.0f} conn/s · failures {fails}",
+        end="\r" if console.is_terminal else "\n",
+    )
+
+
+def _churn_summary(console: Any, doc: dict[str, Any]) -> None:
+    c = doc["churn"]
+    console.print(
+        f"churn: opened {c['opened']:,} of {doc['requested']:,} at {c['rate']:g}/s "
+        f"({c['close'].upper()} closes, lifetime {c['lifetime']:g} s), achieved "
+        f"{c['achieved_rate'] or 0:,.1f}/s; TIME_WAIT peak {c['time_wait_peak']:,}; "
+        f"stopped by {doc['stop_reason']}",
+        markup=False,
+    )
+    if c["first_failure_s"] is not None:
+        console.print(
+            f"first failure after {c['first_failure_s']:.2f} s ({c['first_failure_errno']})",
+            markup=False,
+        )
+    ceiling = doc["ceiling"]
+    if ceiling["reached"]:
+        console.print(
+            f"ceiling: after {c['opened']:,} opened ({ceiling['count']:,} held), cause "
+            f"{ceiling['cause']} "
+            f"({ceiling['errno']}): {ceiling['evidence']}",
+            markup=False,
+        )
+        for line in ceiling.get("advice") or []:
+            console.print(f"  raise it: {line}", markup=False)
+        console.print(f"  `conncap explain {ceiling['cause']}` says more", markup=False)
+    pred = c["sustainable_rate_predicted"]
+    pred_text = (
+        "no port limit"
+        if c["predicted_unbounded"]
+        else (f"{pred:,.1f}/s" if pred is not None else "unknown")
+    )
+    meas = c["sustainable_rate_measured"]
+    meas_text = f"{meas:,.1f}/s" if meas is not None else "not measured"
+    console.print(
+        f"sustainable rate: predicted {pred_text}, measured {meas_text} "
+        f"({c['sustainable_rate_measured_basis']})",
+        markup=False,
+    )
