@@ -36,9 +36,9 @@ CLOSERS: tuple[str, ...] = ("client", "server")
 #: Linux TCP_TIMEWAIT_LEN (include/net/tcp.h: 60*HZ): fixed, not a sysctl. tcp_fin_timeout is
 #: how long an orphaned socket may sit in FIN-WAIT-2, not TIME_WAIT.
 LINUX_TIME_WAIT_S = 60.0
-#: Linux net.ipv4.tcp_tw_reuse_delay default (ms; the sysctl exists since 6.13). Before it,
-#: connect() could reuse a TIME_WAIT port once the clock's second had moved past the last
-#: timestamp seen on it: a fixed 1 s.
+#: Linux net.ipv4.tcp_tw_reuse_delay default (ms; per namespace, since 6.14). Before it,
+#: connect() could reuse a TIME_WAIT port once the seconds clock had ticked past the last
+#: timestamp update on it: up to 1 s, modelled as 1 s.
 LINUX_TW_REUSE_DELAY_MS = 1000
 #: Linux default net.ipv4.tcp_tw_reuse: 2 = for loopback connections only (since 4.19).
 LINUX_TW_REUSE_DEFAULT = 2
@@ -286,7 +286,7 @@ def tw_reuse(limits: HostLimits, plan: Plan, os_name: str | None = None) -> Reus
         dtext = f"after tcp_tw_reuse_delay {int(delay_fact.value)} ms"
     else:
         delay = LINUX_TW_REUSE_DELAY_MS / 1000
-        dtext = "after 1 s (a fixed 1 s on kernels without tcp_tw_reuse_delay)"
+        dtext = "after up to 1 s (kernels before 6.14 have no tcp_tw_reuse_delay)"
     if value == 0:
         return Reuse(False, None, f"{src}: connect() never reuses a TIME_WAIT port", est)
     if value == 2 and not plan.loopback:
@@ -347,7 +347,7 @@ def predict_churn(limits: HostLimits, plan: Plan, churn: Churn) -> ChurnPredicti
         after, after_text = 0.0, "0 s (no TIME_WAIT on the client)"
     elif reuse.reuses:
         after = reuse.delay_s
-        after_text = f"{after:g} s ({reuse.detail})"
+        after_text = f"{after:g} s until connect() may reuse it (tcp_tw_reuse)"
         estimate = estimate or reuse.estimate
         notes.append(
             "tcp_tw_reuse applies to connect() only: TIME_WAIT sockets still exist (and "

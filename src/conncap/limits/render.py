@@ -41,7 +41,10 @@ GROUPS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
             "port_range_high",
             "max_user_port",
             "source_addresses",
+            "extra.time_wait_now",
             "tcp_tw_reuse",
+            "extra.tcp_tw_reuse_delay_ms",
+            "extra.tcp_timestamps",
             "tcp_timed_wait_delay",
             "extra.tcp_msl_ms",
             "tcp_fin_timeout",
@@ -136,6 +139,9 @@ LABELS: dict[str, str] = {
     "extra.fds_open": "descriptors open here",
     "extra.tcp6_inuse": "TCP6 sockets now",
     "extra.tcp_msl_ms": "TCP MSL",
+    "extra.time_wait_now": "TIME_WAIT now",
+    "extra.tcp_tw_reuse_delay_ms": "tcp_tw_reuse_delay",
+    "extra.tcp_timestamps": "tcp_timestamps",
     "extra.maxsockets": "sockets, system-wide",
     "extra.maxproc": "processes, system-wide",
     "extra.maxprocperuid": "processes per user (kernel)",
@@ -296,6 +302,29 @@ def _tw_reuse(h: HostLimits, v: Any) -> Implied:
             2: "loopback only: TIME_WAIT ports are reused towards 127.0.0.0/8 and ::1",
         }.get(v, f"unexpected value {v}")
     )
+
+
+def _time_wait_now(h: HostLimits, v: Any) -> Implied:
+    from conncap.churn import time_wait_length
+
+    tw = time_wait_length(h)
+    length = f" for {tw.seconds:g} s" if tw.seconds is not None else ""
+    return Implied(
+        f"{_n(v)} sockets in TIME_WAIT: a client that closed first keeps each port{length} "
+        "(`conncap explain time-wait`)"
+    )
+
+
+def _tw_reuse_delay(h: HostLimits, v: Any) -> Implied | None:
+    if v is None:
+        return Implied("no such sysctl: tcp_tw_reuse waits up to a fixed 1 s")
+    return Implied(f"tcp_tw_reuse takes a TIME_WAIT port back after {_n(v)} ms")
+
+
+def _timestamps(h: HostLimits, v: Any) -> Implied:
+    if v:
+        return Implied("on: tcp_tw_reuse can work (it needs TCP timestamps)")
+    return Implied("off: tcp_tw_reuse cannot reuse TIME_WAIT ports without timestamps")
 
 
 def _msl(h: HostLimits, v: Any) -> Implied:
@@ -484,6 +513,9 @@ _RULES: dict[str, Rule] = {
     "tcp_max_tw_buckets": _tw_buckets,
     "tcp_fin_timeout": _fin_timeout,
     "extra.tcp_msl_ms": _msl,
+    "extra.time_wait_now": _time_wait_now,
+    "extra.tcp_tw_reuse_delay_ms": _tw_reuse_delay,
+    "extra.tcp_timestamps": _timestamps,
     "source_addresses": _sources,
     "nofile_soft": _nofile_soft,
     "nofile_hard": _nofile_hard,
@@ -520,6 +552,7 @@ _RULES: dict[str, Rule] = {
 _UNKNOWN_OK: dict[str, Callable[[str], bool]] = {
     "max_user_port": lambda reason: True,
     "conntrack_max": lambda reason: reason == "nf_conntrack not loaded",
+    "extra.tcp_tw_reuse_delay_ms": lambda reason: reason.startswith("no such sysctl"),
 }
 
 
@@ -551,7 +584,7 @@ def format_value(name: str, fact: Fact[Any], page_size: int | None = None) -> st
         return " / ".join(fmt_bytes(x) for x in v)
     if name in _SECONDS:
         return f"{v} s"
-    if name == "extra.tcp_msl_ms":
+    if name in ("extra.tcp_msl_ms", "extra.tcp_tw_reuse_delay_ms"):
         return f"{v} ms"
     if isinstance(v, SockStat):
         mem = (
