@@ -370,6 +370,10 @@ def predict_churn(limits: HostLimits, plan: Plan, churn: Churn) -> ChurnPredicti
             n = r * per_s
             if holder == "client" and reuse.reuses:
                 n = min(n, max(0.0, ports - r * life))
+            if holder == "server":
+                # a new SYN on the same 4-tuple takes over the server's TIME_WAIT socket
+                # (tcp_timewait_state_process): at most one per client port
+                n = min(n, float(ports))
             if buckets is not None:
                 n = min(n, float(buckets))
             tw_peak = int(n)
@@ -433,8 +437,9 @@ def predict_churn(limits: HostLimits, plan: Plan, churn: Churn) -> ChurnPredicti
             within = False
     if holder == "server" and tw.seconds is not None:
         notes.append(
-            f"about {int(r * tw.seconds):,} sockets in TIME_WAIT on the server "
-            f"({r:g}/s × {tw.seconds:g} s): memory, not ports"
+            f"up to {tw_peak or 0:,} sockets in TIME_WAIT on the server ({r:g}/s × "
+            f"{tw.seconds:g} s, at most one per client port: a new SYN from the same port "
+            "takes over its TIME_WAIT socket): memory, not ports"
         )
     return ChurnPrediction(
         churn=churn,

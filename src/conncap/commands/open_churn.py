@@ -41,6 +41,12 @@ def add_churn_arguments(parser: argparse.ArgumentParser) -> None:
         help="churn: fin (default): a normal close, the client then holds TIME_WAIT; "
         "rst: abort with SO_LINGER 0, no TIME_WAIT",
     )
+    g.add_argument(
+        "--server-closes",
+        action="store_true",
+        help="churn: the server closes first (conncap serve --close-after S, S < --lifetime): "
+        "predict with TIME_WAIT on the server's side",
+    )
 
 
 def wants_churn(args: argparse.Namespace) -> bool:
@@ -48,7 +54,12 @@ def wants_churn(args: argparse.Namespace) -> bool:
     from conncap.errors import UsageError
 
     if args.lifetime is None:
-        for flag, value in (("--duration", args.duration), ("--close", args.close)):
+        stray = (
+            ("--duration", args.duration),
+            ("--close", args.close),
+            ("--server-closes", args.server_closes or None),
+        )
+        for flag, value in stray:
             if value is not None:
                 raise UsageError(f"{flag} is for churn: add --lifetime S (0: close at once)")
         return False
@@ -108,7 +119,7 @@ def run_churn(args: argparse.Namespace) -> int:
     console = Console(stderr=True)
     for note in notes:
         console.print(f"conncap: {note}")
-    churn_pred = predict_churn(plan)
+    churn_pred = predict_churn(plan, closer="server" if args.server_closes else "client")
     console.print(f"model: {churn_pred.get('line') or churn_pred.get('reason')}", markup=False)
     prediction = predict(plan, args.nofile)
 
@@ -144,6 +155,14 @@ def run_churn(args: argparse.Namespace) -> int:
         notes=notes,
         churn_prediction=churn_pred,
     )
+    c = doc["churn"]
+    if not args.server_closes and c["closed_by_peer"] > c["closed"]:
+        line = (
+            f"the server closed {c['closed_by_peer']:,} of the connections first (TIME_WAIT "
+            "on its side); the prediction assumed the client closes first: add --server-closes"
+        )
+        doc["notes"].append(line)
+        console.print(f"conncap: {line}", markup=False)
     if args.json:
         write_atomic(args.json, doc)
     _churn_summary(console, doc)

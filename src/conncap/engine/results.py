@@ -167,6 +167,7 @@ def churn_json(
         "rate": plan.rate,
         "lifetime": plan.lifetime,
         "close": plan.close,
+        "closer": (prediction.get("churn") or {}).get("closer", "client"),
         "duration": plan.duration_s,
         "opened": opened,
         "closed": x.get("closed", 0),
