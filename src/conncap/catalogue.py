@@ -22,6 +22,8 @@ class Cause(StrEnum):
     """Why a connection could not be opened or accepted; used in every command and JSON."""
 
     EPHEMERAL_PORTS = "ephemeral-ports"
+    #: Ephemeral ports held in TIME_WAIT by connections this host closed first (churn).
+    TIME_WAIT = "time-wait"
     FILE_DESCRIPTORS = "file-descriptors"
     SYSTEM_FILE_TABLE = "system-file-table"
     MEMORY = "memory"
@@ -261,6 +263,66 @@ _FIXES: dict[Cause, _Fix] = {
         note="more source IPs (bind each socket to one; on Linux with IP_BIND_ADDRESS_NO_PORT) "
         "or more destination ports multiply the pool; ports in TIME_WAIT count as used "
         "(net.ipv4.tcp_tw_reuse=1 lets connect() reuse them on Linux)",
+    ),
+    Cause.TIME_WAIT: _Fix(
+        knob="ports held in TIME_WAIT by connections this host closed first: how often "
+        "connections are opened and closed, who closes first, the pools of ports, and how long "
+        "TIME_WAIT lasts (Linux a fixed 60 s; Windows TcpTimedWaitDelay; macOS 2 × "
+        "net.inet.tcp.msl)",
+        names=(
+            "TIME_WAIT (fixed 60 s): connection reuse, net.ipv4.ip_local_port_range, "
+            "net.ipv4.tcp_tw_reuse",
+            "TIME_WAIT (2 × net.inet.tcp.msl): connection reuse, net.inet.ip.portrange",
+            "TIME_WAIT (TcpTimedWaitDelay): connection reuse, the dynamic port range",
+        ),
+        linux=(
+            'sysctl -w net.ipv4.ip_local_port_range="1024 65535"',
+            "sysctl -w net.ipv4.tcp_tw_reuse=1",
+            "sysctl -w net.ipv4.tcp_timestamps=1",
+            _persist("net.ipv4.ip_local_port_range = 1024 65535"),
+            _persist("net.ipv4.tcp_tw_reuse = 1"),
+        ),
+        macos=(
+            "sudo sysctl -w net.inet.ip.portrange.first=1024",
+            "sudo sysctl -w net.inet.tcp.msl=5000",
+            "echo 'net.inet.ip.portrange.first=1024' | sudo tee -a /etc/sysctl.conf",
+        ),
+        windows=(
+            "netsh int ipv4 set dynamicport tcp start=1025 num=64511",
+            "netsh int ipv6 set dynamicport tcp start=1025 num=64511",
+            f"reg add {_TCPIP} /v TcpTimedWaitDelay /t REG_DWORD /d 30 /f",
+        ),
+        windows_line="reuse connections first; then a wider dynamic port range (netsh int "
+        "ipv4|ipv6 set dynamicport tcp) and TcpTimedWaitDelay (REG_DWORD, seconds, 30-300; "
+        "default 120, 240 before Server 2003; after a reboot); event 4227 says a local port was "
+        "reused too soon towards the same remote endpoint, event 4231 that the port space is "
+        "exhausted",
+        checks_linux=(
+            "ss -s",
+            "ss -tan state time-wait | wc -l",
+            "cat /proc/net/sockstat",
+            "sysctl net.ipv4.tcp_tw_reuse net.ipv4.tcp_timestamps net.ipv4.tcp_max_tw_buckets",
+        ),
+        checks_macos=("netstat -an -p tcp | grep -c TIME_WAIT", "sysctl net.inet.tcp.msl"),
+        checks_windows=(
+            'netstat -an -p tcp | find /c "TIME_WAIT"',
+            f"reg query {_TCPIP} /v TcpTimedWaitDelay",
+        ),
+        note="the sustainable rate of new connections is ports × pools ÷ TIME_WAIT (800 ports "
+        "÷ 60 s = 13.3/s); fixes in this order: (1) keep connections open and reuse them "
+        "(HTTP keep-alive, a connection pool): no close, no TIME_WAIT; (2) let the server "
+        "close first, so TIME_WAIT lands on the server, where it costs no port; (3) more "
+        "source IPs or destination ports: each (source IP, destination) has its own ports on "
+        "Linux; (4) a wider ephemeral port range; (5) Linux net.ipv4.tcp_tw_reuse=1 lets "
+        "connect() take a TIME_WAIT port back after tcp_tw_reuse_delay (1 s) for outgoing "
+        "connections, and needs TCP timestamps (net.ipv4.tcp_timestamps=1) on both ends; 2, "
+        "the default, does it for loopback only; it does nothing for a server's TIME_WAIT; "
+        "(6) SO_LINGER 0 closes with an RST and leaves no TIME_WAIT, but data not yet "
+        "delivered is lost, the peer sees ECONNRESET, and TIME_WAIT's guard against stray "
+        "segments of the old connection is gone: only for connections that are done. macOS: "
+        "net.inet.tcp.msl=5000 (ms) shortens TIME_WAIT from 30 s to 10 s, weakening the "
+        "same guard. Never tcp_tw_recycle (removed in Linux 4.12: it broke clients behind "
+        "NAT); tcp_fin_timeout does not shorten TIME_WAIT",
     ),
     Cause.FILE_DESCRIPTORS: _Fix(
         knob="the per-process descriptor limit (RLIMIT_NOFILE: ulimit -n)",
@@ -554,7 +616,9 @@ _ENTRIES: tuple[Entry, ...] = (
         _PORTS_ON_WINDOWS,
         note="Linux counts ports per (source IP, destination IP, destination port); macOS "
         "keeps one pool for all destinations (per local address once bound). On bind() it is "
-        "a configuration error: the source IP is not on this host.",
+        "a configuration error: the source IP is not on this host. When most of the ports "
+        "are in TIME_WAIT (connections this host closed first, `ss -s`), the cause is "
+        "time-wait: see `conncap explain time-wait`.",
         by_op={"bind": _C.NETWORK},
     ),
     _posix(

@@ -191,3 +191,30 @@ def test_overlapping_reserved_ranges_are_counted_once() -> None:
     )
     # 32768-32800 (33 ports) and 40000; 32790-32799 is inside the first range.
     assert implied(h)["port_range"].count == 28232 - 33 - 1
+
+
+def test_time_wait_facts_and_what_they_imply() -> None:
+    # Linux 6.18 recording: tw 0 now, tcp_tw_reuse_delay 1000 ms, timestamps on
+    new = _linux.read(linux_source("hybrid-v1"))
+    imp = implied(new)
+    assert new.extra["time_wait_now"].value == 0
+    assert "for 60 s" in imp["extra.time_wait_now"].text
+    assert imp["extra.tcp_tw_reuse_delay_ms"].text.endswith("after 1,000 ms")
+    assert imp["extra.tcp_timestamps"].text.startswith("on")
+    # Linux 6.8 recording: 2,317 in TIME_WAIT, no tcp_tw_reuse_delay sysctl
+    old = _linux.read(linux_source("systemd-v2"))
+    assert old.extra["time_wait_now"].value == 2317
+    assert old.extra["tcp_tw_reuse_delay_ms"].value is None
+    assert "fixed 1 s" in implied(old)["extra.tcp_tw_reuse_delay_ms"].text
+    # macOS: 2 of the recorded netstat lines are in TIME_WAIT, each held 2 × MSL = 30 s
+    mac = _macos.read(macos_source("sonoma-m1"))
+    assert mac.extra["time_wait_now"].value == 2
+    assert "for 30 s" in implied(mac)["extra.time_wait_now"].text
+    # Windows: 3 in TIME_WAIT, TcpTimedWaitDelay not set: 120 s
+    win = _windows.read(windows_source("win10-22h2"))
+    assert win.extra["time_wait_now"].value == 3
+    assert "for 120 s" in implied(win)["extra.time_wait_now"].text
+    # XP: 240 s
+    xp = _windows.read(windows_source("xp-sp3"))
+    assert "for 240 s" in implied(xp)["extra.time_wait_now"].text
+    assert "TIME_WAIT now" in _table_text(win)

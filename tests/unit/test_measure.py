@@ -94,6 +94,34 @@ def test_timeouts_with_listen_overflows_are_the_servers_backlog() -> None:
     assert (v.cause, v.side) == ("server-backlog", "server")
 
 
+def test_a_pool_that_saw_its_ports_in_time_wait_names_time_wait() -> None:
+    v = decide(
+        StepFacts(
+            requested=1500,
+            client_held=0,
+            server_held=None,
+            client_stops=[
+                ClientStop("EADDRNOTAVAIL", "connect", "800 in TIME_WAIT", cause="time-wait")
+            ],
+            client_failures={"EADDRNOTAVAIL": 40},
+        )
+    )
+    assert (v.cause, v.side, v.errno) == ("time-wait", "client", "EADDRNOTAVAIL")
+
+
+def test_a_pool_cannot_turn_a_refusal_into_another_cause() -> None:
+    v = decide(
+        StepFacts(
+            requested=10,
+            client_held=0,
+            server_held=None,
+            client_stops=[ClientStop("ECONNREFUSED", "connect", "refused", cause="time-wait")],
+            client_failures={"ECONNREFUSED": 32},
+        )
+    )
+    assert v.cause == "server-refused"
+
+
 def test_refused_connections_are_the_servers() -> None:
     v = decide(
         StepFacts(
@@ -133,6 +161,7 @@ class PoolStats:
     failures_by_cause: dict[str, int] = field(default_factory=dict)
     dropped: dict[str, int] = field(default_factory=dict)
     ceiling: Any = None
+    extra: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -140,6 +169,7 @@ class StopSeen:
     errno: str
     op: str
     evidence: str
+    cause: str = "ephemeral-ports"
 
 
 class FakePool:

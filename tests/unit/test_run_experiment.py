@@ -77,6 +77,7 @@ class FakeClientStats:
     failures_by_cause: dict[str, int]
     dropped: dict[str, int]
     ceiling: PoolCeiling | None
+    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class FakeClient:

@@ -122,6 +122,7 @@ class ClientStats:
     failures_by_cause: dict[str, int]
     dropped: dict[str, int]
     ceiling: PoolCeiling | None
+    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class FakeClient:

@@ -10,7 +10,7 @@ HELP = "open and hold connections fast, from many source IPs to many ports; find
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("targets", nargs="+", metavar="TARGET", help="host:port or host:P1-P2")
-    parser.add_argument("--count", type=int, default=1000, metavar="N", help="connections to open")
+    parser.add_argument("--count", type=int, metavar="N", help="connections to open (default 1000)")
     parser.add_argument(
         "--rate", type=float, metavar="R", help="connects per second (default: max)"
     )
@@ -47,56 +47,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="stop the whole run after S seconds (default 600)",
     )
     parser.add_argument("--json", metavar="FILE", help="write the conncap.result/1 document here")
+    from conncap.commands.open_churn import add_churn_arguments
 
-
-def build_plan(args: argparse.Namespace) -> tuple[Any, list[str]]:
-    """The OpenPlan for these arguments, and the notes to print about the choices made."""
-    from conncap.engine.connector import read_port_range
-    from conncap.engine.plan import (
-        OpenPlan,
-        auto_sources,
-        auto_workers,
-        parse_sources,
-        parse_target,
-        per_worker_capacity,
-    )
-    from conncap.errors import UsageError
-
-    if args.count < 1:
-        raise UsageError("--count must be at least 1")
-    if args.nofile is not None and args.nofile < 16:
-        raise UsageError("--nofile must be at least 16")
-    targets = tuple(parse_target(t) for t in args.targets)
-    sources, auto = parse_sources(args.source_ip or [])
-    notes: list[str] = []
-    lo, hi = read_port_range()
-    if auto:
-        found = auto_sources(targets, args.count, hi - lo + 1)
-        sources = list(dict.fromkeys([*sources, *found]))
-        notes.append(f"--source-ip auto: {len(found)} address(es) from {found[0]}")
-    if args.workers == "auto":
-        workers = min(auto_workers(args.count, args.nofile), args.count)
-        cap = per_worker_capacity(args.nofile)
-        notes.append(
-            f"--workers auto: {workers} worker process(es), each holding at most {cap:,} "
-            "connections under its descriptor limit (RLIMIT_NOFILE)"
-        )
-    else:
-        try:
-            workers = int(args.workers)
-        except ValueError:
-            raise UsageError("--workers is a number or auto") from None
-    plan = OpenPlan(
-        targets=targets,
-        count=args.count,
-        source_ips=tuple(sources),
-        workers=workers,
-        rate=args.rate,
-        hold_s=args.hold,
-        timeout_s=args.timeout,
-        bind_mode=args.bind_mode,
-    )
-    return plan, notes
+    add_churn_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -113,8 +66,15 @@ def run(args: argparse.Namespace) -> int:
     from conncap.measure import Launch, Measurement
     from conncap.result import write_atomic
 
-    if args.max_duration <= 0:
+    if not args.max_duration > 0:
         raise UsageError("--max-duration must be positive")
+    from conncap.commands.open_churn import run_churn, wants_churn
+    from conncap.commands.open_plan import build_plan
+
+    if wants_churn(args):  # churn: open --lifetime S --rate R (docs/engine.md)
+        return run_churn(args)
+    if args.count is None:
+        args.count = 1000
     plan, notes = build_plan(args)
     check_plan(plan)
     console = Console(stderr=True)

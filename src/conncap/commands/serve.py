@@ -24,6 +24,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mode", choices=("hold", "echo"), default="hold")
     parser.add_argument("--duration", type=float, metavar="S", help="stop after S seconds")
     parser.add_argument(
+        "--close-after",
+        type=float,
+        metavar="S",
+        help="close each connection S seconds after accepting it (0: at once): the server "
+        "closes first, so TIME_WAIT lands on the server's side (churn)",
+    )
+    parser.add_argument(
         "--nofile", type=int, metavar="N", help="each worker's RLIMIT_NOFILE (default: hard limit)"
     )
     parser.add_argument("--json", metavar="FILE", help="write the server's stats here at the end")
@@ -31,6 +38,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     import datetime as dt
+    import math
     import signal
     import threading
     import time
@@ -51,8 +59,12 @@ def run(args: argparse.Namespace) -> int:
         if not 0 <= port <= 65535:
             raise UsageError("--port must be 0-65535")
         ports = [port]
-    if args.duration is not None and args.duration <= 0:
-        raise UsageError("--duration must be positive")
+    if args.duration is not None and not (math.isfinite(args.duration) and args.duration > 0):
+        raise UsageError("--duration must be a positive number of seconds")
+    if args.close_after is not None and not (
+        math.isfinite(args.close_after) and args.close_after >= 0
+    ):
+        raise UsageError(f"--close-after must be 0 or more seconds, not {args.close_after}")
     if args.backlog is not None and args.backlog < 1:
         raise UsageError("--backlog must be at least 1")
     if args.nofile is not None and args.nofile < 16:
@@ -75,15 +87,21 @@ def run(args: argparse.Namespace) -> int:
         backlog=args.backlog,
         mode=args.mode,
         nofile=args.nofile,
+        close_after=args.close_after,
     )
     timeline: list[dict[str, object]] = []
     try:
         pool.start()
         shown = pool.ports if len(pool.ports) <= 4 else [pool.ports[0], pool.ports[-1]]
         where = ", ".join(str(p) for p in shown) if len(pool.ports) <= 4 else "{}-{}".format(*shown)
+        closing = (
+            f", closing each connection {args.close_after:g} s after accept"
+            if args.close_after is not None
+            else ""
+        )
         console.print(
             f"conncap serve: listening on {args.bind} port {where}, {args.workers} worker(s), "
-            f"{args.mode} mode; Ctrl-C stops"
+            f"{args.mode} mode{closing}; Ctrl-C stops"
         )
         t0 = time.monotonic()
         last_acc, last_t, last_print = 0, t0, 0.0
@@ -123,6 +141,7 @@ def run(args: argparse.Namespace) -> int:
             "ports": final.ports,
             "workers": args.workers,
             "mode": args.mode,
+            "close_after": args.close_after,
             "server": final.to_json(),
             "timeline": timeline,
         }

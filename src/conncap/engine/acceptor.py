@@ -15,6 +15,11 @@ batch: the kernel has already completed the handshakes, so with a deep accept qu
 costs clients nothing and saves a wakeup per connection (measured in docs/engine.md). With a
 small backlog (below COALESCE_MIN_BACKLOG) the server accepts at once instead: waiting would
 overflow the queue.
+
+``close_after`` (``serve --close-after S``): the server closes each connection S seconds after
+accepting it, with a FIN, so the server closes first and TIME_WAIT lands on its side. As in
+the client's churn, deadlines come in accept order: a FIFO ring of (fd, deadline) in
+preallocated arrays, and ``due[fd]`` tells a live entry from one whose fd was reused.
 """
 
 from __future__ import annotations
@@ -120,9 +125,12 @@ class Acceptor:
         poller: pl.Poller | None = None,
         clock: Callable[[], float] = time.monotonic,
         coalesce: float = 0.0,
+        close_after: float | None = None,
     ) -> None:
         if mode not in ("hold", "echo"):
             raise ValueError(f"mode must be hold or echo, not {mode!r}")
+        if close_after is not None and not close_after >= 0:
+            raise ValueError("close_after must be 0 or more seconds")
         self.listeners = list(listeners)
         self.mode = mode
         self.emit = emit
@@ -154,6 +162,15 @@ class Acceptor:
         self._dirty = True
         self._last_emit = 0.0
         self._accept_of: dict[int, Callable[[], tuple[int, Any]]] = {}
+        # close_after: the server closes first (docs/engine.md)
+        self.close_after = close_after
+        self.expired = 0
+        self.due = array("d", bytes(8 * size)) if close_after is not None else array("d")
+        cap = 1024 if close_after is not None else 0
+        self.ring_fd = array("i", bytes(4 * cap))
+        self.ring_t = array("d", bytes(8 * cap))
+        self.ring_head = 0
+        self.ring_len = 0
         for ls in self.listeners:
             fd = ls.fileno()
             self._accept_of[fd] = ls._accept
@@ -187,6 +204,8 @@ class Acceptor:
                 self._resume_listeners()
             else:
                 timeout = min(timeout, self.paused_until - now)
+        if self.ring_len:
+            timeout = min(timeout, self.ring_t[self.ring_head] - now)
         try:
             events = self.ep.poll(max(timeout, 0.0), 1024)
         except InterruptedError:
@@ -200,6 +219,8 @@ class Acceptor:
                 self._on_listener(fd)
             elif k == 3:
                 self._on_control()
+        if self.ring_len and self.ring_t[self.ring_head] <= self.clock():
+            self._close_due(self.clock())
         if self.emit is not None:
             now = self.clock()
             gap = now - self._last_emit
@@ -219,6 +240,8 @@ class Acceptor:
         per_ip = self.per_ip
         mask = pl.IN | pl.RDHUP
         echo = self.mode == "echo"
+        closing = self.close_after is not None
+        due = self.clock() + (self.close_after or 0.0) if closing else 0.0
         n = 0
         for _ in range(ACCEPT_BATCH):
             try:
@@ -251,6 +274,8 @@ class Acceptor:
                 os.set_blocking(fd, False)
             register(fd, mask)
             n += 1
+            if closing:
+                self._schedule_close(fd, due)
         if n:
             if n < ACCEPT_BATCH:
                 self._busy = self.clock()
@@ -263,6 +288,39 @@ class Acceptor:
         extra = fd + 1024 - len(self.kind)
         self.kind.extend(bytes(extra))
         self.ip_of.extend(array("I", bytes(4 * extra)))
+        if self.close_after is not None:
+            self.due.extend(array("d", bytes(8 * extra)))
+
+    def _schedule_close(self, fd: int, due: float) -> None:
+        """close_after: close ``fd`` at ``due`` (appended to the ring; deadlines only grow)."""
+        cap = len(self.ring_fd)
+        if self.ring_len == cap:  # full: unroll into a ring twice the size
+            order = [(self.ring_head + i) % cap for i in range(cap)] if cap else []
+            more = max(cap, 1024)
+            self.ring_fd = array("i", [self.ring_fd[i] for i in order]) + array(
+                "i", bytes(4 * more)
+            )
+            self.ring_t = array("d", [self.ring_t[i] for i in order]) + array("d", bytes(8 * more))
+            self.ring_head = 0
+            cap = len(self.ring_fd)
+        i = (self.ring_head + self.ring_len) % cap
+        self.ring_fd[i] = fd
+        self.ring_t[i] = due
+        self.due[fd] = due
+        self.ring_len += 1
+
+    def _close_due(self, now: float) -> None:
+        """close_after: close (FIN) every connection whose time is up; the server closed
+        first, so it holds the TIME_WAIT."""
+        ring_fd, ring_t, kind, due = self.ring_fd, self.ring_t, self.kind, self.due
+        cap = len(ring_fd)
+        while self.ring_len and ring_t[self.ring_head] <= now:
+            fd = ring_fd[self.ring_head]
+            if kind[fd] == 1 and due[fd] == ring_t[self.ring_head]:
+                self.expired += 1
+                self._close(fd)
+            self.ring_head = (self.ring_head + 1) % cap
+            self.ring_len -= 1
 
     def _on_conn(self, fd: int, ev: int) -> None:
         if ev & pl.OUT and fd in self.pending_out:
@@ -367,6 +425,7 @@ class Acceptor:
             "backoffs": self.backoffs,
             "paused": bool(self.paused_until),
             "rss": rss_bytes(),
+            **({"expired": self.expired} if self.close_after is not None else {}),
         }
 
     def close_all(self) -> None:
@@ -413,6 +472,7 @@ def build(config: dict[str, Any], emit: Emit) -> Acceptor:
         emit=emit,
         control_fd=0,
         coalesce=effective_coalesce(config.get("coalesce"), config.get("backlog")),
+        close_after=None if config.get("close_after") is None else float(config["close_after"]),
     )
     ports = [int(ls.getsockname()[1]) for ls in listeners]
     emit("ready", pid=os.getpid(), ports=ports)

@@ -12,9 +12,11 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from conncap.catalogue import Cause
 from conncap.engine import classify as cl
 from conncap.engine.plan import OpenPlan, check_plan
 from conncap.engine.procs import WorkerSet
+from conncap.model.churn import time_wait_dominates
 
 #: Seconds between two timeline samples.
 SAMPLE_INTERVAL = 0.25
@@ -90,6 +92,7 @@ class ClientPool:
         self._final: ClientStats | None = None
         self._started = False
         self._held_at_ramp_end: int | None = None
+        self._tw_peak = 0
 
     def _config(self, index: int, quota: int) -> dict[str, Any]:
         p = self.plan
@@ -106,6 +109,8 @@ class ClientPool:
             "streak": p.streak,
             "nofile": self.nofile,
             "autostart": False,
+            "lifetime": p.lifetime,
+            "close": p.close,
         }
 
     def start(self) -> None:
@@ -190,6 +195,12 @@ class ClientPool:
         if over and self._held_at_ramp_end is None:
             self._held_at_ramp_end = held
         ceiling = self._ceiling(snaps, self._held_at_ramp_end or held) if over else None
+        by_cause = cl.by_cause(failures, "connect")
+        if ceiling is not None and ceiling.cause == str(Cause.TIME_WAIT):
+            # the port failures were ports waiting out TIME_WAIT (the ceiling's evidence)
+            n = by_cause.pop(str(Cause.EPHEMERAL_PORTS), 0)
+            if n:
+                by_cause[str(Cause.TIME_WAIT)] = by_cause.get(str(Cause.TIME_WAIT), 0) + n
         return ClientStats(
             t=time.monotonic() - self._t_go if self._started else 0.0,
             requested=self.plan.count,
@@ -199,7 +210,7 @@ class ClientPool:
             attempts=sum(s.get("attempts", 0) for s in snaps),
             inflight=sum(s.get("inflight", 0) for s in snaps),
             failures=cl.by_name(failures),
-            failures_by_cause=cl.by_cause(failures, "connect"),
+            failures_by_cause=by_cause,
             dropped=cl.by_name(dropped),
             rate=self._rate,
             phases=phases,
@@ -208,7 +219,28 @@ class ClientPool:
             pids=self._set.pids(),
             rss_bytes=sum(s.get("rss", 0) for s in snaps),
             workers=len(snaps),
+            extra=self._churn_extra(snaps) if self.plan.lifetime is not None else {},
         )
+
+    def _churn_extra(self, snaps: list[dict[str, Any]]) -> dict[str, Any]:
+        """Churn counters over workers: closed by us, TIME_WAIT now and at its peak (one
+        namespace: the largest any worker saw, not a sum), the first failure."""
+        fails = [
+            (float(s["first_fail"]), int(s.get("first_fail_errno", 0)))
+            for s in snaps
+            if s.get("first_fail") is not None
+        ]
+        first = min(fails) if fails else None
+        tw_now = max((int(s.get("tw", 0)) for s in snaps), default=0)
+        return {
+            "closed": sum(int(s.get("closed", 0)) for s in snaps),
+            "time_wait": tw_now,
+            "time_wait_peak": max(
+                [self._tw_peak, tw_now, *(int(s.get("tw_peak", 0)) for s in snaps)]
+            ),
+            "first_failure_s": first[0] if first else None,
+            "first_failure_errno": cl.errno_name(first[1]) if first else None,
+        }
 
     @staticmethod
     def _ceiling(snaps: list[dict[str, Any]], held: int) -> PoolCeiling | None:
@@ -224,12 +256,26 @@ class ClientPool:
             return None
         (code, op), evidence = max(found.items(), key=lambda kv: len(kv[1]))
         cause = cl.classify(code, op)
+        # One namespace: every worker read the same TIME_WAIT count; take the largest.
+        tws = [
+            int(c["time_wait"])
+            for s in snaps
+            if (c := s.get("ceiling")) and c.get("time_wait") is not None
+        ]
+        tw = max(tws) if tws else None
+        tail = ""
+        if cause is Cause.EPHEMERAL_PORTS and op == "connect" and time_wait_dominates(tw, held):
+            cause = Cause.TIME_WAIT
+            tail = (
+                f"; {tw:,} sockets in TIME_WAIT in the client's namespace against {held:,} "
+                "held: the ports are waiting out TIME_WAIT"
+            )
         return PoolCeiling(
             count=held,
             errno=cl.errno_name(code),
             cause=str(cause),
             op=op,
-            evidence=f"{evidence[0]} ({len(evidence)} of {len(snaps)} workers)",
+            evidence=f"{evidence[0]} ({len(evidence)} of {len(snaps)} workers){tail}",
         )
 
     def _sample(self) -> None:
@@ -259,6 +305,11 @@ class ClientPool:
             "rate": round(self._rate, 1),
             "failures_by_cause": cl.by_cause(failures, "connect"),
         }
+        if self.plan.lifetime is not None:
+            tw = max((int(s.get("tw", 0)) for s in snaps), default=0)
+            self._tw_peak = max(self._tw_peak, tw)
+            sample["time_wait"] = tw
+            sample["closed"] = sum(int(s.get("closed", 0)) for s in snaps)
         with self._lock:
             self._timeline.append(sample)
 

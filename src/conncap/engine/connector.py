@@ -21,7 +21,16 @@ Bind modes (see docs/engine.md):
 A **ceiling** is a failure that keeps happening on every new attempt: for the ports, every
 (source, destination) pair failing with EADDRNOTAVAIL (or, in explicit mode, every port of
 the slice used); for anything else, ``streak`` failed attempts in a row with no success. The
-worker then stops opening, keeps holding, and says so.
+worker then stops opening, keeps holding, and says so, with the count of sockets in TIME_WAIT
+in its namespace at that moment (the evidence for cause ``time-wait``).
+
+**Churn** (``lifetime`` set): every connection is closed ``lifetime`` seconds after its
+handshake, with a FIN (``close="fin"``: the client then holds TIME_WAIT) or an RST
+(``close="rst"``: SO_LINGER 0, set when the socket is made). All connections live equally
+long, so their deadlines come in the order they were established: a FIFO ring of (fd,
+deadline) in two preallocated arrays, no object per connection. A ring entry whose fd was
+closed meanwhile (the server closed first) is recognised by ``started[fd]``, which holds the
+connection's deadline while it is HELD.
 """
 
 from __future__ import annotations
@@ -55,6 +64,9 @@ BATCH = 128
 FREE, CONNECTING, HELD, CONTROL = 0, 1, 2, 3
 #: errno number used in counters for "the peer closed" (an EOF is not an errno).
 EOF = 0
+#: Close modes in churn: a FIN (the closer holds TIME_WAIT) or an RST (SO_LINGER 0).
+CLOSE_MODES = ("fin", "rst")
+_LINGER_0 = struct.pack("ii", 1, 0)
 
 Emit = Callable[..., None]
 
@@ -107,6 +119,20 @@ def read_reserved_ports() -> frozenset[int]:
         return frozenset()
 
 
+def read_time_wait(path: str = "/proc/net/sockstat") -> int | None:
+    """Sockets in TIME_WAIT in this process's network namespace (``tw`` of the ``TCP:`` line
+    of /proc/net/sockstat, per namespace); None where it cannot be read."""
+    try:
+        with open(path) as fh:
+            for line in fh:
+                if line.startswith("TCP:"):
+                    words = line.split()
+                    return int(words[words.index("tw") + 1])
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
 def port_slice(lo: int, hi: int, index: int, workers: int) -> tuple[int, int]:
     """Worker ``index`` of ``workers``: its contiguous share of [lo, hi] (inclusive)."""
     size = hi - lo + 1
@@ -137,11 +163,18 @@ class Connector:
         make_socket: SocketFactory = real_socket,
         poller: pl.Poller | None = None,
         clock: Callable[[], float] = time.monotonic,
+        lifetime: float | None = None,
+        close: str = "fin",
+        time_wait: Callable[[], int | None] = read_time_wait,
     ) -> None:
         if not pairs:
             raise ValueError("no (source, destination) pair to connect over")
         if bind_mode not in protocol.PORT_CHOICES:
             raise ValueError(f"bind mode must be one of {protocol.PORT_CHOICES}")
+        if close not in CLOSE_MODES:
+            raise ValueError(f"close must be one of {CLOSE_MODES}")
+        if lifetime is not None and not lifetime >= 0:
+            raise ValueError("lifetime must be 0 or more seconds")
         self.pairs = list(pairs)
         self.addrs = [(p.host, p.port) for p in pairs]
         self.families = [p.family for p in pairs]
@@ -196,6 +229,21 @@ class Connector:
         self._last_emit = 0.0
         self._dirty = True
         self._next_scan = 0.0
+        # churn: close each connection `lifetime` s after its handshake (docs/engine.md)
+        self.lifetime = lifetime
+        self.churn = lifetime is not None
+        self.close_mode = close
+        self.read_tw = time_wait
+        cap = 1024 if self.churn else 0
+        self.ring_fd = array("i", bytes(4 * cap))
+        self.ring_t = array("d", bytes(8 * cap))
+        self.ring_head = 0
+        self.ring_len = 0
+        self.closed = 0
+        self.tw = 0
+        self.tw_peak = 0
+        self.first_fail: float | None = None
+        self.first_fail_errno = 0
         if control_fd is not None:
             self.state[control_fd] = CONTROL
             self.ep.register(control_fd, pl.IN)
@@ -246,6 +294,8 @@ class Connector:
             timeout = 0.0
         elif self.rate is not None and self.running and self.phase == "run":
             timeout = min(timeout, max(0.0, (1.0 - self.tokens) / self.rate))
+        if self.ring_len:
+            timeout = min(timeout, max(0.0, self.ring_t[self.ring_head] - now))
         try:
             events = self.ep.poll(timeout, 1024)
         except InterruptedError:
@@ -253,6 +303,8 @@ class Connector:
         if events:
             self._on_events(events)
         now = self.clock()
+        if self.ring_len and self.ring_t[self.ring_head] <= now:
+            self._close_due(now)
         if self.inflight and now >= self._next_scan:
             self._expire(now)
             self._next_scan = now + min(0.1, self.timeout / 4)
@@ -263,6 +315,8 @@ class Connector:
         if self.emit is not None:
             gap = now - self._last_emit
             if (self._dirty and gap >= protocol.STATS_INTERVAL) or gap >= protocol.IDLE_INTERVAL:
+                if self.churn:
+                    self._sample_tw()
                 self.emit("s", **self.stats())
                 self._last_emit = now
                 self._dirty = False
@@ -287,6 +341,7 @@ class Connector:
         in_progress = (errno.EINPROGRESS, 0, errno.EWOULDBLOCK)
         no_port = _linux()
         ipproto_ip = socket.IPPROTO_IP
+        linger = self.churn and self.close_mode == "rst"
         size = len(state)
         rr = self.rr
         launched = 0
@@ -312,6 +367,8 @@ class Connector:
             try:
                 if not nonblock:
                     s.setblocking(False)
+                if linger:  # churn --close rst: close() will send an RST, no TIME_WAIT
+                    s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_0)
                 if explicit:
                     s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                     s.bind((src or _any(families[pi]), port))
@@ -377,6 +434,8 @@ class Connector:
         edge = self.edge
         bad = pl.ERR | pl.HUP
         ok_n = 0
+        churn = self.churn
+        due = self.clock() + (self.lifetime or 0.0) if churn else 0.0
         for fd, ev in events:
             st = state[fd]
             if st == CONNECTING:
@@ -386,6 +445,8 @@ class Connector:
                     continue
                 state[fd] = HELD
                 ok_n += 1
+                if churn:
+                    self._schedule_close(fd, due)
                 if not edge:
                     self.ep.modify(fd, pl.IN | pl.RDHUP)
                 if ev & (pl.IN | pl.RDHUP):
@@ -401,6 +462,54 @@ class Connector:
             if self.held > self.peak:
                 self.peak = self.held
             self._dirty = True
+
+    def _schedule_close(self, fd: int, due: float) -> None:
+        """Churn: close ``fd`` at ``due`` (appended to the ring; deadlines only grow)."""
+        cap = len(self.ring_fd)
+        if self.ring_len == cap:  # full: unroll into a ring twice the size
+            order = [(self.ring_head + i) % cap for i in range(cap)] if cap else []
+            self.ring_fd = array("i", [self.ring_fd[i] for i in order]) + array(
+                "i", bytes(4 * max(cap, 1024))
+            )
+            self.ring_t = array("d", [self.ring_t[i] for i in order]) + array(
+                "d", bytes(8 * max(cap, 1024))
+            )
+            self.ring_head = 0
+            cap = len(self.ring_fd)
+        i = (self.ring_head + self.ring_len) % cap
+        self.ring_fd[i] = fd
+        self.ring_t[i] = due
+        self.started[fd] = due  # marks which connection this ring entry is for
+        self.ring_len += 1
+
+    def _close_due(self, now: float) -> None:
+        """Churn: close every connection whose lifetime is over (FIN, or RST with
+        ``close="rst"``: SO_LINGER 0 was set when the socket was made)."""
+        state, started = self.state, self.started
+        ring_fd, ring_t = self.ring_fd, self.ring_t
+        cap = len(ring_fd)
+        head, n = self.ring_head, self.ring_len
+        closed = 0
+        while n and ring_t[head] <= now:
+            fd = ring_fd[head]
+            if state[fd] == HELD and started[fd] == ring_t[head]:
+                state[fd] = FREE
+                os.close(fd)
+                closed += 1
+            head = (head + 1) % cap
+            n -= 1
+        self.ring_head, self.ring_len = head, n
+        if closed:
+            self.held -= closed
+            self.closed += closed
+            self._dirty = True
+
+    def _sample_tw(self) -> None:
+        n = self.read_tw()
+        if n is not None:
+            self.tw = n
+            if n > self.tw_peak:
+                self.tw_peak = n
 
     def _on_held(self, fd: int) -> None:
         """The server sent something or closed: drain; on EOF or error the connection is gone."""
@@ -457,6 +566,9 @@ class Connector:
 
     def _fail(self, code: int, pi: int, *, port_error: bool = True, op: str = "connect") -> None:
         self.failures[code] = self.failures.get(code, 0) + 1
+        if self.first_fail is None:
+            self.first_fail = self.clock() - self.t_go
+            self.first_fail_errno = code
         self.streak += 1
         self.last_op = op
         self._dirty = True
@@ -474,12 +586,16 @@ class Connector:
 
     def _ceiling(self, code: int, evidence: str) -> None:
         if self.ceiling is None:
+            tw = self.read_tw()  # the evidence for time-wait: this namespace's TIME_WAIT now
             self.ceiling = {
                 "errno": code,
                 "op": self.last_op,
                 "held": self.held,
                 "evidence": evidence,
+                "time_wait": tw,
             }
+            if tw is not None and tw > self.tw_peak:
+                self.tw_peak = tw
             self._dirty = True
 
     def _on_control(self) -> None:
@@ -515,6 +631,16 @@ class Connector:
     # ---- reporting and shutdown --------------------------------------------------------------
 
     def stats(self) -> dict[str, Any]:
+        out = self._stats()
+        if self.churn:
+            out["closed"] = self.closed
+            out["tw"] = self.tw
+            out["tw_peak"] = self.tw_peak
+            out["first_fail"] = None if self.first_fail is None else round(self.first_fail, 3)
+            out["first_fail_errno"] = self.first_fail_errno
+        return out
+
+    def _stats(self) -> dict[str, Any]:
         return {
             "t": round(self.clock() - self.t0, 3),
             "t_go": round(self.t_go - self.t0, 3),
@@ -591,6 +717,8 @@ def build(config: dict[str, Any], emit: Emit) -> Connector:
         emit=emit,
         control_fd=0,
         autostart=bool(config.get("autostart", False)),
+        lifetime=None if config.get("lifetime") is None else float(config["lifetime"]),
+        close=str(config.get("close") or "fin"),
     )
     conn.full_range = full
     if config.get("cap") is not None:

@@ -54,6 +54,17 @@ class OpenPlan:
     streak: int = 32
     port_range: tuple[int, int] | None = None
     notes: tuple[str, ...] = field(default=())
+    #: Churn (``open --lifetime``): close each connection this many seconds after its
+    #: handshake; None: hold them (the default). ``count`` is then rate × duration.
+    lifetime: float | None = None
+    #: Churn: ``fin`` (a normal close: the client holds TIME_WAIT) or ``rst`` (SO_LINGER 0).
+    close: str = "fin"
+    #: Churn: seconds of opening at ``rate`` (``open --duration``).
+    duration_s: float | None = None
+
+    @property
+    def churn(self) -> bool:
+        return self.lifetime is not None
 
     def destinations(self) -> list[tuple[str, int]]:
         return [(t.host, p) for t in self.targets for p in t.ports]
@@ -78,6 +89,11 @@ class OpenPlan:
             "hold_s": self.hold_s,
             "timeout_s": self.timeout_s,
             "bind_mode": self.bind_mode,
+            **(
+                {"lifetime": self.lifetime, "close": self.close, "duration_s": self.duration_s}
+                if self.churn
+                else {}
+            ),
         }
 
 
@@ -235,13 +251,21 @@ def check_plan(plan: OpenPlan) -> None:
         raise UsageError("--workers must be at least 1 (or auto)")
     if plan.workers > plan.count:
         raise UsageError(f"--workers {plan.workers} is more than --count {plan.count}")
-    if plan.rate is not None and plan.rate <= 0:
-        raise UsageError("--rate must be positive")
-    if plan.timeout_s <= 0:
-        raise UsageError("--timeout must be positive")
-    if plan.hold_s < 0:
-        raise UsageError("--hold must be 0 or more")
+    if plan.rate is not None and not (math.isfinite(plan.rate) and plan.rate > 0):
+        raise UsageError(f"--rate must be a positive number, not {plan.rate}")
+    if not (math.isfinite(plan.timeout_s) and plan.timeout_s > 0):
+        raise UsageError("--timeout must be a positive number of seconds")
+    if not (math.isfinite(plan.hold_s) and plan.hold_s >= 0):
+        raise UsageError("--hold must be 0 or more seconds")
     if plan.bind_mode not in protocol.PORT_CHOICES:
         raise UsageError(f"--bind-mode must be one of {', '.join(protocol.PORT_CHOICES)}")
     if not plan.targets:
         raise UsageError("give at least one TARGET (host:port)")
+    if plan.churn:
+        from conncap.model.churn import CLOSE_MODES, check_churn_values
+
+        if plan.rate is None:
+            raise UsageError("--lifetime needs --rate (new connections per second)")
+        check_churn_values(plan.rate, plan.lifetime or 0.0, plan.duration_s)
+        if plan.close not in CLOSE_MODES:
+            raise UsageError(f"--close must be fin or rst, not {plan.close!r}")

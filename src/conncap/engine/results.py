@@ -8,6 +8,7 @@ import os
 import platform
 import socket
 import sys
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from conncap import __version__, model
@@ -19,6 +20,7 @@ from conncap.measure import ClientTotals, Verdict
 from conncap.result import SCHEMA
 
 if TYPE_CHECKING:
+    from conncap.engine.client import ClientStats
     from conncap.limits import HostLimits
 
 
@@ -44,15 +46,7 @@ def predict(
             nofile_soft=Fact.of(nofile, "--nofile"),
             nofile_hard=Fact.of(nofile, "--nofile"),
         )
-    mplan = model.worker_plan(
-        plan.destinations(),
-        source_ips=len(plan.source_ips),
-        client_processes=plan.workers,
-        server_processes=server_workers or 1,
-        port_choice=plan.bind_mode,
-        linux=sys.platform.startswith("linux"),
-    )
-    doc = dict(model.to_json(model.predict(limits, mplan)))
+    doc = dict(model.to_json(model.predict(limits, _model_plan(plan, server_workers))))
     if server_workers is None:
         side = doc.get("client") or {}
         doc["count"] = side.get("count")
@@ -60,6 +54,112 @@ def predict(
         doc["side"] = "client"
         doc["bounds"] = side.get("bounds", doc.get("bounds"))
     return doc
+
+
+def _model_plan(plan: OpenPlan, server_workers: int | None = None) -> model.Plan:
+    """The model's plan for conncap's client workers running ``plan``."""
+    return model.worker_plan(
+        plan.destinations(),
+        source_ips=len(plan.source_ips),
+        client_processes=plan.workers,
+        server_processes=server_workers or 1,
+        port_choice=plan.bind_mode,
+        linux=sys.platform.startswith("linux"),
+    )
+
+
+def predict_churn(
+    plan: OpenPlan, limits: HostLimits | None = None, *, closer: str = "client"
+) -> dict[str, Any]:
+    """``conncap.model.churn.predict_churn`` for a churn OpenPlan as JSON (plus ``line``: the
+    model's sentence). A model problem is a bug: it propagates."""
+    from conncap.model import churn as ch
+
+    if limits is None:
+        limits = read_limits()
+    c = ch.Churn(
+        rate=float(plan.rate or 0),
+        lifetime=float(plan.lifetime or 0.0),
+        close=plan.close,  # type: ignore[arg-type]
+        closer=closer,  # type: ignore[arg-type]
+        duration=plan.duration_s,
+    )
+    p = ch.predict_churn(limits, _model_plan(plan), c)
+    doc = p.to_json()
+    doc["line"] = ch.describe(p)
+    return doc
+
+
+def _opening_time(timeline: Sequence[Mapping[str, Any]], opened: int) -> float | None:
+    """Seconds from go until the last connection was established (the timeline's first
+    sample that shows them all)."""
+    for sample in timeline:
+        if sample.get("established", 0) >= opened:
+            return float(sample["t"])
+    return float(timeline[-1]["t"]) if timeline else None
+
+
+def churn_json(
+    plan: OpenPlan,
+    stats: ClientStats,
+    timeline: Sequence[Mapping[str, Any]],
+    prediction: Mapping[str, Any],
+) -> dict[str, Any]:
+    """The ``churn`` object of an ``open --lifetime`` result (docs/result-schema.md).
+
+    ``sustainable_rate_measured``: without a failure, the rate the run sustained (a lower
+    bound); after a port failure, the connections opened before it (the ports the kernel
+    had) ÷ how long each keeps its port (lifetime + TIME_WAIT or the reuse delay)."""
+    x = stats.extra
+    opened = stats.established
+    t_open = _opening_time(timeline, opened)
+    achieved = opened / t_open if t_open else None
+    first = x.get("first_failure_s")
+    hold = prediction.get("port_hold_s")
+    measured: float | None
+    if first is None:
+        measured = achieved
+        basis = (
+            f"no failure: {achieved:,.1f}/s sustained for {t_open:.1f} s (a lower bound)"
+            if achieved is not None and t_open
+            else "no connection was opened"
+        )
+    elif stats.ceiling is not None and stats.ceiling.cause in ("time-wait", "ephemeral-ports"):
+        if hold:
+            measured = opened / float(hold)
+            basis = (
+                f"{opened:,} connections opened before the ports ran out ÷ {float(hold):g} s "
+                "each port stays taken (lifetime + TIME_WAIT, or the reuse delay)"
+            )
+        else:
+            measured, basis = None, "ports ran out, but how long a port stays taken is unknown"
+    else:
+        measured = None
+        basis = f"the run failed first with {x.get('first_failure_errno')}, not on ports"
+    return {
+        "rate": plan.rate,
+        "lifetime": plan.lifetime,
+        "close": plan.close,
+        "closer": (prediction.get("churn") or {}).get("closer", "client"),
+        "duration": plan.duration_s,
+        "opened": opened,
+        "closed": x.get("closed", 0),
+        "closed_by_peer": stats.dropped.get(cl.EOF_NAME, 0),
+        "failed": sum(stats.failures.values()),
+        "achieved_rate": None if achieved is None else round(achieved, 1),
+        "time_wait_peak": x.get("time_wait_peak", 0),
+        "time_wait_at_end": x.get("time_wait", 0),
+        "first_failure_s": first,
+        "first_failure_errno": x.get("first_failure_errno"),
+        "stopped_by": stats.ceiling.cause if stats.ceiling is not None else None,
+        "sustainable_rate_predicted": prediction.get("sustainable_rate"),
+        "predicted_unbounded": prediction.get("unbounded"),
+        "exhausts_predicted": prediction.get("exhausts"),
+        "time_to_exhaustion_predicted_s": prediction.get("time_to_exhaustion_s"),
+        "sustainable_rate_measured": None if measured is None else round(measured, 1),
+        "sustainable_rate_measured_basis": basis,
+        "prediction": prediction,
+    }
 
 
 def host_info() -> dict[str, Any]:
@@ -116,9 +216,11 @@ def open_result(
     stop_reason: str,
     prediction: dict[str, Any],
     notes: list[str] | None = None,
+    churn: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The conncap.result/1 document of one ``open`` run (docs/result-schema.md)."""
-    return {
+    """The conncap.result/1 document of one ``open`` run (docs/result-schema.md); with a
+    ``churn`` object for ``open --lifetime``."""
+    doc: dict[str, Any] = {
         "schema": SCHEMA,
         "conncap_version": __version__,
         "command": "open",
@@ -140,3 +242,6 @@ def open_result(
         "client": {"workers": workers, "established": totals.established},
         "notes": notes or [],
     }
+    if churn is not None:
+        doc["churn"] = churn
+    return doc

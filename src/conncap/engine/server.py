@@ -7,6 +7,7 @@ With many ports (more than :data:`SHARE_MAX`), the ports are split over the work
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -54,6 +55,9 @@ class ServerStats:
             "ports": self.ports,
             "rss_bytes": self.rss_bytes,
             "backoffs": self.backoffs,
+            **(
+                {"closed_first": self.extra["closed_first"]} if "closed_first" in self.extra else {}
+            ),
         }
 
 
@@ -71,6 +75,7 @@ class ServerPool:
         nofile: int | None = None,
         netns: str | None = None,
         coalesce: float | None = None,
+        close_after: float | None = None,
     ) -> None:
         if workers < 1:
             raise UsageError("--workers must be at least 1")
@@ -78,6 +83,8 @@ class ServerPool:
             raise UsageError(f"--mode must be hold or echo, not {mode!r}")
         if not ports:
             raise UsageError("no port to listen on")
+        if close_after is not None and not (math.isfinite(close_after) and close_after >= 0):
+            raise UsageError(f"--close-after must be 0 or more seconds, not {close_after}")
         if any(not 0 <= p <= 65535 for p in ports):
             raise UsageError("ports are 0-65535 (0 = the kernel picks one)")
         self.bind = bind
@@ -88,6 +95,7 @@ class ServerPool:
         self.nofile = nofile
         self.netns = netns
         self.coalesce = coalesce
+        self.close_after = close_after
         self.ports: list[int] = []
         self._set = WorkerSet()
         self._t0 = 0.0
@@ -103,6 +111,7 @@ class ServerPool:
             "nofile": self.nofile,
             "reuseport": True,
             **({} if self.coalesce is None else {"coalesce": self.coalesce}),
+            **({} if self.close_after is None else {"close_after": self.close_after}),
         }
 
     def start(self) -> None:
@@ -161,6 +170,11 @@ class ServerPool:
             backoffs=sum(s.get("backoffs", 0) for s in snaps),
             paused_workers=sum(1 for s in snaps if s.get("paused")),
             workers=len(snaps),
+            extra=(
+                {"closed_first": sum(s.get("expired", 0) for s in snaps)}
+                if self.close_after is not None
+                else {}
+            ),
         )
 
     def stop(self, timeout: float = 2.0) -> ServerStats:

@@ -143,3 +143,15 @@ def addresses_fact(
     except Exception as exc:  # psutil failing must not stop `conncap limits`
         return Fact.unknown(source, f"psutil failed: {type(exc).__name__}: {exc}")
     return Fact.of(found, source)
+
+
+#: ``netstat -an -p tcp``: every connection on one line with its state (macOS, Windows).
+NETSTAT_TCP = ("netstat", "-an", "-p", "tcp")
+
+
+def parse_time_wait_count(raw: str) -> int:
+    """How many lines of ``netstat -an -p tcp`` are in TIME_WAIT (macOS and Windows print
+    the state as a word of its own)."""
+    if "Proto" not in raw:
+        raise ValueError(f"no 'Proto' header in netstat output: {shown(raw, 60)}")
+    return sum(1 for line in raw.splitlines() if "TIME_WAIT" in line.split())

@@ -132,10 +132,24 @@ class _Reader:
 
         conntrack_missing = "nf_conntrack not loaded"
         na: Fact[Any] = Fact.na("linux")
+        tw_now: Fact[int] = (
+            Fact.of(sockstat.value.tcp_tw, "/proc/net/sockstat (TCP tw)")
+            if sockstat.value is not None
+            else Fact.unknown("/proc/net/sockstat (TCP tw)", str(sockstat.reason))
+        )
         extra: dict[str, Fact[Any]] = {
             "page_size": page,
+            "time_wait_now": tw_now,
             "fds_open": self._fds_open(),
             "tcp6_inuse": self.proc("net/sockstat6", parse_tcp6_inuse),
+            # TIME_WAIT reuse (conncap.model.churn): tcp_tw_reuse needs timestamps, and waits
+            # tcp_tw_reuse_delay ms (a sysctl since 6.14; before, up to a fixed 1 s).
+            "tcp_timestamps": self.sysctl("net.ipv4.tcp_timestamps", parse_int),
+            "tcp_tw_reuse_delay_ms": self.sysctl(
+                "net.ipv4.tcp_tw_reuse_delay",
+                parse_int,
+                "no such sysctl (kernels before 6.14): reuse waits up to a fixed 1 s",
+            ),
         }
         return HostLimits(
             os="linux",

@@ -17,10 +17,12 @@ from conncap.limits._addresses import AddressSource, psutil_net_if_addrs
 from conncap.limits._command import CommandFailed, Runner, run_command
 from conncap.limits._common import Fact, HostLimits, PortRange
 from conncap.limits._facts import (
+    NETSTAT_TCP,
     Getrlimit,
     addresses_fact,
     check_port_range,
     parse_int,
+    parse_time_wait_count,
     parsed,
     posix_getrlimit,
     rlimit_facts,
@@ -120,12 +122,23 @@ def read(source: MacSource | None = None) -> HostLimits:
         extra={
             # TIME_WAIT lasts 2 x MSL on macOS (15000 ms by default: 30 s).
             "tcp_msl_ms": sysctl("net.inet.tcp.msl"),
+            # Sockets in TIME_WAIT now (conncap.model.churn: each holds its port 2 × MSL).
+            "time_wait_now": _time_wait_now(src.run),
             # System-wide socket ceiling (mbuf-sized at boot).
             "maxsockets": sysctl("kern.ipc.maxsockets"),
             "maxproc": sysctl("kern.maxproc"),
             "maxprocperuid": sysctl("kern.maxprocperuid"),
         },
     )
+
+
+def _time_wait_now(run: Runner) -> Fact[int]:
+    label = "netstat -an -p tcp (lines in TIME_WAIT)"
+    try:
+        raw = run(list(NETSTAT_TCP))
+    except CommandFailed as exc:
+        return Fact.unknown(label, str(exc))
+    return parsed(label, raw, parse_time_wait_count)
 
 
 def _launchctl_maxfiles(run: Runner) -> Fact[tuple[int, int]]:

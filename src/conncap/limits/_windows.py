@@ -16,10 +16,12 @@ from conncap.limits._addresses import AddressSource, psutil_net_if_addrs
 from conncap.limits._command import CommandFailed, Runner, run_command
 from conncap.limits._common import Fact, HostLimits, PortRange
 from conncap.limits._facts import (
+    NETSTAT_TCP,
     addresses_fact,
     check_port_range,
     cpu_count_fact,
     memory_facts,
+    parse_time_wait_count,
     parsed,
     psutil_cpu_count,
     psutil_memory,
@@ -139,7 +141,10 @@ def read(source: WindowsSource | None = None) -> HostLimits:
             source=version.source,
             reason=version.reason,
         ),
-        extra={},
+        extra={
+            # Sockets in TIME_WAIT now (conncap.model.churn: each holds its port TcpTimedWaitDelay).
+            "time_wait_now": from_command(NETSTAT_TCP, parse_time_wait_count),
+        },
     )
 
 

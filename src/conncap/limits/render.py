@@ -32,7 +32,10 @@ GROUPS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
             "port_range_high",
             "max_user_port",
             "source_addresses",
+            "extra.time_wait_now",
             "tcp_tw_reuse",
+            "extra.tcp_tw_reuse_delay_ms",
+            "extra.tcp_timestamps",
             "tcp_timed_wait_delay",
             "extra.tcp_msl_ms",
             "tcp_fin_timeout",
@@ -127,6 +130,9 @@ LABELS: dict[str, str] = {
     "extra.fds_open": "descriptors open here",
     "extra.tcp6_inuse": "TCP6 sockets now",
     "extra.tcp_msl_ms": "TCP MSL",
+    "extra.time_wait_now": "TIME_WAIT now",
+    "extra.tcp_tw_reuse_delay_ms": "tcp_tw_reuse_delay",
+    "extra.tcp_timestamps": "tcp_timestamps",
     "extra.maxsockets": "sockets, system-wide",
     "extra.maxproc": "processes, system-wide",
     "extra.maxprocperuid": "processes per user (kernel)",
@@ -184,7 +190,7 @@ def format_value(name: str, fact: Fact[Any], page_size: int | None = None) -> st
         return " / ".join(fmt_bytes(x) for x in v)
     if name in _SECONDS:
         return f"{v} s"
-    if name == "extra.tcp_msl_ms":
+    if name in ("extra.tcp_msl_ms", "extra.tcp_tw_reuse_delay_ms"):
         return f"{v} ms"
     if isinstance(v, SockStat):
         mem = (

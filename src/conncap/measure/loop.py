@@ -88,6 +88,10 @@ class ClientTotals:
     failures: dict[str, int] = field(default_factory=dict)
     failures_by_cause: dict[str, int] = field(default_factory=dict)
     dropped: dict[str, int] = field(default_factory=dict)
+    closed: int | None = None
+    """Churn: connections the client closed at their lifetime (None: no churn pool)."""
+    time_wait: int | None = None
+    """Churn: sockets in TIME_WAIT in the client's namespace (the largest a pool read)."""
 
 
 @dataclass(slots=True)
@@ -220,6 +224,11 @@ class Measurement:
             _add(t.failures, cs.failures)
             _add(t.failures_by_cause, cs.failures_by_cause)
             _add(t.dropped, cs.dropped)
+            extra = cs.extra
+            if "closed" in extra:
+                t.closed = (t.closed or 0) + int(extra["closed"])
+            if "time_wait" in extra:
+                t.time_wait = max(t.time_wait or 0, int(extra["time_wait"]))
         return t
 
     def held(self) -> int:
@@ -249,6 +258,10 @@ class Measurement:
             "rate": round(self.rate, 1),
             "failures_by_cause": dict(sorted(totals.failures_by_cause.items())),
         }
+        if totals.time_wait is not None:
+            s["time_wait"] = totals.time_wait
+        if totals.closed is not None:
+            s["closed"] = totals.closed
         if self.server is not None:
             ss = self.server.stats()
             s["server_held"] = ss.held
@@ -385,7 +398,7 @@ class Measurement:
             _add(failures, cs.failures)
             _add(by_cause, cs.failures_by_cause)
         stops = [
-            ClientStop(errno=str(c.errno), op=str(c.op), evidence=str(c.evidence))
+            ClientStop(errno=str(c.errno), op=str(c.op), evidence=str(c.evidence), cause=c.cause)
             for cs in stats
             if (c := cs.ceiling) is not None
         ]

@@ -23,14 +23,22 @@ from conncap.catalogue import Cause
 #: The server's own resources: accept() failing for one of them bounds what it holds.
 SERVER_RESOURCE_CAUSES = (Cause.FILE_DESCRIPTORS, Cause.SYSTEM_FILE_TABLE, Cause.MEMORY)
 
+#: Causes a pool may name more precisely than its errno does: EADDRNOTAVAIL is out of ports,
+#: and when the client's namespace holds them mostly in TIME_WAIT, the pool says so.
+REFINES: dict[str, frozenset[str]] = {
+    str(Cause.EPHEMERAL_PORTS): frozenset({str(Cause.TIME_WAIT)}),
+}
+
 
 @dataclass(frozen=True, slots=True)
 class ClientStop:
-    """A client pool's own ceiling: the errno its workers stopped on, the call, their words."""
+    """A client pool's own ceiling: the errno its workers stopped on, the call, their words,
+    and the cause the pool gave it (it may know more than the errno: ports all in TIME_WAIT)."""
 
     errno: str
     op: str
     evidence: str
+    cause: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,13 +119,16 @@ def decide(facts: StepFacts, *, short_is_ceiling: bool = False) -> Verdict:
     if stops or (short_is_ceiling and short and facts.stop_reason == "max-duration"):
         att = attribute(evidence(facts))
         first = _most_common(stops)
+        cause = str(att.cause)
+        if first is not None and first.cause in REFINES.get(cause, ()):
+            cause = str(first.cause)
         text = att.evidence
         if first is not None and first.evidence and first.evidence not in text:
             text = f"{text}; client: {first.evidence}"
         return Verdict(
             reached=True,
             count=facts.client_held,
-            cause=str(att.cause),
+            cause=cause,
             side=att.side,
             errno=first.errno if first else None,
             op=first.op if first else None,
@@ -126,9 +137,10 @@ def decide(facts: StepFacts, *, short_is_ceiling: bool = False) -> Verdict:
         )
     if server_held is None or server_held >= facts.client_held:
         return Verdict.none(server_held)
-    cause = next((c for c in SERVER_RESOURCE_CAUSES if facts.server_errors.get(c)), None)
-    if cause is None:
+    resource = next((c for c in SERVER_RESOURCE_CAUSES if facts.server_errors.get(c)), None)
+    if resource is None:
         return Verdict.none(server_held)
+    cause = str(resource)
     errno = (
         min(facts.server_errnos.items(), key=lambda kv: (-kv[1], kv[0]))[0]
         if facts.server_errnos

@@ -155,6 +155,29 @@ def _tw_reuse(h: HostLimits, v: Any) -> Implied:
     )
 
 
+def _time_wait_now(h: HostLimits, v: Any) -> Implied:
+    from conncap.model.churn import time_wait_length
+
+    tw = time_wait_length(h)
+    length = f" for {tw.seconds:g} s" if tw.seconds is not None else ""
+    return Implied(
+        f"{count_text(v)} sockets in TIME_WAIT: a client that closed first keeps each port{length} "
+        "(`conncap explain time-wait`)"
+    )
+
+
+def _tw_reuse_delay(h: HostLimits, v: Any) -> Implied | None:
+    if v is None:
+        return Implied("no such sysctl: tcp_tw_reuse waits up to a fixed 1 s")
+    return Implied(f"tcp_tw_reuse takes a TIME_WAIT port back after {count_text(v)} ms")
+
+
+def _timestamps(h: HostLimits, v: Any) -> Implied:
+    if v:
+        return Implied("on: tcp_tw_reuse can work (it needs TCP timestamps)")
+    return Implied("off: tcp_tw_reuse cannot reuse TIME_WAIT ports without timestamps")
+
+
 def _msl(h: HostLimits, v: Any) -> Implied:
     return Implied(f"TIME_WAIT lasts 2 × MSL = {2 * v / 1000:g} s")
 
@@ -344,6 +367,9 @@ _RULES: dict[str, Rule] = {
     "tcp_max_tw_buckets": _tw_buckets,
     "tcp_fin_timeout": _fin_timeout,
     "extra.tcp_msl_ms": _msl,
+    "extra.time_wait_now": _time_wait_now,
+    "extra.tcp_tw_reuse_delay_ms": _tw_reuse_delay,
+    "extra.tcp_timestamps": _timestamps,
     "source_addresses": _sources,
     "nofile_soft": _nofile_soft,
     "nofile_hard": _nofile_hard,
@@ -380,4 +406,5 @@ _RULES: dict[str, Rule] = {
 _UNKNOWN_OK: dict[str, Callable[[str], bool]] = {
     "max_user_port": lambda reason: True,
     "conntrack_max": lambda reason: reason == "nf_conntrack not loaded",
+    "extra.tcp_tw_reuse_delay_ms": lambda reason: reason.startswith("no such sysctl"),
 }

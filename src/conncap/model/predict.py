@@ -104,7 +104,7 @@ def _ceiling(side: Side, bounds: list[Bound]) -> PredictedCeiling:
 # --- helpers ------------------------------------------------------------------------------------
 
 
-def _host_os(limits: HostLimits) -> OsName | None:
+def host_os(limits: HostLimits) -> OsName | None:
     try:
         return _os_name(limits.os)
     except UsageError:
@@ -159,11 +159,11 @@ def port_pool_size(
     """Usable ephemeral ports in one pool: the range less reserved ports (Linux). Windows
     before Vista: 1025..MaxUserPort. Another OS than the host's: its default range
     (estimate). An unread range is a Bound with count None."""
-    os = _os_name(os_name) if os_name else _host_os(limits)
+    os = _os_name(os_name) if os_name else host_os(limits)
     if os is None:
         return Bound(Cause.EPHEMERAL_PORTS, None, f"no port model for OS {limits.os!r}")
     knob = _PORT_KNOB[os]
-    same_os = os == _host_os(limits)
+    same_os = os == host_os(limits)
     fact = limits.port_range_v6 if (os == "windows" and family == "ipv6") else limits.port_range
     if same_os and fact.value is not None:
         lo, hi = fact.value
@@ -201,7 +201,7 @@ def port_pool_size(
     return Bound(Cause.EPHEMERAL_PORTS, None, _why(fact, "ephemeral port range"), knob=knob)
 
 
-def _pools(os: OsName, plan: Plan) -> tuple[int, str]:
+def pools_for(os: OsName, plan: Plan) -> tuple[int, str]:
     """How many independent port pools the plan draws from, and the rule that says so."""
     s = plan.source_ips if plan.bind != "none" else 1
     d = plan.destinations
@@ -229,7 +229,7 @@ def _port_bound(limits: HostLimits, plan: Plan, os: OsName | None) -> Bound:
     if pool.count is None:
         return pool
     usable = max(0, pool.count - plan.ports_in_use)
-    pools, rule = _pools(os, plan)
+    pools, rule = pools_for(os, plan)
     in_use = f", {_n(plan.ports_in_use)} already in use" if plan.ports_in_use else ""
     detail = f"{pool.detail}{in_use} × {_plural(pools, 'pool')} ({rule})"
     return Bound(Cause.EPHEMERAL_PORTS, usable * pools, detail, pool.estimate, pool.knob)
@@ -432,7 +432,7 @@ def _backlog_notes(limits: HostLimits, plan: Plan, os: OsName | None) -> list[st
 
 def predict(limits: HostLimits, plan: Plan) -> Prediction:
     """The client's, the server's and the overall ceiling for ``plan`` on ``limits``."""
-    os = _os_name(plan.os) if plan.os else _host_os(limits)
+    os = _os_name(plan.os) if plan.os else host_os(limits)
     shared: list[Bound] = []
     table = _file_table_bound(limits, plan, os)
     if table is not None:
