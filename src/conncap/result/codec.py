@@ -362,6 +362,8 @@ def _sample(o: _Obj) -> m.Sample:
         conntrack_max=i("conntrack_max"),
         conntrack_drops=i("conntrack_drops"),
         conntrack_insert_failed=i("conntrack_insert_failed"),
+        time_wait=i("time_wait"),
+        closed=i("closed"),
         extra=o.rest(m.SAMPLE_KEYS),
     )
 

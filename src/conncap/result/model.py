@@ -241,6 +241,8 @@ class Sample:
     conntrack_max: int | None = None
     conntrack_drops: int | None = None
     conntrack_insert_failed: int | None = None
+    time_wait: int | None = None
+    closed: int | None = None
     extra: Mapping[str, JsonValue] = field(default_factory=dict)
 
     def figure(self, key: str) -> float | None:
