@@ -512,6 +512,7 @@ def _result(o: _Obj) -> m.Result:
         client=_optional(o, "client", _client),
         steps=o.objs("steps", _step),
         memory=_optional(o, "memory", _memory),
+        churn=o.json_obj("churn"),
         limits=o.json_obj("limits"),
         server_limits=o.json_obj("server_limits"),
         topology=o.json_obj("topology"),

@@ -39,6 +39,9 @@ ConfigJson: TypeAlias = JsonObject
 SpecJson: TypeAlias = JsonObject
 #: ``observed``: what a scenario step read with the system's tools (``ss``, fd tables, ...).
 ObservedJson: TypeAlias = JsonObject
+#: ``churn``: the churn run of ``open --lifetime`` (``engine.results.churn_json``; the
+#: "churn object" of docs/result-schema.md).
+ChurnJson: TypeAlias = JsonObject
 
 SCHEMA_V1 = "conncap.result/1"
 SCHEMA_V2 = "conncap.result/2"
@@ -419,6 +422,7 @@ class Result:
     steps: tuple[Step, ...] = ()
     expectations: tuple[Expectation, ...] = ()
     memory: Memory | None = None
+    churn: ChurnJson | None = None
     limits: LimitsJson | None = None
     server_limits: LimitsJson | None = None
     notes: tuple[str, ...] = ()
