@@ -14,12 +14,42 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from report_fixtures import FIXTURES, NAT, OPEN, RUN, SCENARIO, generator, load, poison, svgs
+from report_fixtures import (
+    FIXTURES,
+    NAT,
+    OPEN,
+    RUN,
+    SCENARIO,
+    generator,
+    load,
+    poison,
+    svgs,
+    typed,
+)
 
+from conncap.errors import UsageError
 from conncap.report import html as report
 from conncap.report import plots
 from conncap.report import scenario as report_scenario
-from conncap.result import REQUIRED_KEYS, SCHEMA
+from conncap.result import SCHEMA_V1, load_result
+
+
+def render(doc: dict[str, Any]) -> str:
+    """The page of a result document, as ``conncap report`` loads it."""
+    return report.render(typed(doc))
+
+
+def render_or_refuse(doc: dict[str, Any]) -> str | None:
+    """The page of a document, or None when the loader refuses it: with one line naming the
+    file, never a traceback (``conncap report`` exits 2 with it)."""
+    try:
+        result = typed(doc)
+    except UsageError as exc:
+        assert str(exc).startswith("result.json: ") and "\n" not in str(exc)
+        return None
+    page = report.render(result)
+    assert "</html>" in page
+    return page
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
@@ -36,7 +66,7 @@ def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_realistic_run_has_every_plot_and_section() -> None:
-    page = report.render(load(RUN))
+    page = report.render(load_result(RUN))
     assert len(svgs(page)) == 4  # held, rate, failures, memory
     for heading in (
         "Summary",
@@ -56,7 +86,7 @@ def test_realistic_run_has_every_plot_and_section() -> None:
 
 
 def test_the_page_needs_no_network_and_runs_no_script() -> None:
-    page = report.render(load(RUN))
+    page = report.render(load_result(RUN))
     assert f'content="{html.escape(report.CSP)}"' in page
     assert "<script" not in page.lower()
     assert "<link" not in page.lower() and "@import" not in page and "<iframe" not in page
@@ -68,11 +98,11 @@ def test_the_page_needs_no_network_and_runs_no_script() -> None:
 
 def test_render_is_deterministic() -> None:
     doc = load(RUN)
-    assert report.render(doc) == report.render(copy.deepcopy(doc))
+    assert render(doc) == render(copy.deepcopy(doc))
 
 
 def test_open_result_says_not_measured_instead_of_broken_plots() -> None:
-    page = report.render(load(OPEN))
+    page = report.render(load_result(OPEN))
     assert len(svgs(page)) == 2  # held and rate
     assert (
         "Memory against connections held: not measured (`conncap open` does not sample memory)."
@@ -84,9 +114,18 @@ def test_open_result_says_not_measured_instead_of_broken_plots() -> None:
 
 
 def test_bare_minimum_document_renders() -> None:
-    doc: dict[str, Any] = {k: None for k in REQUIRED_KEYS}
-    doc.update(schema=SCHEMA, timeline=[], failures={})
-    page = report.render(doc)
+    doc: dict[str, Any] = {
+        "schema": SCHEMA_V1,  # the fewest keys a document may have
+        "requested": 0,
+        "established_peak": 0,
+        "held_at_end": 0,
+        "failures": {},
+        "ceiling": {"reached": False},
+        "prediction": {},
+        "timeline": [],
+        "duration_s": 0,
+    }
+    page = render(doc)
     assert svgs(page) == []
     assert "Connections held over time: not measured (the result has no timeline)." in page
     assert "Failures by cause over time: not measured (the result has no timeline)." in page
@@ -100,7 +139,7 @@ def _section(page: str, title: str) -> str:
 
 def test_scenario_result_shows_its_expectations_near_the_top() -> None:
     doc = load(SCENARIO)
-    page = report.render(doc)
+    page = render(doc)
     headings = re.findall(r"<h2>([^<]*)</h2>", page)
     assert headings[:3] == ["Summary", "Expectations", "Connections over time"]
     checks = [x for x in doc["expectations"] if x["kind"] == "check"]
@@ -122,7 +161,7 @@ def test_scenario_result_shows_its_expectations_near_the_top() -> None:
 
 def test_scenario_steps_show_attribution_and_what_was_observed() -> None:
     doc = load(SCENARIO)
-    steps = _section(report.render(doc), "Steps: attribution and what was observed")
+    steps = _section(render(doc), "Steps: attribution and what was observed")
     blocks = steps.split('<div class="step">')[1:]
     assert len(blocks) == len(doc["steps"])
     for block, st in zip(blocks, doc["steps"], strict=True):
@@ -145,7 +184,7 @@ def test_scenario_steps_show_attribution_and_what_was_observed() -> None:
 
 def test_nat_scenario_names_snat_exhaustion_and_shows_the_gateways_counters() -> None:
     doc = load(NAT)
-    steps = _section(report.render(doc), "Steps: attribution and what was observed")
+    steps = _section(render(doc), "Steps: attribution and what was observed")
     for st in doc["steps"]:
         assert "SNAT port exhaustion" in st["attribution"]["evidence"]
         assert html.escape(st["attribution"]["evidence"]) in steps
@@ -161,7 +200,7 @@ def test_a_failed_expectation_is_marked_and_counted() -> None:
     failing = doc["expectations"][2]
     failing.update(ok=False, measured="3,900")
     doc["scenario"].update(passed=False, checks_passed=doc["scenario"]["checks"] - 1)
-    page = report.render(doc)
+    page = render(doc)
     total = doc["scenario"]["checks"]
     assert f"✗ scenario article: {total - 1} of {total} expectations hold (1 did not)" in page
     table = _section(page, "Expectations")
@@ -174,13 +213,13 @@ def test_scenario_without_counts_derives_them_from_the_expectations() -> None:
     del doc["scenario"]
     doc["expectations"][0]["ok"] = False
     checks = [x for x in doc["expectations"] if x["kind"] == "check"]
-    page = report.render(doc)
+    page = render(doc)
     assert f"✗ scenario ?: {len(checks) - 1} of {len(checks)} expectations hold" in page
 
 
 def test_run_and_open_results_have_no_scenario_sections() -> None:
     for path in (RUN, OPEN):
-        page = report.render(load(path))
+        page = render(load(path))
         assert "<h2>Expectations</h2>" not in page
         assert "Steps: attribution" not in page
         assert 'class="verdict' not in page
@@ -206,26 +245,26 @@ def test_any_scenario_field_of_the_wrong_type_degrades_without_a_crash(wrong: An
             continue
         doc = copy.deepcopy(base)
         doc[key] = wrong
-        assert "</html>" in report.render(doc), key
+        render_or_refuse(doc)
     for key in ("name", "ok", "expected", "measured", "step", "why", "kind"):
         doc = copy.deepcopy(base)
         for x in doc["expectations"]:
             x[key] = wrong
         doc["expectations"][1:3] = [wrong, wrong]
-        assert "</html>" in report.render(doc), key
+        render_or_refuse(doc)
     for key in (*base["steps"][0], "observed"):
         doc = copy.deepcopy(base)
         for st in doc["steps"]:
             st[key] = wrong
             if isinstance(st.get("observed"), dict):
                 st["observed"] = {k: wrong for k in st["observed"]}
-        assert "</html>" in report.render(doc), key
+        render_or_refuse(doc)
     doc = copy.deepcopy(base)
     for st in doc["steps"]:
         st["attribution"] = {"cause": wrong, "side": wrong, "evidence": wrong}
         st["counters"] = {k: wrong for k in st["counters"]}
         st["server"] = {"held": wrong, "errors_during_step": wrong}
-    assert "</html>" in report.render(doc)
+    render_or_refuse(doc)
 
 
 @pytest.mark.usefixtures("cheap_svg")
@@ -237,17 +276,17 @@ def test_any_field_of_the_wrong_type_degrades_without_a_crash(wrong: Any) -> Non
             continue
         doc = copy.deepcopy(base)
         doc[key] = wrong
-        assert "</html>" in report.render(doc), key
+        render_or_refuse(doc)
     for key in ("t", "held", "rate", "failures_by_cause", "kernel_bytes", "user_bytes_client"):
         doc = copy.deepcopy(base)
         for sample in doc["timeline"][::3]:
             sample[key] = wrong
-        assert "</html>" in report.render(doc), key
+        render_or_refuse(doc)
     doc = copy.deepcopy(base)
     doc["timeline"][5:9] = [wrong] * 4
     for step in doc["steps"]:
         step.update(t_start=wrong, ceiling=wrong, prediction=wrong)
-    assert "</html>" in report.render(doc)
+    render_or_refuse(doc)
 
 
 ODD_NUMBERS = [math.nan, math.inf, -1e308, 1e308, -5]
@@ -255,19 +294,26 @@ ODD_NUMBERS = [math.nan, math.inf, -1e308, 1e308, -5]
 
 @pytest.mark.parametrize("odd", ODD_NUMBERS, ids=[repr(v) for v in ODD_NUMBERS])
 def test_odd_numbers_reach_real_plots_without_a_crash(odd: float) -> None:
-    """JSON from Python may hold NaN and Infinity; huge or negative values must not break the
-    drawing either (this one runs matplotlib for real)."""
+    """JSON from Python may hold NaN and Infinity: the loader refuses them with one line. Huge
+    or negative values must not break the drawing (this one runs matplotlib for real); where
+    the schema wants an integer they are integers."""
+    whole: float | int = int(odd) if math.isfinite(odd) else odd
     doc = load(RUN)
     for sample in doc["timeline"][::7]:
-        for key in ("t", "held", "rate", "kernel_bytes", "user_bytes_server"):
+        for key in ("t", "rate"):
             sample[key] = odd
-        sample["failures_by_cause"] = {"timeout": odd}
-    doc["prediction"]["count"] = odd
-    doc["requested"] = odd
+        for key in ("held", "kernel_bytes", "user_bytes_server"):
+            sample[key] = whole
+        sample["failures_by_cause"] = {"timeout": whole}
+    doc["prediction"]["count"] = whole
+    doc["requested"] = whole
     doc["steps"][0]["t_start"] = odd
-    doc["steps"][1]["prediction"]["count"] = odd
-    page = report.render(doc)
-    assert "</html>" in page
+    doc["steps"][1]["prediction"]["count"] = whole
+    page = render_or_refuse(doc)
+    if not math.isfinite(odd):
+        assert page is None
+        return
+    assert page is not None
     assert len(svgs(page)) >= 3
 
 
@@ -277,7 +323,7 @@ def test_odd_numbers_reach_real_plots_without_a_crash(odd: float) -> None:
 def test_every_input_string_is_escaped_in_html_and_svg() -> None:
     doc = poison(load(RUN))
     doc["host"]["hostname"] = "<script>alert(1)</script>"
-    page = report.render(doc)
+    page = render(doc)
     lowered = page.lower()
     assert "<script" not in lowered
     assert "<img" not in lowered
@@ -296,10 +342,10 @@ def test_scenario_strings_are_escaped_in_expectations_steps_and_observed(path: P
     """Every string of the document, and the keys of observed, counters and the per-peer
     maps, carries a payload: the expectations, the attribution and the observed tables show
     them as text."""
-    clean = report.render(load(path))
+    clean = render(load(path))
     doc = poison(load(path))
     doc["scenario"]["name"] = "<script>alert(1)</script>"
-    page = report.render(doc)
+    page = render(doc)
     lowered = page.lower()
     assert "<script" not in lowered
     assert "<img" not in lowered

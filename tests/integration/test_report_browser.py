@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from report_fixtures import NAT, OPEN, RUN, SCENARIO, load, poison
+from report_fixtures import NAT, OPEN, RUN, SCENARIO, load, poison, typed
 
 from conncap import report
 
@@ -59,7 +59,7 @@ def console_lines(stderr: str) -> list[str]:
 
 
 def write_page(tmp_path: Path, doc: dict[str, Any], name: str = "report.html") -> Path:
-    return report.write_text_atomic(tmp_path / name, report.render(doc))
+    return report.write_text_atomic(tmp_path / name, report.render(typed(doc)))
 
 
 def test_plots_are_in_the_rendered_dom_and_the_console_is_silent(tmp_path: Path) -> None:

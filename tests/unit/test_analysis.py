@@ -2,29 +2,24 @@
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import math
 import random
+import re
 from pathlib import Path
 from typing import Any
 
 import pytest
+from result_docs import result_of, sample
+from result_docs import timeline as tl
 
 from conncap import analysis
 from conncap.analysis import CeilingEvidence, Fit, Knee
 from conncap.catalogue import Cause
+from conncap.errors import UsageError
+from conncap.result import Sample, load_result
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "results"
-
-
-def tl(held: list[float], dt: float = 0.1, **series: list[Any]) -> list[dict[str, Any]]:
-    out = []
-    for i, h in enumerate(held):
-        sample: dict[str, Any] = {"t": round(i * dt, 3), "held": h}
-        for key, values in series.items():
-            sample[key] = values[i]
-        out.append(sample)
-    return out
 
 
 # --- slope ------------------------------------------------------------------------------------
@@ -61,7 +56,7 @@ def test_slope_refuses_what_it_cannot_fit(xs: list[float], ys: list[float], mess
 # --- memory per connection --------------------------------------------------------------------
 
 
-def _ramp_with_noisy_flat_parts() -> list[dict[str, Any]]:
+def _ramp_with_noisy_flat_parts() -> list[Sample]:
     """held: 10 flat samples at 0, a ramp to 5,000 in 50 samples, a 20-sample plateau. Memory:
     8,000 B per connection on the ramp, but it drifts by MBs where held does not change."""
     held = [0.0] * 10 + [100.0 * i for i in range(1, 51)] + [5000.0] * 20
@@ -80,7 +75,7 @@ def test_memory_per_connection_fits_only_the_ramp() -> None:
     assert fit.r2 == pytest.approx(1.0)
     assert fit.n == 51  # the last flat sample and the 50 ramp samples
     naive = analysis.slope(
-        [s["held"] for s in timeline], [s["kernel_bytes"] for s in timeline]
+        [float(s.held) for s in timeline], [s.figure("kernel_bytes") or 0.0 for s in timeline]
     ).slope
     assert abs(naive - 8000) > 1000  # a fit over every sample would be wrong
 
@@ -93,14 +88,28 @@ def test_memory_per_connection_picks_the_widest_ramp_after_a_teardown() -> None:
     assert fit is not None and fit.slope == pytest.approx(8000) and fit.n == 4
 
 
-def test_memory_per_connection_skips_missing_and_garbage_values() -> None:
-    held: list[Any] = [0, 100, 200, None, 300, "400", 500, 600]
-    mem: list[Any] = [0, 1e5, 2e5, 2.5e5, None, 4e5, math.nan, 6e5]
-    timeline: list[Any] = tl(held, kernel_bytes=mem)
-    timeline.insert(3, "not a sample")
-    fit = analysis.memory_per_connection(timeline, "kernel_bytes")
+def test_memory_per_connection_skips_samples_without_the_figure() -> None:
+    held = [0, 100, 200, 300, 400, 500, 600]
+    mem = [0, 1e5, 2e5, None, None, None, 6e5]
+    fit = analysis.memory_per_connection(tl(held, kernel_bytes=mem), "kernel_bytes")
     assert fit is not None and fit.slope == pytest.approx(1000)
     assert fit.n == 4  # 0, 100, 200, 600
+
+
+@pytest.mark.parametrize(
+    ("bad", "words"),
+    [
+        ({"held": None}, "timeline[1].held: expected an integer, got null"),
+        ({"held": "400"}, 'timeline[1].held: expected an integer, got "400"'),
+        ({"kernel_bytes": math.nan}, "timeline[1].kernel_bytes: expected an integer, got nan"),
+    ],
+)
+def test_garbage_in_a_timeline_is_refused_before_the_analysis(
+    bad: dict[str, Any], words: str
+) -> None:
+    """The analysis reads typed samples: a damaged figure is the loader's one-line error."""
+    with pytest.raises(UsageError, match=re.escape(words)):
+        result_of(timeline=[sample(), sample(t=0.1, **bad)])
 
 
 def test_memory_per_connection_sums_keys_and_needs_points() -> None:
@@ -145,22 +154,22 @@ def test_memory_report_builds_the_result_memory_object() -> None:
         mem_available=[1e10 - 8250 * h for h in held],
     )
     mem = analysis.memory_report(timeline, guard_fraction=0.1, kernel_source="slabinfo")
-    assert mem["kernel_bytes_per_conn"] == 8000
-    assert mem["user_bytes_per_conn_client"] == 100
-    assert mem["user_bytes_per_conn_server"] == 150
-    assert mem["user_bytes_per_conn"] == 250
-    assert mem["samples"] == 11
-    assert mem["kernel_source"] == "slabinfo"
+    assert mem.kernel_bytes_per_conn == 8000
+    assert mem.user_bytes_per_conn_client == 100
+    assert mem.user_bytes_per_conn_server == 150
+    assert mem.user_bytes_per_conn == 250
+    assert mem.samples == 11
+    assert mem.kernel_source == "slabinfo"
     available = 1e10 - 8250 * 10_000
-    assert mem["mem_available"] == int(available)
-    assert mem["guard_bytes"] == int(available * 0.1)
-    assert mem["extrapolated_ceiling"] == 10_000 + int(available * 0.9 // 8250)
+    assert mem.mem_available == int(available)
+    assert mem.guard_bytes == int(available * 0.1)
+    assert mem.extrapolated_ceiling == 10_000 + int(available * 0.9 // 8250)
 
 
 def test_memory_report_without_memory_samples() -> None:
-    mem = analysis.memory_report(tl([0, 10, 20, 30]))
-    assert mem["kernel_bytes_per_conn"] is None and mem["user_bytes_per_conn"] is None
-    assert mem["extrapolated_ceiling"] is None and mem["samples"] == 0
+    mem = analysis.memory_report(tl([0, 10, 20, 30]), guard_fraction=0.1)
+    assert mem.kernel_bytes_per_conn is None and mem.user_bytes_per_conn is None
+    assert mem.extrapolated_ceiling is None and mem.samples == 0
 
 
 # --- the knee ---------------------------------------------------------------------------------
@@ -212,19 +221,21 @@ def test_find_knee_within_a_step_window_returns_absolute_indices() -> None:
     assert analysis.find_knee(tl(held), end=6) == Knee(0.2, 2000, 2)
 
 
-def test_find_knee_ignores_damaged_samples() -> None:
-    timeline: list[Any] = tl([0, 1000, 2000, 2000, 2000, 2000])
-    timeline.insert(2, {"t": "x", "held": None})
-    timeline.insert(0, 42)
-    knee = analysis.find_knee(timeline)
-    assert knee is not None and knee.held == 2000 and knee.index == 4
+def test_find_knee_of_a_loaded_timeline() -> None:
+    """What the loader refuses (a sample that is not an object, a ``t`` that is not a number)
+    never reaches the analysis; what it keeps is analysed by index."""
+    for bad in (42, sample(t="x")):
+        with pytest.raises(UsageError, match=r"timeline\[1\]"):
+            result_of(timeline=[sample(), bad])
+    knee = analysis.find_knee(tl([0, 1000, 2000, 2000, 2000, 2000]))
+    assert knee is not None and knee.held == 2000 and knee.index == 2
 
 
 # --- failures ---------------------------------------------------------------------------------
 
 
 def test_dominant_failure_by_errno() -> None:
-    d = analysis.dominant_failure({"EADDRNOTAVAIL": 900, "ETIMEDOUT": 100, "junk": "x"})
+    d = analysis.dominant_failure({"EADDRNOTAVAIL": 900, "ETIMEDOUT": 100, "EINTR": 0})
     assert d == analysis.Dominant("EADDRNOTAVAIL", Cause.EPHEMERAL_PORTS, 0.9, 900)
 
 
@@ -497,19 +508,13 @@ def test_attribute(
     assert "table full" not in got.evidence
 
 
-def _load(name: str) -> dict[str, Any]:
-    doc: dict[str, Any] = json.loads((FIXTURES / name).read_text())
-    return doc
-
-
 def test_evidence_from_a_result_and_its_steps() -> None:
-    doc = _load("run_loopback.json")
-    whole = analysis.attribute(analysis.evidence_from_result(doc))
+    result = load_result(FIXTURES / "run_loopback.json")
+    whole = analysis.attribute(analysis.evidence_from_result(result))
     assert (whole.cause, whole.side) == (Cause.EPHEMERAL_PORTS, "client")
-    steps = doc["steps"]
-    times = [s["t"] for s in doc["timeline"]]
-    first = next(i for i, t in enumerate(times) if t >= steps[1]["t_start"])
-    second = analysis.evidence_from_result(doc, start=first)
+    times = [s.t for s in result.timeline]
+    first = next(i for i, t in enumerate(times) if t >= result.steps[1].t_start)
+    second = analysis.evidence_from_result(result, start=first)
     assert second.listen_overflows and second.listen_overflows > 0
     assert second.client_failures_by_cause == {"timeout": 2100}
     assert second.server_errors == {"file-descriptors": 9000}
@@ -527,8 +532,8 @@ def test_evidence_from_a_timeline_reads_the_conntrack_counters_of_a_window() -> 
         conntrack_max=[262_144] * 5,
         failures_by_cause=[{}, {}, {}, {"timeout": 10}, {"timeout": 30}],
     )
-    doc = {"timeline": timeline, "established_peak": 100}
-    ev = analysis.evidence_from_result(doc, start=2)
+    result = dataclasses.replace(result_of(established_peak=100), timeline=tuple(timeline))
+    ev = analysis.evidence_from_result(result, start=2)
     assert (ev.conntrack_drops, ev.conntrack_insert_failed) == (60, 60)
     assert ev.conntrack_early_drop is None
     assert (ev.conntrack_count, ev.conntrack_max) == (101, 262_144)

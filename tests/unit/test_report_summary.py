@@ -4,17 +4,20 @@ document."""
 from __future__ import annotations
 
 import importlib.util
-import json
 import math
+import re
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import pytest
+from result_docs import ceiling, result_of, sample
 
 from conncap.catalogue import Cause
+from conncap.errors import UsageError
 from conncap.report import summary
 from conncap.report.summary import advice_lines, memory_lines, step_line, summary_lines
+from conncap.result import Ceiling, Memory, Result, Step, load_result
 
 
 def step1(
@@ -29,13 +32,14 @@ def step1(
         "t_end": 8.1,
         "held_before": 0,
         "established_peak": measured,
-        "ceiling": {
-            "reached": True,
-            "count": measured,
-            "cause": "ephemeral-ports",
-            "errno": "EADDRNOTAVAIL",
-            "evidence": "every (source IP, destination) pair failed to connect (2 of 2 workers)",
-        },
+        "ceiling": ceiling(
+            reached=True,
+            count=measured,
+            cause="ephemeral-ports",
+            side="client",
+            errno="EADDRNOTAVAIL",
+            evidence="every (source IP, destination) pair failed to connect (2 of 2 workers)",
+        ),
         "prediction": {
             "count": 28232,
             "cause": "ephemeral-ports",
@@ -47,8 +51,23 @@ def step1(
                 "binds_first": True,
             },
         },
-        "comparison": {"text": text},
+        "comparison": _comparison(28232, measured, text),
     }
+
+
+def _comparison(predicted: int, measured: int, text: str) -> dict[str, Any]:
+    same = predicted == measured
+    return {
+        "predicted": predicted,
+        "measured": measured,
+        "exact": same,
+        "matches": same,
+        "text": text,
+    }
+
+
+def _step(fields: dict[str, Any]) -> Step:
+    return result_of(steps=[fields]).steps[0]
 
 
 def doc() -> dict[str, Any]:
@@ -61,8 +80,8 @@ def doc() -> dict[str, Any]:
         "failures": {"EADDRNOTAVAIL": 12},
         "host": {"os": "linux"},
         "timeline": [
-            {"listen_overflows": 0, "listen_drops": 0, "syn_retrans": 0},
-            {"listen_overflows": 3, "listen_drops": 3, "syn_retrans": 5},
+            sample(listen_overflows=0, listen_drops=0, syn_retrans=0),
+            sample(t=1.0, listen_overflows=3, listen_drops=3, syn_retrans=5),
         ],
         "steps": [
             step1(),
@@ -73,20 +92,23 @@ def doc() -> dict[str, Any]:
                 "t_ramp_end": 10.4,
                 "held_before": 28232,
                 "established_peak": 100000,
-                "ceiling": {"reached": False},
-                "comparison": {
-                    "text": "reached the requested 100,000, below the predicted ceiling of "
-                    "119,952 (file-descriptors)"
-                },
+                "ceiling": ceiling(),
+                "comparison": _comparison(
+                    119952,
+                    100000,
+                    "reached the requested 100,000, below the predicted ceiling of "
+                    "119,952 (file-descriptors)",
+                ),
             },
         ],
-        "ceiling": {
-            "reached": True,
-            "cause": "ephemeral-ports",
-            "knob": "net.ipv4.ip_local_port_range",
-            "advice": ['sysctl -w net.ipv4.ip_local_port_range="1024 65535"', "persist it"],
-            "windows": "netsh int ipv4 set dynamicport tcp start=1025 num=64511",
-        },
+        "ceiling": ceiling(
+            reached=True,
+            cause="ephemeral-ports",
+            side="client",
+            knob="net.ipv4.ip_local_port_range",
+            advice=['sysctl -w net.ipv4.ip_local_port_range="1024 65535"', "persist it"],
+            windows="netsh int ipv4 set dynamicport tcp start=1025 num=64511",
+        ),
         "memory": {
             "kernel_bytes_per_conn": 8526,
             "user_bytes_per_conn": 643,
@@ -104,7 +126,7 @@ def doc() -> dict[str, Any]:
 
 
 def test_summary_says_prediction_steps_memory_and_advice() -> None:
-    lines = summary_lines(doc())
+    lines = summary_lines(result_of(**doc()))
     text = "\n".join(lines)
     assert lines[0].startswith("Prediction: with 1 source IP and 1 destination port")
     assert "A single client process would stop first, at 19,992" in lines[1]
@@ -124,25 +146,44 @@ def test_summary_says_prediction_steps_memory_and_advice() -> None:
 
 def test_step_line_with_a_miss_gives_the_reason() -> None:
     line = step_line(
-        step1(28229, "predicted 28,232, measured 28,229 (-3) (3 ports ... listening socket)"), 1
+        _step(
+            step1(28229, "predicted 28,232, measured 28,229 (-3) (3 ports ... listening socket)")
+        ),
+        1,
     )
     assert "Predicted 28,232, measured 28,229 (-3)" in line and "✓" not in line
 
 
 def test_memory_not_measured_is_said() -> None:
-    assert memory_lines({}) == [
+    assert memory_lines(Memory()) == [
         "Memory per connection: not measured (the ramp had too few samples)."
     ]
 
 
 def test_no_ceiling_no_advice() -> None:
-    assert advice_lines({"reached": False, "cause": None}, "linux") == []
+    assert advice_lines(Ceiling.none(), "linux") == []
 
 
-def test_summary_of_an_empty_or_damaged_document_does_not_crash() -> None:
-    lines = summary_lines({"steps": "nonsense", "memory": 3, "timeline": None, "error": "boom"})
+def test_summary_of_a_bare_result() -> None:
+    lines = summary_lines(result_of(error="boom"))
     assert any(line.startswith("Run:") for line in lines)
     assert "Error: boom." in lines
+
+
+@pytest.mark.parametrize(
+    ("damage", "words"),
+    [
+        ({"steps": "nonsense"}, "steps: expected a list"),
+        ({"memory": 3}, "memory: expected an object"),
+        ({"timeline": None}, "timeline: expected a list"),
+    ],
+)
+def test_a_damaged_document_is_refused_before_the_summary(
+    damage: dict[str, Any], words: str
+) -> None:
+    """The summary reads a checked result: damage is the loader's one line, not a crash."""
+    with pytest.raises(UsageError, match=words):
+        result_of(**damage)
 
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "results"
@@ -156,9 +197,8 @@ def _generator() -> ModuleType:
     return module
 
 
-def _load(name: str) -> dict[str, Any]:
-    doc: dict[str, Any] = json.loads((FIXTURES / name).read_text())
-    return doc
+def _load(name: str) -> Result:
+    return load_result(FIXTURES / name)
 
 
 # --- summarize: any result document ---------------------------------------------------------
@@ -186,14 +226,14 @@ def test_summarize_a_run() -> None:
 
 
 def test_summarize_the_memory_sentence_of_the_issue() -> None:
-    doc = {
-        "memory": {
-            "kernel_bytes_per_conn": 8.1 * 1024,
-            "mem_available": 12.3 * 2**30,
+    result = result_of(
+        memory={
+            "kernel_bytes_per_conn": round(8.1 * 1024),
+            "mem_available": round(12.3 * 2**30),
             "extrapolated_ceiling": 1_433_053,
         }
-    }
-    assert summary.summarize(doc)[-1] == (
+    )
+    assert summary.summarize(result)[-1] == (
         "12.3 GiB available: at 8.1 KiB per connection this host holds about 1.4 million "
         "before memory binds (WSAENOBUFS 10055 on Windows)."
     )
@@ -206,19 +246,30 @@ def test_summarize_an_open_result_has_no_memory_or_advice() -> None:
     assert not any("Memory" in line or "To raise" in line for line in lines)
 
 
-def test_summarize_survives_wrong_types() -> None:
-    doc: dict[str, Any] = {
-        "prediction": "x",
-        "ceiling": {"reached": True, "count": "many", "cause": 5},
-        "failures": {"EMFILE": "3"},
-        "steps": [None, {"name": 3, "prediction": []}],
-        "memory": {"kernel_bytes_per_conn": "big"},
-        "requested": None,
-        "established_peak": math.inf,
-    }
-    lines = summary.summarize(doc)
-    assert all(isinstance(line, str) for line in lines)
-    assert summary.summarize({}) == []
+WRONG_TYPES: list[tuple[dict[str, Any], str]] = [
+    ({"prediction": "x"}, "prediction: expected an object"),
+    ({"ceiling": ceiling(reached=True, count="many")}, "ceiling.count: expected an integer"),
+    ({"ceiling": ceiling(reached=True, cause=5)}, "ceiling.cause: expected a string"),
+    ({"failures": {"EMFILE": "3"}}, "failures.EMFILE: expected an integer"),
+    ({"steps": [None]}, "steps[0]: expected an object"),
+    ({"memory": {"kernel_bytes_per_conn": "big"}}, "memory.kernel_bytes_per_conn"),
+    ({"requested": None}, "requested: expected an integer"),
+    ({"established_peak": math.inf}, "established_peak: expected an integer"),
+]
+
+
+@pytest.mark.parametrize(("damage", "words"), WRONG_TYPES, ids=[w for _, w in WRONG_TYPES])
+def test_wrong_types_are_refused_before_summarize(damage: dict[str, Any], words: str) -> None:
+    with pytest.raises(UsageError, match=re.escape(words)):
+        result_of(**damage)
+
+
+def test_summarize_a_bare_result() -> None:
+    assert summary.summarize(result_of()) == [
+        "Held 0 of 0 requested connections at the peak (0 at the end) in 0.0 s.",
+        "No attempt failed.",
+        "No ceiling was reached: all 0 requested connections held.",
+    ]
 
 
 def test_summarize_uses_catalogue_advice(monkeypatch: pytest.MonkeyPatch) -> None:

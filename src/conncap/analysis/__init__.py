@@ -1,7 +1,7 @@
 """Analysis of a run's data: memory per connection (:mod:`.memory`), the timeline's ramp, knee
 and dominant failure (:mod:`.timeline`), and the attribution of a ceiling to its cause
-(:mod:`.attribution`). Pure functions of data, no I/O. The summary in words is
-:mod:`conncap.report.summary`.
+(:mod:`.attribution`). Pure functions of typed data (:class:`conncap.result.Sample`,
+:class:`~conncap.result.Result`), no I/O. The summary in words is :mod:`conncap.report.summary`.
 """
 
 from __future__ import annotations
@@ -24,13 +24,14 @@ from conncap.analysis.memory import (
 from conncap.analysis.timeline import (
     Dominant,
     Knee,
+    Timeline,
     cause_of_name,
     dominant_failure,
     failures_between,
     find_knee,
+    positive,
     ramp_indices,
 )
-from conncap.analysis.values import Sample, Timeline, num
 
 __all__ = [
     "CONNTRACK_FULL_FRACTION",
@@ -39,7 +40,6 @@ __all__ = [
     "Dominant",
     "Fit",
     "Knee",
-    "Sample",
     "Timeline",
     "attribute",
     "cause_of_name",
@@ -50,7 +50,7 @@ __all__ = [
     "find_knee",
     "memory_per_connection",
     "memory_report",
-    "num",
+    "positive",
     "ramp_indices",
     "sample_value",
     "slope",

@@ -5,15 +5,17 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
-from conncap.analysis.timeline import Dominant, dominant_failure, failures_between
-from conncap.analysis.values import Timeline
-from conncap.analysis.values import as_int as _int
-from conncap.analysis.values import counts as _counts
-from conncap.analysis.values import obj as _obj
-from conncap.analysis.values import samples as _samples
+from conncap.analysis.timeline import (
+    Dominant,
+    Timeline,
+    dominant_failure,
+    failures_between,
+    positive,
+)
 from conncap.catalogue import CAUSE_SIDE, CLIENT_REPORTED, SERVER_RESOURCE_CAUSES, Cause
+from conncap.result import Result, Sample
 
 # --- attribution --------------------------------------------------------------------------------
 
@@ -132,10 +134,10 @@ def attribute(ev: CeilingEvidence) -> Attribution:
             "host",
             "conncap stopped at its memory guard: MemAvailable fell below the reserve",
         )
-    client = _counts(ev.client_failures)
+    client = positive(ev.client_failures)
     dom = dominant_failure(client) if client else None
     if dom is None:
-        by_cause = _counts(ev.client_failures_by_cause)
+        by_cause = positive(ev.client_failures_by_cause)
         total = sum(by_cause.values())
         if total:
             name, n = min(by_cause.items(), key=lambda kv: (-kv[1], kv[0]))
@@ -148,7 +150,7 @@ def attribute(ev: CeilingEvidence) -> Attribution:
             cause = Cause(dom.cause)
             return Attribution(cause, CAUSE_SIDE[cause], f"{what}: {_WHAT[cause]}")
     stall = what or "the client's connects stalled"
-    server = _counts(ev.server_errors)
+    server = positive(ev.server_errors)
     for cause in SERVER_RESOURCE_CAUSES:
         if server.get(cause):
             return Attribution(
@@ -191,34 +193,36 @@ def attribute(ev: CeilingEvidence) -> Attribution:
 
 
 def _delta(timeline: Timeline, key: str, start: int, end: int) -> int | None:
-    items = dict(_samples(timeline))
-    values = [
-        v
-        for i in range(start, end + 1)
-        if i in items and (v := _int(items[i].get(key))) is not None
-    ]
+    """Growth of the counter ``key`` over samples start..end (None: not measured)."""
+    values = [int(v) for s in timeline[max(start, 0) : end + 1] if (v := s.figure(key)) is not None]
     return values[-1] - values[0] if values else None
 
 
-def evidence_from_result(
-    doc: Mapping[str, Any], start: int = 0, end: int | None = None
-) -> CeilingEvidence:
-    """Gather :class:`CeilingEvidence` from a result document, over samples start..end
-    (default: all). Failures by errno are the whole run's (the timeline has only causes)."""
-    timeline = doc.get("timeline")
-    tl: Timeline = timeline if isinstance(timeline, list) else []
+def _level(sample: Sample | None, key: str) -> int | None:
+    v = sample.figure(key) if sample is not None else None
+    return int(v) if v is not None else None
+
+
+def evidence_from_result(result: Result, start: int = 0, end: int | None = None) -> CeilingEvidence:
+    """Gather :class:`CeilingEvidence` from a result, over samples start..end (default: all).
+    Failures by errno are the whole run's (the timeline has only causes)."""
+    tl = result.timeline
     last = len(tl) - 1 if end is None else min(end, len(tl) - 1)
     whole = start == 0 and end is None
-    server = _obj(doc.get("server"))
-    last_sample = tl[last] if 0 <= last < len(tl) and isinstance(tl[last], Mapping) else {}
+    server = result.server
+    last_sample = tl[last] if 0 <= last < len(tl) else None
     return CeilingEvidence(
-        client_failures=_counts(doc.get("failures")) if whole else {},
+        client_failures=positive(result.failures) if whole else {},
         client_failures_by_cause=(
-            _counts(doc.get("failures_by_cause")) if whole else failures_between(tl, start, last)
+            positive(result.failures_by_cause) if whole else failures_between(tl, start, last)
         ),
-        server_errors=_counts(server.get("errors")),
-        client_held=_int(doc.get("established_peak")) if whole else _int(last_sample.get("held")),
-        server_held=_int(server.get("held")),
+        server_errors=positive(server.errors) if server is not None else {},
+        client_held=(
+            result.established_peak
+            if whole
+            else (last_sample.held if last_sample is not None else None)
+        ),
+        server_held=server.held if server is not None else None,
         listen_overflows=_delta(tl, "listen_overflows", start, last),
         listen_drops=_delta(tl, "listen_drops", start, last),
         syn_retrans=_delta(tl, "syn_retrans", start, last),
@@ -226,7 +230,7 @@ def evidence_from_result(
         conntrack_drops=_delta(tl, "conntrack_drops", start, last),
         conntrack_insert_failed=_delta(tl, "conntrack_insert_failed", start, last),
         conntrack_early_drop=_delta(tl, "conntrack_early_drop", start, last),
-        conntrack_count=_int(last_sample.get("conntrack_count")),
-        conntrack_max=_int(last_sample.get("conntrack_max")),
-        stop_reason=doc.get("stop_reason") if isinstance(doc.get("stop_reason"), str) else None,
+        conntrack_count=_level(last_sample, "conntrack_count"),
+        conntrack_max=_level(last_sample, "conntrack_max"),
+        stop_reason=result.stop_reason,
     )

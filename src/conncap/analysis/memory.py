@@ -6,11 +6,9 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
-from conncap.analysis.timeline import ramp_indices
-from conncap.analysis.values import Sample, Timeline, num
-from conncap.analysis.values import samples as _samples
+from conncap.analysis.timeline import Timeline, ramp_indices
+from conncap.result import Memory, Sample
 
 # --- least squares ------------------------------------------------------------------------------
 
@@ -47,10 +45,10 @@ def slope(xs: Sequence[float], ys: Sequence[float]) -> Fit:
 def sample_value(sample: Sample, key: str | Sequence[str]) -> float | None:
     """A sample's number under ``key``, or the sum over several keys (None if one is missing)."""
     if isinstance(key, str):
-        return num(sample.get(key))
+        return sample.figure(key)
     total = 0.0
     for k in key:
-        v = num(sample.get(k))
+        v = sample.figure(k)
         if v is None:
             return None
         total += v
@@ -62,14 +60,12 @@ def memory_per_connection(
 ) -> Fit | None:
     """Bytes per connection: the slope of ``key`` (or the sum of several keys) against held over
     the ramp (:func:`ramp_indices`). None when fewer than ``min_points`` ramp samples have it."""
-    items = dict(_samples(timeline))
     xs: list[float] = []
     ys: list[float] = []
     for i in ramp_indices(timeline):
-        held = num(items[i].get("held"))
-        y = sample_value(items[i], key)
-        if held is not None and y is not None:
-            xs.append(held)
+        y = sample_value(timeline[i], key)
+        if y is not None:
+            xs.append(float(timeline[i].held))
             ys.append(y)
     if len(xs) < max(2, min_points) or len(set(xs)) < 2:
         return None
@@ -93,12 +89,13 @@ def extrapolate_memory_ceiling(
 def memory_report(
     timeline: Timeline,
     *,
-    guard_fraction: float = 0.1,
+    guard_fraction: float,
     kernel_source: str | None = None,
     user_method: str | None = None,
-) -> dict[str, Any]:
-    """The result document's ``memory`` object from a run's timeline (values None when not
-    measured)."""
+) -> Memory:
+    """The result's ``memory`` from a run's timeline (figures None when not measured):
+    the slopes and where memory binds with a guard of ``guard_fraction`` of MemAvailable. The
+    guard's own fields (``guard_fraction``, ``guard_ceiling``, ...) are the run's to add."""
     kernel = memory_per_connection(timeline, "kernel_bytes")
     client = memory_per_connection(timeline, "user_bytes_client")
     server = memory_per_connection(timeline, "user_bytes_server")
@@ -108,10 +105,10 @@ def memory_report(
     per_conn = sum(parts) if parts else None
 
     peak: tuple[float, float] | None = None  # (held, mem_available) at the most held
-    for _, s in _samples(timeline):
-        h, m = num(s.get("held")), num(s.get("mem_available"))
-        if h is not None and m is not None and (peak is None or h >= peak[0]):
-            peak = (h, m)
+    for s in timeline:
+        h, m = float(s.held), s.mem_available
+        if m is not None and (peak is None or h >= peak[0]):
+            peak = (h, float(m))
     extrapolated = guard = None
     if peak is not None:
         guard = int(peak[1] * guard_fraction)
@@ -123,18 +120,18 @@ def memory_report(
     def rounded(v: float | None) -> int | None:
         return round(v) if v is not None else None
 
-    return {
-        "kernel_bytes_per_conn": rounded(kernel.slope if kernel else None),
-        "user_bytes_per_conn": rounded(user),
-        "user_bytes_per_conn_client": rounded(client.slope if client else None),
-        "user_bytes_per_conn_server": rounded(server.slope if server else None),
-        "method": "least-squares slope of bytes against connections held, over the ramp"
+    return Memory(
+        kernel_bytes_per_conn=rounded(kernel.slope if kernel else None),
+        user_bytes_per_conn=rounded(user),
+        user_bytes_per_conn_client=rounded(client.slope if client else None),
+        user_bytes_per_conn_server=rounded(server.slope if server else None),
+        method="least-squares slope of bytes against connections held, over the ramp"
         + (f"; user memory as {user_method}" if user_method else ""),
-        "samples": kernel.n if kernel else max((f.n for f in sides), default=0),
-        "kernel_r2": round(kernel.r2, 4) if kernel else None,
-        "user_r2": round(min(f.r2 for f in sides), 4) if sides else None,
-        "mem_available": int(peak[1]) if peak else None,
-        "guard_bytes": guard,
-        "extrapolated_ceiling": extrapolated,
-        "kernel_source": kernel_source,
-    }
+        samples=kernel.n if kernel else max((f.n for f in sides), default=0),
+        kernel_r2=round(kernel.r2, 4) if kernel else None,
+        user_r2=round(min(f.r2 for f in sides), 4) if sides else None,
+        mem_available=int(peak[1]) if peak else None,
+        guard_bytes=guard,
+        extrapolated_ceiling=extrapolated,
+        kernel_source=kernel_source,
+    )

@@ -1,23 +1,29 @@
 """Timeline analysis: which samples are the ramp, where held stopped growing (the knee), and
 which failure dominated. Pure functions of data, no I/O.
 
-A timeline is the result document's list of samples (dicts with ``t``, ``held``, ``rate``,
-``failures_by_cause``, ``kernel_bytes``, ...; see docs/result-schema.md). Any value may be
-missing, None or of the wrong type in a damaged document: such samples are skipped, never a crash.
+A timeline is the result's samples (:class:`conncap.result.Sample`: ``t``, ``held``,
+``rate``, ``failures_by_cause``, ``kernel_bytes``, ...; docs/result-schema.md), checked once by
+``conncap.result.from_json``; a figure that was not measured is None and is skipped.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from itertools import pairwise
-from typing import Any
+from typing import TypeAlias
 
 from conncap import catalogue
-from conncap.analysis.values import Timeline, num
-from conncap.analysis.values import counts as _counts
-from conncap.analysis.values import samples as _samples
+from conncap.result import Sample
+
+#: A result's timeline, or a window of it.
+Timeline: TypeAlias = Sequence[Sample]
+
+
+def positive(counts: Mapping[str, int]) -> dict[str, int]:
+    """The entries of ``counts`` above zero."""
+    return {k: n for k, n in counts.items() if n > 0}
 
 
 def ramp_indices(timeline: Timeline, *, min_step_fraction: float = 0.002) -> list[int]:
@@ -29,7 +35,7 @@ def ramp_indices(timeline: Timeline, *, min_step_fraction: float = 0.002) -> lis
     one that covered the widest range of held is returned, because slab memory freed by a
     teardown is reused by the next ramp and would bias a fit across both.
     """
-    pts = [(i, h) for i, s in _samples(timeline) if (h := num(s.get("held"))) is not None]
+    pts = [(i, float(s.held)) for i, s in enumerate(timeline)]
     if len(pts) < 2:
         return []
     values = [h for _, h in pts]
@@ -87,12 +93,10 @@ def find_knee(
     ``end`` restrict the search to one step; the index returned is into the whole timeline.
     """
     pts: list[tuple[int, float, float]] = []
-    for i, s in _samples(timeline):
+    for i, s in enumerate(timeline):
         if i < start or (end is not None and i >= end):
             continue
-        t, h = num(s.get("t")), num(s.get("held"))
-        if t is not None and h is not None:
-            pts.append((i, t, h))
+        pts.append((i, s.t, float(s.held)))
     if len(pts) < min_plateau_samples + 1:
         return None
     peak = max(h for _, _, h in pts)
@@ -138,15 +142,14 @@ class Dominant:
     count: int
 
 
-def dominant_failure(failures: Mapping[str, Any] | Timeline) -> Dominant | None:
+def dominant_failure(failures: Mapping[str, int] | Timeline) -> Dominant | None:
     """The dominant failure of ``failures`` ({errno name: count}) or, given a timeline, of its
     last sample's cumulative ``failures_by_cause``. None when nothing failed."""
     if isinstance(failures, Mapping):
-        counts = _counts(failures)
+        counts = positive(failures)
         by_cause = False
     else:
-        samples = _samples(failures)
-        counts = _counts(samples[-1][1].get("failures_by_cause")) if samples else {}
+        counts = positive(failures[-1].failures_by_cause) if failures else {}
         by_cause = True
     total = sum(counts.values())
     if total == 0:
@@ -160,8 +163,8 @@ def dominant_failure(failures: Mapping[str, Any] | Timeline) -> Dominant | None:
 def failures_between(timeline: Timeline, start: int, end: int) -> dict[str, int]:
     """Failures by cause that happened between samples ``start`` and ``end`` (inclusive),
     from the cumulative ``failures_by_cause``."""
-    items = dict(_samples(timeline))
-    first = _counts(items[start].get("failures_by_cause")) if start in items else {}
-    last = _counts(items[end].get("failures_by_cause")) if end in items else {}
+    n = len(timeline)
+    first = positive(timeline[start].failures_by_cause) if 0 <= start < n else {}
+    last = positive(timeline[end].failures_by_cause) if 0 <= end < n else {}
     out = {c: n - first.get(c, 0) for c, n in last.items()}
     return {c: n for c, n in out.items() if n > 0}

@@ -1,35 +1,40 @@
 """The HTML report: one self-contained file (inline CSS and SVG plots, no script, no network)
-from a ``conncap.result/1`` document.
+from a result (:class:`conncap.result.Result`, loaded and checked by
+:func:`conncap.result.load_result`).
 
-Every string taken from the document is escaped with :func:`html.escape` (matplotlib escapes
+Every string taken from the result is escaped with :func:`html.escape` (matplotlib escapes
 the text it writes into SVG); a Content-Security-Policy forbids scripts and every network
-fetch, as a second line of defence. A field that is missing or of the wrong type is shown as
-"not measured", never a crash. The plots are in :mod:`conncap.report.plots`, which imports
-matplotlib only when it draws.
+fetch, as a second line of defence. A figure the result does not have is shown as "not
+measured". The plots are in :mod:`conncap.report.plots`, which imports matplotlib only when it
+draws.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
 
-from conncap import __version__, result
-from conncap.analysis import cause_of_name, num
+from conncap import __version__
+from conncap.analysis import cause_of_name
 from conncap.errors import UsageError
 from conncap.report import summary as prose
-from conncap.report.markup import as_list as _list
 from conncap.report.markup import e, fmt
-from conncap.report.markup import int_or_none as _int
-from conncap.report.markup import obj as _obj
-from conncap.report.markup import steps as _steps
-from conncap.report.markup import str_or_none as _str
 from conncap.report.plots import plot_failures, plot_held, plot_memory, plot_rate
 from conncap.report.scenario import CSS as SCENARIO_CSS
 from conncap.report.scenario import expectations_html, is_scenario, steps_html, verdict_html
 from conncap.report.summary import about, format_bytes
+from conncap.result import (
+    JsonObject,
+    JsonValue,
+    Memory,
+    Prediction,
+    Result,
+    ServerFigures,
+    load_result,
+)
 
 #: No script, no fetch of anything: the report is data to read, not a page that acts.
 CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:"
@@ -74,7 +79,7 @@ footer { margin-top: 40px; color: var(--muted); font-size: 0.85em; }
 
 def _table(
     headers: Sequence[str],
-    rows: Sequence[Sequence[Any]],
+    rows: Sequence[Sequence[object]],
     classes: Sequence[str] = (),
     *,
     align_numbers: bool = True,
@@ -93,10 +98,29 @@ def _table(
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
 
 
-def _kv(mapping: Mapping[str, Any]) -> str:
-    return _table(
-        ("field", "value"), [(str(k), v) for k, v in mapping.items()], align_numbers=False
-    )
+def _kv(mapping: Mapping[str, object]) -> str:
+    return _table(("field", "value"), list(mapping.items()), align_numbers=False)
+
+
+def _fields(obj: Memory | ServerFigures) -> dict[str, object]:
+    """The fields of a part of the result that hold a value (what its JSON has)."""
+    out: dict[str, object] = {}
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        if value is not None and value != {} and value != ():
+            out[f.name] = value
+    return out
+
+
+def _sub(obj: JsonObject | None, key: str) -> JsonObject:
+    """A free-form part's object under ``key`` (empty when it is not one)."""
+    value = (obj or {}).get(key)
+    return value if isinstance(value, Mapping) else {}
+
+
+def _text(obj: JsonObject, key: str) -> str:
+    value = obj.get(key)
+    return value if isinstance(value, str) else ""
 
 
 def _figure_html(svg: str | None, caption: str, missing: str) -> str:
@@ -106,24 +130,23 @@ def _figure_html(svg: str | None, caption: str, missing: str) -> str:
     return f"<figure>{svg}<figcaption>{e(caption)}</figcaption></figure>"
 
 
-def _cards(doc: Mapping[str, Any]) -> str:
-    ceiling, pred = _obj(doc.get("ceiling")), _obj(doc.get("prediction"))
-    duration = num(doc.get("duration_s"))
+def _cards(result: Result) -> str:
+    ceiling, pred = result.ceiling, result.prediction
     cards: list[tuple[str, str, str]] = [
-        ("requested", fmt(doc.get("requested")), ""),
-        ("peak held", fmt(doc.get("established_peak")), ""),
-        ("held at the end", fmt(doc.get("held_at_end")), ""),
-        ("attempts", fmt(doc.get("attempts")), ""),
-        ("duration", f"{duration:.1f} s" if duration is not None else "—", ""),
+        ("requested", fmt(result.requested), ""),
+        ("peak held", fmt(result.established_peak), ""),
+        ("held at the end", fmt(result.held_at_end), ""),
+        ("attempts", fmt(result.attempts), ""),
+        ("duration", f"{result.duration_s:.1f} s", ""),
     ]
-    if ceiling.get("reached") is True:
-        cause = _str(ceiling.get("cause")) or "unknown cause"
-        cards.append((f"ceiling ({cause})", fmt(ceiling.get("count")), "ceiling"))
-    elif ceiling:
+    if ceiling.reached:
+        cards.append(
+            (f"ceiling ({ceiling.cause or 'unknown cause'})", fmt(ceiling.count), "ceiling")
+        )
+    else:
         cards.append(("ceiling", "not reached", ""))
-    if pred.get("count") is not None:
-        cause = _str(pred.get("cause")) or "?"
-        cards.append((f"predicted ({cause})", fmt(pred.get("count")), ""))
+    if pred.count is not None:
+        cards.append((f"predicted ({pred.cause or '?'})", fmt(pred.count), ""))
     return (
         '<div class="cards">'
         + "".join(
@@ -135,10 +158,8 @@ def _cards(doc: Mapping[str, Any]) -> str:
     )
 
 
-def _failures_html(doc: Mapping[str, Any]) -> str:
-    failures = {
-        str(k): n for k, v in _obj(doc.get("failures")).items() if (n := _int(v)) is not None
-    }
+def _failures_html(result: Result) -> str:
+    failures = result.failures
     total = sum(failures.values())
     parts = []
     if total:
@@ -149,30 +170,31 @@ def _failures_html(doc: Mapping[str, Any]) -> str:
         parts.append(_table(("errno", "attempts", "share", "cause"), rows))
     else:
         parts.append("<p>No attempt failed.</p>")
-    ceiling = _obj(doc.get("ceiling"))
-    if ceiling:
-        fields = {
-            k: ceiling.get(k)
-            for k in ("reached", "count", "cause", "errno", "knob", "evidence", "windows")
-            if k in ceiling
-        }
-        parts.append("<h3>Ceiling</h3>" + _kv(fields))
-        advice = [a for a in _list(ceiling.get("advice")) if isinstance(a, str)]
-        if advice:
-            parts.append(
-                "<p>To raise it:</p><ul>"
-                + "".join(f"<li><code>{e(a)}</code></li>" for a in advice)
-                + "</ul>"
-            )
-    server = _obj(doc.get("server"))
+    c = result.ceiling
+    fields = {
+        "reached": c.reached,
+        "count": c.count,
+        "cause": c.cause,
+        "errno": c.errno,
+        "knob": c.knob,
+        "evidence": c.evidence,
+        "windows": c.windows,
+    }
+    parts.append("<h3>Ceiling</h3>" + _kv(fields))
+    if c.advice:
+        parts.append(
+            "<p>To raise it:</p><ul>"
+            + "".join(f"<li><code>{e(a)}</code></li>" for a in c.advice)
+            + "</ul>"
+        )
+    server = _fields(result.server) if result.server is not None else {}
     if server:
         parts.append("<h3>Server</h3>" + _kv(server))
     return "".join(parts)
 
 
-def _memory_html(doc: Mapping[str, Any]) -> str:
-    mem = _obj(doc.get("memory"))
-    svg = plot_memory(doc)
+def _memory_html(result: Result) -> str:
+    svg = plot_memory(result)
     parts = [
         _figure_html(
             svg,
@@ -182,12 +204,13 @@ def _memory_html(doc: Mapping[str, Any]) -> str:
             "Memory against connections held: not measured ("
             + (
                 "`conncap open` does not sample memory"
-                if doc.get("command") == "open"
+                if result.command == "open"
                 else "the timeline has no kernel or user memory samples over a ramp"
             )
             + ").",
         )
     ]
+    mem = _fields(result.memory) if result.memory is not None else {}
     if mem:
         rows = []
         for k, v in mem.items():
@@ -202,106 +225,89 @@ def _memory_html(doc: Mapping[str, Any]) -> str:
     return "".join(parts)
 
 
-def _plan_html(doc: Mapping[str, Any]) -> str:
+def _plan_html(result: Result) -> str:
     parts = []
-    plan = _obj(doc.get("plan"))
+    plan = result.plan
     parts.append(_kv(plan) if plan else '<p class="na">No plan recorded.</p>')
-    topology = _obj(doc.get("topology"))
-    if topology:
-        parts.append("<h3>Topology</h3>" + _kv(topology))
-    steps = _steps(doc)
+    if result.topology:
+        parts.append("<h3>Topology</h3>" + _kv(result.topology))
+    steps = result.steps
     if steps:
         rows = []
         for st in steps:
-            c, p = _obj(st.get("ceiling")), _obj(st.get("prediction"))
-            ceiling = (
-                f"{fmt(c.get('count'))} ({fmt(c.get('cause'))})"
-                if c.get("reached") is True
-                else "not reached"
-            )
+            c, p = st.ceiling, st.prediction
+            ceiling = f"{fmt(c.count)} ({fmt(c.cause)})" if c.reached else "not reached"
             predicted = (
-                f"{fmt(p.get('count'))} ({fmt(p.get('cause'))})"
-                if p.get("count") is not None
-                else "—"
+                f"{fmt(p.count)} ({fmt(p.cause)})" if p is not None and p.count is not None else "—"
             )
             rows.append(
-                (
-                    st.get("name"),
-                    st.get("title"),
-                    st.get("t_start"),
-                    st.get("t_end"),
-                    st.get("established_peak"),
-                    ceiling,
-                    predicted,
-                )
+                (st.name, st.title, st.t_start, st.t_end, st.established_peak, ceiling, predicted)
             )
         parts.append(
             "<h3>Steps</h3>"
             + _table(("step", "what", "start (s)", "end (s)", "peak", "ceiling", "predicted"), rows)
         )
         for st in steps:
-            sp, sb = _obj(st.get("plan")), _bounds_table(st.get("prediction"))
+            sp, sb = st.plan, _bounds_table(st.prediction)
             if sp or sb:
                 what = "plan and model" if sp and sb else "plan" if sp else "model"
-                name = e(fmt(st.get("name")))
                 parts.append(
-                    f"<details><summary>{what} of step {name}</summary>"
+                    f"<details><summary>{what} of step {e(st.name)}</summary>"
                     f"{_kv(sp) if sp else ''}{sb}</details>"
                 )
-    bounds = _bounds_table(doc.get("prediction"))
+    bounds = _bounds_table(result.prediction)
     if bounds:
         heading = "Prediction: every bound the model found"
-        if doc.get("command") == "scenario":
-            pred = doc.get("prediction")
-            headline = next((s.get("name") for s in steps if s.get("prediction") == pred), None)
+        if result.command == "scenario":
+            headline = next((s.name for s in steps if s.prediction == result.prediction), None)
             if headline is not None:
-                heading = f"Prediction of the headline step, {fmt(headline)}: every bound"
+                heading = f"Prediction of the headline step, {headline}: every bound"
         parts.append(f"<h3>{e(heading)}</h3>{bounds}")
     return "".join(parts)
 
 
-def _bounds_table(prediction: Any) -> str:
+def _bounds_table(prediction: Prediction | None) -> str:
     """Every bound of a prediction (cause, count, detail, estimate), or '' without any."""
-    bounds = [b for b in _list(_obj(prediction).get("bounds")) if isinstance(b, Mapping)]
-    if not bounds:
+    if prediction is None or not prediction.bounds:
         return ""
-    rows = [(b.get("cause"), b.get("count"), b.get("detail"), b.get("estimate")) for b in bounds]
+    rows = [(b.cause, b.count, b.detail, b.estimate) for b in prediction.bounds]
     return _table(("cause", "count", "detail", "estimate"), rows)
 
 
-def _limit_value(name: str, value: Any) -> str:
-    pair = isinstance(value, list) and len(value) == 2
-    if pair and "range" in name and all(isinstance(v, int) for v in value):
-        return f"{value[0]}–{value[1]}"
+def _limit_value(name: str, value: JsonValue) -> str:
+    if isinstance(value, list) and len(value) == 2 and "range" in name:
+        lo, hi = value
+        if isinstance(lo, int) and isinstance(hi, int):
+            return f"{lo}–{hi}"
     if isinstance(value, int) and not isinstance(value, bool) and "mem" in name and value > 4096:
         return f"{value:,} ({format_bytes(value)})"
     return fmt(value)
 
 
-def _limits_html(doc: Mapping[str, Any]) -> str:
-    limits = _obj(doc.get("limits"))
-    facts = _obj(limits.get("facts"))
+def _limits_html(result: Result) -> str:
+    limits = result.limits or {}
+    facts = _sub(limits, "facts")
     if not facts:
         why = {
             "open": "`conncap open` does not record them",
             "scenario": "a scenario's limits are its namespaces': the model's bounds of each "
             "step, under Plan and steps, are computed from them",
-        }.get(str(doc.get("command")), "none")
+        }.get(result.command, "none")
         return f'<p class="na">No host limits in this result ({e(why)}).</p>'
-    implied = _obj(limits.get("implied"))
+    implied = _sub(limits, "implied")
     headers = ("limit", "value", "what it implies", "source", "status / reason")
     rows, classes, na_rows = [], [], []
-    for name, fact in facts.items():
-        f = _obj(fact)
-        status = _str(f.get("status")) or "?"
-        reason = _str(f.get("reason")) or ""
+    for name in facts:
+        f = _sub(facts, name)
+        status = _text(f, "status") or "?"
+        reason = _text(f, "reason")
         no_limit = status == "unknown" and reason.startswith("no limit")
-        value = "no limit" if no_limit else _limit_value(str(name), f.get("value"))
+        value = "no limit" if no_limit else _limit_value(name, f.get("value"))
         row = (
-            str(name),
+            name,
             value,
-            _str(_obj(implied.get(name)).get("text")) or "",
-            _str(f.get("source")) or "",
+            _text(_sub(implied, name), "text"),
+            _text(f, "source"),
             status + (f": {reason}" if reason else ""),
         )
         if status == "n/a":
@@ -309,7 +315,7 @@ def _limits_html(doc: Mapping[str, Any]) -> str:
         else:
             rows.append(row)
             classes.append("unknown" if status == "unknown" and not no_limit else "")
-    os_name = _str(limits.get("os")) or "this OS"
+    os_name = _text(limits, "os") or "this OS"
     out = _table(headers, rows, classes, align_numbers=False)
     if na_rows:
         out += (
@@ -320,86 +326,78 @@ def _limits_html(doc: Mapping[str, Any]) -> str:
     return out
 
 
-def _any_failure(doc: Mapping[str, Any]) -> bool:
-    for s in _list(doc.get("timeline")):
-        for v in _obj(_obj(s).get("failures_by_cause")).values():
-            if (num(v) or 0) > 0:
-                return True
-    return False
+def _any_failure(result: Result) -> bool:
+    return any(n > 0 for s in result.timeline for n in s.failures_by_cause.values())
 
 
-def render(doc: Mapping[str, Any]) -> str:
+def render(result: Result) -> str:
     """The report as one HTML string."""
-    # a scenario's sections live in their own module, which imports this one's helpers
-
-    host = _obj(doc.get("host"))
-    hostname = _str(host.get("hostname")) or "unknown host"
-    command = _str(doc.get("command")) or "?"
-    started = _str(doc.get("started_at")) or ""
+    host = result.host
+    hostname = (host.hostname if host is not None else None) or "unknown host"
+    command = result.command
+    started = result.started_at or ""
     meta = " · ".join(
         e(p)
         for p in (
             hostname,
-            " ".join(x for x in (_str(host.get("os")), _str(host.get("kernel"))) if x),
-            f"{fmt(host.get('cpu_count'))} CPUs" if host.get("cpu_count") is not None else "",
+            " ".join(x for x in (host.os, host.kernel) if x) if host is not None else "",
+            f"{fmt(host.cpu_count)} CPUs"
+            if host is not None and host.cpu_count is not None
+            else "",
             f"conncap {command}",
             started,
         )
         if p
     )
-    summary = [s for s in _list(doc.get("summary")) if isinstance(s, str)]
-    if not summary:
-        summary = prose.summarize(doc)
-    scenario = is_scenario(doc)
+    summary = list(result.summary) or prose.summarize(result)
+    scenario = is_scenario(result)
     verdict = ""
     if scenario:
-        verdict = verdict_html(doc)
+        verdict = verdict_html(result)
         # the verdict says what the summary's first line says ("scenario NAME: N of M ...")
-        name = _str(_obj(doc.get("scenario")).get("name"))
+        name = result.scenario.name if result.scenario is not None else None
         summary = [s for s in summary if not (name and s.startswith(f"scenario {name}:"))]
     summary_html = (
         '<ul class="summary">' + "".join(f"<li>{e(s)}</li>" for s in summary) + "</ul>"
         if summary
         else '<p class="na">Nothing to summarize.</p>'
     )
-    timeline = _list(doc.get("timeline"))
-    why = "the result has no timeline" if not timeline else ""
-    counted = any(isinstance(_obj(x).get("failures_by_cause"), Mapping) for x in timeline)
+    why = "the result has no timeline" if not result.timeline else ""
     no_failures = (
         "Failures by cause over time: none, no attempt failed."
-        if counted and not _any_failure(doc)
+        if result.timeline and not _any_failure(result)
         else "Failures by cause over time: not measured "
         f"({why or 'the timeline has no failures_by_cause'})."
     )
     sections = [
-        ("Summary", verdict + summary_html + _cards(doc)),
-        *([("Expectations", expectations_html(doc))] if scenario else []),
+        ("Summary", verdict + summary_html + _cards(result)),
+        *([("Expectations", expectations_html(result))] if scenario else []),
         (
             "Connections over time",
             _figure_html(
-                plot_held(doc),
+                plot_held(result),
                 "Connections held. Dashed: the prediction (per step when the run has steps); "
                 "dotted: the start of each step; red: where held stopped growing at a ceiling.",
                 f"Connections held over time: not measured "
                 f"({why or 'fewer than 2 samples with t and held'}).",
             )
             + _figure_html(
-                plot_rate(doc),
+                plot_rate(result),
                 "Connect rate (connections opened per second).",
                 f"Connect rate over time: not measured "
                 f"({why or 'fewer than 2 samples with t and rate'}).",
             )
             + _figure_html(
-                plot_failures(doc),
+                plot_failures(result),
                 "Failed attempts by cause, cumulative and stacked.",
                 no_failures,
             ),
         ),
-        *([("Steps: attribution and what was observed", steps_html(doc))] if scenario else []),
-        ("Failures and ceiling", _failures_html(doc)),
-        ("Memory per connection", _memory_html(doc)),
-        ("Plan and steps", _plan_html(doc)),
-        ("Host limits", _limits_html(doc)),
+        *([("Steps: attribution and what was observed", steps_html(result))] if scenario else []),
+        ("Failures and ceiling", _failures_html(result)),
+        ("Memory per connection", _memory_html(result)),
+        ("Plan and steps", _plan_html(result)),
+        ("Host limits", _limits_html(result)),
     ]
     body = "".join(
         f"<section><h2>{e(title)}</h2>{content}</section>" for title, content in sections
@@ -413,8 +411,8 @@ def render(doc: Mapping[str, Any]) -> str:
         f"<title>{e(title)}</title><style>{_CSS}{SCENARIO_CSS if scenario else ''}</style></head>"
         f'<body><main><header><h1>conncap report</h1><p class="meta">{meta}</p></header>'
         f"{body}"
-        f"<footer>{e(doc.get('schema'))} · written by conncap "
-        f"{e(doc.get('conncap_version') or '?')} · rendered by conncap {e(__version__)}</footer>"
+        f"<footer>{e(result.schema)} · written by conncap "
+        f"{e(result.conncap_version or '?')} · rendered by conncap {e(__version__)}</footer>"
         "</main></body></html>\n"
     )
 
@@ -446,12 +444,11 @@ def build(
     result_path: str | os.PathLike[str], output: str | os.PathLike[str] | None = None
 ) -> Path:
     """Load a result (one-line UsageError if it is not one), render it, write it atomically."""
-
-    doc = result.load(result_path)
+    loaded = load_result(result_path)
     out = Path(output) if output is not None else default_output(result_path)
     if out.resolve() == Path(result_path).resolve():
         raise UsageError(f"{out}: that is the result itself; choose another file with -o")
-    text = render(doc)
+    text = render(loaded)
     try:
         return write_text_atomic(out, text)
     except OSError as exc:

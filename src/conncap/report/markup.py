@@ -1,5 +1,4 @@
-"""Small helpers the report's HTML modules share: escaping, cell formatting, and reading a
-document's fields without trusting their types."""
+"""Small helpers the report's HTML modules share: escaping and cell formatting."""
 
 from __future__ import annotations
 
@@ -7,39 +6,15 @@ import html
 import json
 import math
 from collections.abc import Mapping
-from typing import Any
-
-from conncap.analysis import num
 
 
-def e(value: Any) -> str:
+def e(value: object) -> str:
     """HTML-escape anything (quotes too)."""
     return html.escape(str(value), quote=True)
 
 
-def obj(value: Any) -> Mapping[str, Any]:
-    return value if isinstance(value, Mapping) else {}
-
-
-def as_list(value: Any) -> list[Any]:
-    return value if isinstance(value, list) else []
-
-
-def str_or_none(value: Any) -> str | None:
-    return value if isinstance(value, str) and value else None
-
-
-def int_or_none(value: Any) -> int | None:
-    f = num(value)
-    return int(f) if f is not None else None
-
-
-def steps(doc: Mapping[str, Any]) -> list[Mapping[str, Any]]:
-    return [s for s in as_list(doc.get("steps")) if isinstance(s, Mapping)]
-
-
-def fmt(value: Any) -> str:
-    """A JSON value as text for a table cell (not yet escaped)."""
+def fmt(value: object) -> str:
+    """A value (typed or JSON) as text for a table cell (not yet escaped)."""
     if value is None:
         return "—"
     if isinstance(value, bool):
@@ -50,8 +25,8 @@ def fmt(value: Any) -> str:
         if not math.isfinite(value):
             return str(value)
         return f"{value:,.3f}".rstrip("0").rstrip(".") if abs(value) < 1e6 else f"{value:,.0f}"
-    if isinstance(value, list):
+    if isinstance(value, list | tuple):
         return ", ".join(fmt(v) for v in value) if value else "(none)"
-    if isinstance(value, dict):
-        return json.dumps(value, sort_keys=True, ensure_ascii=False)
+    if isinstance(value, Mapping):
+        return json.dumps(dict(value), sort_keys=True, ensure_ascii=False, default=str)
     return str(value)

@@ -9,13 +9,13 @@ import functools
 import io
 import re
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from html import escape
 from typing import Any
 
 from conncap import analysis
-from conncap.analysis import num
 from conncap.report.summary import format_bytes
+from conncap.result import Result, Sample
 
 # Fixed colours per cause so that every plot and report agrees.
 _CAUSE_COLOURS = {
@@ -35,29 +35,10 @@ _CAUSE_COLOURS = {
 _OFF_SCALE = 1.6  # a prediction above 1.6 x the data is noted, not drawn
 
 
-def _obj(value: Any) -> Mapping[str, Any]:
-    return value if isinstance(value, Mapping) else {}
-
-
-def _list(value: Any) -> list[Any]:
-    return value if isinstance(value, list) else []
-
-
-def _str(value: Any) -> str | None:
-    return value if isinstance(value, str) and value else None
-
-
-def _series(timeline: Sequence[Any], key: str, x: str = "t") -> tuple[list[float], list[float]]:
-    xs: list[float] = []
-    ys: list[float] = []
-    for s in timeline:
-        if not isinstance(s, Mapping):
-            continue
-        xv, yv = num(s.get(x)), num(s.get(key))
-        if xv is not None and yv is not None:
-            xs.append(xv)
-            ys.append(yv)
-    return xs, ys
+def _series(result: Result, key: str) -> tuple[list[float], list[float]]:
+    """The times and values of a timeline figure, as two lists."""
+    pts = result.series(key)
+    return [t for t, _ in pts], [v for _, v in pts]
 
 
 def _figure(height: float = 3.3) -> Any:
@@ -73,21 +54,21 @@ _RC: Any = {
     "font.size": 9,
 }
 
-_Plot = Callable[[Mapping[str, Any]], str | None]
+_Plot = Callable[[Result], str | None]
 
 
 def _plotting(fn: _Plot) -> _Plot:
     """Build the plot under :data:`_RC`."""
 
     @functools.wraps(fn)
-    def wrapper(doc: Mapping[str, Any]) -> str | None:
+    def wrapper(result: Result) -> str | None:
         import matplotlib
 
         # absurd values (1e308 connections) make matplotlib warn on stderr: the plot is
         # still drawn, and the tables show the values as they are
         with matplotlib.rc_context(_RC), warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            return fn(doc)
+            return fn(result)
 
     return wrapper
 
@@ -114,22 +95,16 @@ def _style_axes(ax: Any) -> None:
         ax.spines[side].set_visible(False)
 
 
-def _steps(doc: Mapping[str, Any]) -> list[Mapping[str, Any]]:
-    return [s for s in _list(doc.get("steps")) if isinstance(s, Mapping)]
-
-
 def _short(text: str, limit: int = 32) -> str:
     """Labels inside a plot are cut, so that a long name cannot squeeze the axes away."""
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def _step_lines(ax: Any, doc: Mapping[str, Any]) -> None:
-    for st in _steps(doc):
-        t0 = num(st.get("t_start"))
-        if t0 is None:
-            continue
+def _step_lines(ax: Any, result: Result) -> None:
+    for st in result.steps:
+        t0 = st.t_start
         ax.axvline(t0, color="#6b7280", linewidth=0.9, linestyle=":", zorder=1)
-        name = _str(st.get("name"))
+        name = st.name
         if name:
             ax.annotate(
                 _short(name),
@@ -143,33 +118,30 @@ def _step_lines(ax: Any, doc: Mapping[str, Any]) -> None:
             )
 
 
-def _knees(doc: Mapping[str, Any], timeline: Sequence[Any]) -> list[tuple[float, int, str]]:
+def _knees(result: Result) -> list[tuple[float, int, str]]:
     """(t, held, cause) where a ceiling was hit: per step when steps say so, else overall."""
     out: list[tuple[float, int, str]] = []
-    ts = [num(s.get("t")) if isinstance(s, Mapping) else None for s in timeline]
-    for st in _steps(doc):
-        ceiling = _obj(st.get("ceiling"))
-        t0, t1 = num(st.get("t_start")), num(st.get("t_end"))
-        if ceiling.get("reached") is not True or t0 is None or t1 is None:
+    timeline = result.timeline
+    for st in result.steps:
+        t0, t1 = st.t_start, st.t_end
+        if not st.ceiling.reached or t1 is None:
             continue
-        idx = [i for i, t in enumerate(ts) if t is not None and t0 <= t <= t1]
+        idx = [i for i, s in enumerate(timeline) if t0 <= s.t <= t1]
         if idx:
             knee = analysis.find_knee(timeline, start=idx[0], end=idx[-1] + 1)
             if knee:
-                out.append((knee.t, knee.held, _str(ceiling.get("cause")) or "?"))
-    ceiling = _obj(doc.get("ceiling"))
-    if not out and ceiling.get("reached") is True:
+                out.append((knee.t, knee.held, st.ceiling.cause or "?"))
+    if not out and result.ceiling.reached:
         knee = analysis.find_knee(timeline)
         if knee:
-            out.append((knee.t, knee.held, _str(ceiling.get("cause")) or "?"))
+            out.append((knee.t, knee.held, result.ceiling.cause or "?"))
     return out
 
 
 @_plotting
-def plot_held(doc: Mapping[str, Any]) -> str | None:
+def plot_held(result: Result) -> str | None:
     """Connections held over time, with predictions, step boundaries and ceilings marked."""
-    timeline = _list(doc.get("timeline"))
-    ts, held = _series(timeline, "held")
+    ts, held = _series(result, "held")
     if len(ts) < 2:
         return None
     fig = _figure(3.6)
@@ -177,15 +149,13 @@ def plot_held(doc: Mapping[str, Any]) -> str | None:
     _style_axes(ax)
     ax.plot(ts, held, color="#1f4e8c", linewidth=1.8, label="held")
     top = max(held) if held else 1.0
-    pred = _obj(doc.get("prediction"))
-    p_count = num(pred.get("count"))
+    pred = result.prediction
+    p_count = pred.count
     notes: list[str] = []
     step_preds = [
-        (sp, t0, t1)
-        for st in _steps(doc)
-        if (sp := num(_obj(st.get("prediction")).get("count"))) is not None
-        and (t0 := num(st.get("t_start"))) is not None
-        and (t1 := num(st.get("t_end"))) is not None
+        (float(st.prediction.count), st.t_start, st.t_end)
+        for st in result.steps
+        if st.prediction is not None and st.prediction.count is not None and st.t_end is not None
     ]
     if step_preds:  # each step has its own: draw those, not the run's over every step
         for i, (sp, t0, t1) in enumerate(step_preds):
@@ -195,16 +165,16 @@ def plot_held(doc: Mapping[str, Any]) -> str | None:
             else:
                 notes.append(f"step prediction {sp:,.0f} off scale")
     elif p_count is not None:
-        label = f"predicted {p_count:,.0f} ({_short(_str(pred.get('cause')) or '?')})"
+        label = f"predicted {p_count:,.0f} ({_short(pred.cause or '?')})"
         if p_count <= _OFF_SCALE * max(top, 1.0):
             ax.axhline(p_count, color="#b45309", linestyle="--", linewidth=1.2, label=label)
         else:
             notes.append(label + ", off scale")
-    requested = num(doc.get("requested"))
-    if requested is not None and requested <= _OFF_SCALE * max(top, 1.0):
+    requested = result.requested
+    if requested <= _OFF_SCALE * max(top, 1.0):
         ax.axhline(requested, color="#9ca3af", linestyle="-.", linewidth=1.0, label="requested")
-    _step_lines(ax, doc)
-    for i, (t, h, cause) in enumerate(_knees(doc, timeline)):
+    _step_lines(ax, result)
+    for i, (t, h, cause) in enumerate(_knees(result)):
         ax.axvline(t, color="#b42318", linewidth=1.1, linestyle="--", zorder=2)
         ax.plot([t], [h], "o", color="#b42318", label="ceiling" if i == 0 else None, zorder=3)
         ax.annotate(
@@ -232,9 +202,9 @@ def _thousands() -> Any:
 
 
 @_plotting
-def plot_rate(doc: Mapping[str, Any]) -> str | None:
+def plot_rate(result: Result) -> str | None:
     """Connects per second over time."""
-    ts, rate = _series(_list(doc.get("timeline")), "rate")
+    ts, rate = _series(result, "rate")
     if len(ts) < 2:
         return None
     fig = _figure(2.6)
@@ -242,7 +212,7 @@ def plot_rate(doc: Mapping[str, Any]) -> str | None:
     _style_axes(ax)
     ax.plot(ts, rate, color="#0f766e", linewidth=1.4)
     ax.fill_between(ts, rate, color="#0f766e", alpha=0.12)
-    _step_lines(ax, doc)
+    _step_lines(ax, result)
     ax.set_xlabel("time (s)")
     ax.set_ylabel("connects / s")
     ax.set_ylim(bottom=0)
@@ -251,30 +221,25 @@ def plot_rate(doc: Mapping[str, Any]) -> str | None:
 
 
 @_plotting
-def plot_failures(doc: Mapping[str, Any]) -> str | None:
+def plot_failures(result: Result) -> str | None:
     """Cumulative failures by cause over time, stacked."""
-    timeline = _list(doc.get("timeline"))
-    rows: list[tuple[float, Mapping[str, Any]]] = []
-    for s in timeline:
-        if isinstance(s, Mapping) and (t := num(s.get("t"))) is not None:
-            rows.append((t, _obj(s.get("failures_by_cause"))))
+    rows = [(s.t, s.failures_by_cause) for s in result.timeline]
     causes: dict[str, float] = {}
     for _, by in rows:
         for cause, n in by.items():
-            v = num(n)
-            if v is not None and v > 0:
-                causes[str(cause)] = max(causes.get(str(cause), 0.0), v)
+            if n > 0:
+                causes[cause] = max(causes.get(cause, 0.0), float(n))
     if len(rows) < 2 or not causes:
         return None
     order = sorted(causes, key=lambda c: -causes[c])
     ts = [t for t, _ in rows]
-    ys = [[num(by.get(c)) or 0.0 for _, by in rows] for c in order]
+    ys = [[float(by.get(c, 0)) for _, by in rows] for c in order]
     fig = _figure(2.8)
     ax = fig.add_subplot()
     _style_axes(ax)
     colours = [_CAUSE_COLOURS.get(c, "#4b5563") for c in order]
     ax.stackplot(ts, ys, labels=[_short(c) for c in order], colors=colours, alpha=0.85)
-    _step_lines(ax, doc)
+    _step_lines(ax, result)
     ax.set_xlabel("time (s)")
     ax.set_ylabel("failed attempts (cumulative)")
     ax.yaxis.set_major_formatter(_thousands())
@@ -282,20 +247,20 @@ def plot_failures(doc: Mapping[str, Any]) -> str | None:
     return _svg(fig, "failures", "failures by cause over time")
 
 
-def _user_key(timeline: Sequence[Any]) -> str | tuple[str, ...] | None:
+def _user_key(timeline: Sequence[Sample]) -> str | tuple[str, ...] | None:
     have = [
         k
         for k in ("user_bytes_client", "user_bytes_server")
-        if any(isinstance(s, Mapping) and num(s.get(k)) is not None for s in timeline)
+        if any(s.figure(k) is not None for s in timeline)
     ]
     if len(have) == 2:
         return ("user_bytes_client", "user_bytes_server")
     return have[0] if have else None
 
 
-def memory_fits(doc: Mapping[str, Any]) -> dict[str, analysis.Fit]:
-    """The kernel and user bytes-per-connection fits over the ramp of the document's timeline."""
-    timeline = _list(doc.get("timeline"))
+def memory_fits(result: Result) -> dict[str, analysis.Fit]:
+    """The kernel and user bytes-per-connection fits over the ramp of the result's timeline."""
+    timeline = result.timeline
     out: dict[str, analysis.Fit] = {}
     kernel = analysis.memory_per_connection(timeline, "kernel_bytes")
     if kernel:
@@ -309,11 +274,11 @@ def memory_fits(doc: Mapping[str, Any]) -> dict[str, analysis.Fit]:
 
 
 @_plotting
-def plot_memory(doc: Mapping[str, Any]) -> str | None:
+def plot_memory(result: Result) -> str | None:
     """Kernel and user memory against connections held (one panel each, as they differ by an
     order of magnitude), with the per-connection slope line and its value."""
-    timeline = _list(doc.get("timeline"))
-    fits = memory_fits(doc)
+    timeline = result.timeline
+    fits = memory_fits(result)
     if not fits:
         return None
     keys: dict[str, str | tuple[str, ...]] = {"kernel": "kernel_bytes"}
@@ -334,11 +299,9 @@ def plot_memory(doc: Mapping[str, Any]) -> str | None:
         xs: list[float] = []
         ys: list[float] = []
         for s in timeline:
-            if not isinstance(s, Mapping):
-                continue
-            h, v = num(s.get("held")), analysis.sample_value(s, keys[name])
-            if h is not None and v is not None:
-                xs.append(h)
+            v = analysis.sample_value(s, keys[name])
+            if v is not None:
+                xs.append(float(s.held))
                 ys.append(v - fit.intercept)
         span = max((abs(y) for y in ys), default=1.0)
         unit, scale = ("MiB", 1024.0**2) if span >= 4 * 1024**2 else ("KiB", 1024.0)

@@ -3,17 +3,16 @@ verdict, the expectations (✓/✗ with what was expected and what was measured)
 the attribution of its ceiling (cause, side, evidence) and what the scenario observed with
 the system's tools (``ss``, the descriptor tables, the gateway's conntrack counters).
 
-Every string from the document goes through :func:`conncap.report.markup.e`; a missing field or one
-of the wrong type is shown as "not measured" or left out, never a crash.
+Every string from the result goes through :func:`conncap.report.markup.e`; a field the result
+does not have is shown as "not measured" or left out.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
 
-from conncap.report.markup import as_list as _list
-from conncap.report.markup import e, fmt, obj, str_or_none
+from conncap.report.markup import e, fmt
+from conncap.result import Expectation, JsonValue, Result, Step
 
 #: What each ``observed`` key holds, in words (unknown keys are shown by their name).
 OBSERVED_LABELS = {
@@ -55,16 +54,12 @@ h4 { font-size: 0.92em; margin: 10px 0 2px; color: var(--muted); font-weight: 60
 """
 
 
-def is_scenario(doc: Mapping[str, Any]) -> bool:
+def is_scenario(result: Result) -> bool:
     """A ``conncap scenario`` result (or any result that carries expectations)."""
-    return doc.get("command") == "scenario" or isinstance(doc.get("expectations"), list)
+    return result.command == "scenario" or bool(result.expectations)
 
 
-def _expectations(doc: Mapping[str, Any]) -> list[Mapping[str, Any]]:
-    return [x for x in _list(doc.get("expectations")) if isinstance(x, Mapping)]
-
-
-def _mark(ok: Any) -> tuple[str, str]:
+def _mark(ok: bool | None) -> tuple[str, str]:
     """(symbol, class) of an expectation: ✓ held, ✗ did not, · a note (ok null)."""
     if ok is True:
         return "✓", "good"
@@ -78,7 +73,7 @@ def _is_label(key: str) -> bool:
     return key == "pid" or key.endswith(("_port", "port_min", "port_max", "local_ports"))
 
 
-def compact(value: Any, limit: int = MAX_ITEMS, key: str = "") -> str:
+def compact(value: JsonValue, limit: int = MAX_ITEMS, key: str = "") -> str:
     """A value in one short line of text (not yet escaped): maps as ``key: value``, lists
     joined, at most ``limit`` items and then how many there are in all. Under a ``key`` that
     names ports or a pid, integers are shown as they are (40000, not 40,000)."""
@@ -96,59 +91,57 @@ def compact(value: Any, limit: int = MAX_ITEMS, key: str = "") -> str:
     return ", ".join(items[:limit]) + more
 
 
-def verdict_html(doc: Mapping[str, Any]) -> str:
+def _checked(exps: tuple[Expectation, ...]) -> list[Expectation]:
+    return [x for x in exps if x.ok is not None]
+
+
+def verdict_html(result: Result) -> str:
     """'✓ scenario article: 20 of 20 expectations hold' and what the scenario shows."""
-    sc = obj(doc.get("scenario"))
-    exps = _expectations(doc)
-    checks = [x for x in exps if x.get("ok") is not None]
-    ok = sc.get("checks_passed")
-    total = sc.get("checks")
-    if not isinstance(ok, int) or isinstance(ok, bool):
-        ok = sum(1 for x in checks if x.get("ok") is True)
-    if not isinstance(total, int) or isinstance(total, bool):
+    sc = result.scenario
+    checks = _checked(result.expectations)
+    ok = sc.checks_passed if sc is not None else None
+    total = sc.checks if sc is not None else None
+    if ok is None:
+        ok = sum(1 for x in checks if x.ok is True)
+    if total is None:
         total = len(checks)
-    passed = sc.get("passed")
-    if not isinstance(passed, bool):
+    passed = sc.passed if sc is not None else None
+    if passed is None:
         passed = bool(checks) and ok == total
-    name = str_or_none(sc.get("name")) or "?"
-    title = str_or_none(sc.get("title"))
-    scale = str_or_none(sc.get("scale"))
+    name = (sc.name if sc is not None else None) or "?"
+    title = sc.title if sc is not None else None
+    scale = sc.scale if sc is not None else None
     symbol, cls = ("✓", "good") if passed else ("✗", "bad")
     failed = total - ok
     head = f"{symbol} scenario {name}: {fmt(ok)} of {fmt(total)} expectations hold" + (
         f" ({fmt(failed)} did not)" if failed > 0 else ""
     )
     if not passed and failed <= 0:
-        head += f" (stop: {fmt(doc.get('stop_reason'))})"
+        head += f" (stop: {fmt(result.stop_reason)})"
     parts = [f'<p class="verdict {cls}">{e(head)}</p>']
     sub = " · ".join(e(x) for x in (title, f"scale {scale}" if scale else None) if x)
     if sub:
         parts.append(f'<p class="meta">{sub}</p>')
-    shows = str_or_none(sc.get("shows"))
+    shows = sc.shows if sc is not None else None
     if shows:
         parts.append(f"<p>{e(shows)}</p>")
-    error = str_or_none(doc.get("error"))
-    if error:
-        parts.append(f'<p class="verdict bad">{e("stopped by an error: " + error)}</p>')
+    if result.error:
+        parts.append(f'<p class="verdict bad">{e("stopped by an error: " + result.error)}</p>')
     return "".join(parts)
 
 
-def expectations_html(doc: Mapping[str, Any]) -> str:
+def expectations_html(result: Result) -> str:
     """The table of expectations, grouped by step in the order they were checked; a check
     that failed is marked ✗ on a tinted row, a note (a figure the kernel does not promise,
     or the model's prediction) with ·."""
-    exps = _expectations(doc)
+    exps = result.expectations
     if not exps:
         return '<p class="na">This result has no expectations.</p>'
-    titles = {
-        str(s.get("name")): str_or_none(s.get("title")) or ""
-        for s in _list(doc.get("steps"))
-        if isinstance(s, Mapping)
-    }
+    titles = {s.name: s.title for s in result.steps}
     rows: list[str] = []
     group: object = object()
     for x in exps:
-        step = str_or_none(x.get("step")) or ""
+        step = x.step
         if step != group:
             group = step
             label = f"step {step}" if step else "the whole scenario"
@@ -158,16 +151,14 @@ def expectations_html(doc: Mapping[str, Any]) -> str:
                 + (f' <span class="t">{e(title)}</span>' if title else "")
                 + "</th></tr>"
             )
-        symbol, cls = _mark(x.get("ok"))
-        why = str_or_none(x.get("why"))
-        what = e(fmt(x.get("name"))) + (f'<div class="why">{e(why)}</div>' if why else "")
-        expected = str_or_none(x.get("expected"))
+        symbol, cls = _mark(x.ok)
+        what = e(x.name) + (f'<div class="why">{e(x.why)}</div>' if x.why else "")
         rows.append(
             f'<tr class="{"bad" if cls == "bad" else ""}">'
             f'<td class="mark {cls}">{symbol}</td>'
             f"<td>{what}</td>"
-            f"<td>{e(expected) if expected else '<span class=na>—</span>'}</td>"
-            f"<td>{e(fmt(x.get('measured')))}</td></tr>"
+            f"<td>{e(x.expected) if x.expected else '<span class=na>—</span>'}</td>"
+            f"<td>{e(x.measured)}</td></tr>"
         )
     head = "<tr><th></th><th>what</th><th>expected</th><th>measured</th></tr>"
     legend = (
@@ -180,45 +171,39 @@ def expectations_html(doc: Mapping[str, Any]) -> str:
     )
 
 
-def _step_line(st: Mapping[str, Any]) -> str:
-    parts = [f"client held {fmt(st.get('held'))} of {fmt(st.get('requested'))} asked"]
-    server = obj(st.get("server"))
-    if server.get("held") is not None:
-        parts.append(f"server held {fmt(server.get('held'))}")
-    failures = {str(k): v for k, v in obj(st.get("failures")).items()}
-    if failures:
-        parts.append("failures " + ", ".join(f"{k} ×{fmt(v)}" for k, v in failures.items()))
-    errors = obj(server.get("errors_during_step"))
+def _step_line(st: Step) -> str:
+    parts = [f"client held {fmt(st.held)} of {fmt(st.requested)} asked"]
+    server = st.server
+    if server is not None and server.held is not None:
+        parts.append(f"server held {fmt(server.held)}")
+    if st.failures:
+        parts.append("failures " + ", ".join(f"{k} ×{fmt(v)}" for k, v in st.failures.items()))
+    errors = server.errors_during_step if server is not None else None
     if errors:
         parts.append(
             "server accept() failed " + ", ".join(f"{k} ×{fmt(v)}" for k, v in errors.items())
         )
-    stop = str_or_none(st.get("stop_reason"))
-    if stop:
-        parts.append(f"stopped: {stop}")
+    if st.stop_reason:
+        parts.append(f"stopped: {st.stop_reason}")
     return " · ".join(parts)
 
 
-def _attribution_html(st: Mapping[str, Any]) -> str:
-    att = obj(st.get("attribution"))
-    ceiling = obj(st.get("ceiling"))
-    pred = obj(st.get("prediction"))
-    if not att and not ceiling:
-        return '<p class="na">No attribution recorded for this step.</p>'
-    rows: list[tuple[str, Any]] = []
-    if ceiling.get("reached") is False:
+def _attribution_html(st: Step) -> str:
+    att, ceiling, pred = st.attribution, st.ceiling, st.prediction
+    rows: list[tuple[str, object]] = []
+    if not ceiling.reached:
         rows.append(("ceiling", "not reached"))
-    elif ceiling.get("reached") is True:
-        errno = str_or_none(ceiling.get("errno"))
-        rows.append(("ceiling", f"{fmt(ceiling.get('count'))}" + (f" ({errno})" if errno else "")))
-    rows.append(("cause", att.get("cause")))
-    rows.append(("side", att.get("side")))
-    rows.append(("evidence", att.get("evidence")))
-    if pred.get("count") is not None or pred.get("reason"):
+    else:
+        errno = ceiling.errno
+        rows.append(("ceiling", f"{fmt(ceiling.count)}" + (f" ({errno})" if errno else "")))
+    rows.append(("cause", att.cause if att is not None else None))
+    rows.append(("side", att.side if att is not None else None))
+    rows.append(("evidence", att.evidence if att is not None else None))
+    if pred is not None and (pred.count is not None or pred.reason):
         said = (
-            f"{fmt(pred.get('count'))} ({fmt(pred.get('cause'))}, {fmt(pred.get('side'))})"
-            if pred.get("count") is not None
-            else f"none ({fmt(pred.get('reason'))})"
+            f"{fmt(pred.count)} ({fmt(pred.cause)}, {fmt(pred.side)})"
+            if pred.count is not None
+            else f"none ({fmt(pred.reason)})"
         )
         rows.append(("model", said))
     return _kv_rows([(k, fmt(v)) for k, v in rows], "kv wide")
@@ -232,24 +217,20 @@ def _kv_rows(rows: list[tuple[str, str]], cls: str = "kv") -> str:
     return f'<table class="{e(cls)}"><tbody>{body}</tbody></table>'
 
 
-def _observed_html(st: Mapping[str, Any]) -> str:
+def _observed_html(st: Step) -> str:
     blocks = []
-    for key, value in obj(st.get("observed")).items():
-        label = OBSERVED_LABELS.get(str(key), str(key))
+    for key, value in (st.observed or {}).items():
+        label = OBSERVED_LABELS.get(key, key)
         if isinstance(value, Mapping):
-            body = _kv_rows([(str(k), compact(v, key=str(k))) for k, v in value.items()])
+            body = _kv_rows([(k, compact(v, key=k)) for k, v in value.items()])
         else:
             body = f"<p>{e(compact(value))}</p>"
         blocks.append(f"<div><h4>{e(label)}</h4>{body or '<p class=na>(empty)</p>'}</div>")
-    counters = obj(st.get("counters"))
-    grown = [
-        (str(k), v)
-        for k, v in counters.items()
-        if str(k) not in LEVEL_COUNTERS and v is not None and v != 0
-    ]
-    levels = [(str(k), v) for k, v in counters.items() if str(k) in LEVEL_COUNTERS]
+    counters = st.counters
+    grown = [(k, v) for k, v in counters.items() if k not in LEVEL_COUNTERS and v]
+    levels = [(k, v) for k, v in counters.items() if k in LEVEL_COUNTERS]
     if grown or levels:
-        rows = [(k, f"+{fmt(v)}" if isinstance(v, int) and v > 0 else fmt(v)) for k, v in grown]
+        rows = [(k, f"+{fmt(v)}" if v is not None and v > 0 else fmt(v)) for k, v in grown]
         rows += [(f"{k} (at the end)", fmt(v)) for k, v in levels]
         blocks.append(f"<div><h4>kernel counters over the step</h4>{_kv_rows(rows)}</div>")
     if not blocks:
@@ -257,24 +238,21 @@ def _observed_html(st: Mapping[str, Any]) -> str:
     return '<div class="obs">' + "".join(blocks) + "</div>"
 
 
-def steps_html(doc: Mapping[str, Any]) -> str:
+def steps_html(result: Result) -> str:
     """Per step: what it did, what the client and the server held, the attribution of its
     ceiling, and what was observed."""
-    steps = [s for s in _list(doc.get("steps")) if isinstance(s, Mapping)]
-    if not steps:
+    if not result.steps:
         return '<p class="na">This result has no steps.</p>'
-    exps = _expectations(doc)
+    checks = _checked(result.expectations)
     out = []
-    for i, st in enumerate(steps, 1):
-        name = fmt(st.get("name"))
-        mine = [x for x in exps if x.get("step") == st.get("name") and x.get("ok") is not None]
-        good = sum(1 for x in mine if x.get("ok") is True)
+    for i, st in enumerate(result.steps, 1):
+        mine = [x for x in checks if x.step == st.name]
+        good = sum(1 for x in mine if x.ok is True)
         tally = f" · {good} of {len(mine)} checks hold" if mine else ""
-        title = str_or_none(st.get("title"))
         out.append(
             '<div class="step">'
-            f"<h3>Step {i}: {e(name)}</h3>"
-            + (f'<p class="meta">{e(title)}</p>' if title else "")
+            f"<h3>Step {i}: {e(st.name)}</h3>"
+            + (f'<p class="meta">{e(st.title)}</p>' if st.title else "")
             + f"<p>{e(_step_line(st) + tally)}</p>"
             + _attribution_html(st)
             + _observed_html(st)
