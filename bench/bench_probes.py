@@ -25,6 +25,7 @@ import time
 from typing import Any
 
 from conncap import analysis, probes
+from conncap.result import Sample, sample_from_json
 
 
 def _cache_slopes(rows: list[tuple[int, dict[str, int]]]) -> list[tuple[str, float, float]]:
@@ -70,7 +71,7 @@ def main() -> int:
     ep = select.epoll()
     socks: list[socket.socket] = []
     sampler = probes.Sampler(client_pids=[os.getpid()])
-    timeline: list[dict[str, Any]] = []
+    timeline: list[Sample] = []
     caches: list[tuple[int, dict[str, int]]] = []
     try:
         listener.bind(("127.0.0.1", 0))
@@ -95,12 +96,12 @@ def main() -> int:
                 held += 1
             now = time.monotonic()
             if now >= next_sample:
-                timeline.append(sampler.sample(held=held, rate=0.0))
+                timeline.append(sample_from_json(sampler.sample(held=held, rate=0.0)))
                 caches.append((held, dict(probes.kernel_memory().caches)))
                 next_sample = now + 1.0 / args.hz
         time.sleep(0.3)
         for _ in range(5):  # a plateau, as a ceiling makes
-            timeline.append(sampler.sample(held=held, rate=0.0))
+            timeline.append(sample_from_json(sampler.sample(held=held, rate=0.0)))
             caches.append((held, dict(probes.kernel_memory().caches)))
             time.sleep(1.0 / args.hz)
 

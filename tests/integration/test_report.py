@@ -113,6 +113,25 @@ def test_open_result_says_not_measured_instead_of_broken_plots() -> None:
     assert "predicted 28,232 (ephemeral-ports), off scale" in page
 
 
+def test_a_churn_result_shows_its_churn_object() -> None:
+    """``open --lifetime`` writes a churn object: it survives the loader and reaches the page."""
+    doc = load(OPEN)
+    doc["churn"] = {
+        "rate": 2000.0,
+        "opened": 5890,
+        "time_wait_peak": 5870,
+        "stopped_by": "time-wait",
+        "sustainable_rate_measured_basis": "ports ran out <after> 2.9 s",
+        "prediction": {"ports": 5900, "line": "the client's 5,900 ports run out after 2.9 s"},
+    }
+    page = render(doc)
+    churn = _section(page, "Churn: connections opened and closed")
+    assert "<p>Predicted: the client&#x27;s 5,900 ports run out after 2.9 s</p>" in churn
+    assert "<td>time_wait_peak</td><td>5,870</td>" in churn
+    assert "ports ran out &lt;after&gt; 2.9 s" in churn
+    assert "Churn:" not in render(load(OPEN))
+
+
 def test_bare_minimum_document_renders() -> None:
     doc: dict[str, Any] = {
         "schema": SCHEMA_V1,  # the fewest keys a document may have

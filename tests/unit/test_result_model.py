@@ -506,3 +506,57 @@ def test_parts_for_the_writers() -> None:
         UsageError, match=r"^sampler: damaged conncap result \(sample\.held: missing\)$"
     ):
         sample_from_json({"t": 0.0}, source="sampler")
+
+
+#: The churn object of an ``open --lifetime`` result (docs/result-schema.md), trimmed.
+CHURN: dict[str, Any] = {
+    "rate": 2000.0,
+    "lifetime": 0.05,
+    "close": "fin",
+    "closer": "client",
+    "duration": 3.0,
+    "opened": 5890,
+    "closed": 5890,
+    "closed_by_peer": 0,
+    "failed": 12,
+    "achieved_rate": 1963.3,
+    "time_wait_peak": 5870,
+    "time_wait_at_end": 5801,
+    "first_failure_s": 2.94,
+    "first_failure_errno": "EADDRNOTAVAIL",
+    "stopped_by": "time-wait",
+    "sustainable_rate_predicted": 471.9,
+    "predicted_unbounded": False,
+    "exhausts_predicted": True,
+    "time_to_exhaustion_predicted_s": 2.95,
+    "sustainable_rate_measured": 98.2,
+    "sustainable_rate_measured_basis": "5,890 connections opened before the ports ran out",
+    "prediction": {
+        "holder": "client",
+        "time_wait": {"seconds": 60, "detail": "Linux: TCP_TIMEWAIT_LEN", "estimate": False},
+        "ports": 5900,
+        "sustainable_rate": 471.9,
+        "notes": ["a note"],
+        "line": "at 2,000/s the client's 5,900 ports run out after 2.9 s",
+    },
+}
+
+
+def test_a_churn_result_round_trips_with_its_churn_object() -> None:
+    doc = raw("open_minimal")
+    doc["churn"] = copy.deepcopy(CHURN)
+    result = from_json(doc, source="churn.json")
+    assert result.churn == CHURN
+    again = to_json(result)
+    assert again["churn"] == CHURN
+    assert from_json(json.loads(json.dumps(again)), source="mem") == result
+    without = from_json(raw("open_minimal"), source="open.json")
+    assert without.churn is None and "churn" not in to_json(without)
+
+
+@pytest.mark.parametrize(("churn", "words"), [(3, "churn: expected an object, got 3")])
+def test_a_damaged_churn_object_is_one_line(churn: object, words: str) -> None:
+    doc = raw("open_minimal")
+    doc["churn"] = churn
+    with pytest.raises(UsageError, match=words):
+        from_json(doc, source="churn.json")

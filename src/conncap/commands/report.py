@@ -8,7 +8,9 @@ HELP = "write a self-contained HTML report (plots, summary, limits) of a result 
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("result", metavar="RESULT.json", help="a conncap.result/1 document")
+    parser.add_argument(
+        "result", metavar="RESULT.json", help="a conncap result (conncap.result/2; /1 is read too)"
+    )
     parser.add_argument(
         "-o",
         "--output",

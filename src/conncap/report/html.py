@@ -326,6 +326,20 @@ def _limits_html(result: Result) -> str:
     return out
 
 
+def _churn_html(churn: JsonObject) -> str:
+    """``open --lifetime``'s churn object: the model's sentence, what was measured, and the
+    whole churn prediction folded away."""
+    prediction = _sub(churn, "prediction")
+    line = _text(prediction, "line")
+    out = f"<p>Predicted: {e(line)}</p>" if line else ""
+    out += _kv({k: v for k, v in churn.items() if k != "prediction"})
+    if prediction:
+        out += (
+            f"<details><summary>the churn model's prediction</summary>{_kv(prediction)}</details>"
+        )
+    return out
+
+
 def _any_failure(result: Result) -> bool:
     return any(n > 0 for s in result.timeline for n in s.failures_by_cause.values())
 
@@ -395,6 +409,11 @@ def render(result: Result) -> str:
         ),
         *([("Steps: attribution and what was observed", steps_html(result))] if scenario else []),
         ("Failures and ceiling", _failures_html(result)),
+        *(
+            [("Churn: connections opened and closed", _churn_html(result.churn))]
+            if result.churn
+            else []
+        ),
         ("Memory per connection", _memory_html(result)),
         ("Plan and steps", _plan_html(result)),
         ("Host limits", _limits_html(result)),
