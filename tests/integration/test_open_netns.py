@@ -63,10 +63,10 @@ def test_port_ceiling_matches_the_model_exactly(narrow_ns: str, bind_mode: str) 
         read_limits(), port_range=Fact.of((40000, 40999), "the test namespace")
     )
     pred = predict(plan, limits=limits)
-    if pred.get("count") is None:
-        pytest.skip(f"the model gave no prediction: {pred.get('reason')}")
-    assert pred["count"] == st.ceiling.count
-    assert pred["cause"] == st.ceiling.cause
+    if pred.count is None:
+        pytest.skip(f"the model gave no prediction: {pred.reason}")
+    assert pred.count == st.ceiling.count
+    assert pred.cause == st.ceiling.cause
 
 
 def test_a_port_range_target_multiplies_the_ceiling(narrow_ns: str) -> None:

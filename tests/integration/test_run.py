@@ -90,7 +90,8 @@ def test_small_run_reaches_the_count_and_writes_json_and_report(tmp_path: Path) 
     ):
         assert key in tl[-1], key
     assert tl[-1]["held"] == 300
-    assert "kernel_bytes_per_conn" in doc["memory"] and "user_bytes_per_conn" in doc["memory"]
+    # /2 leaves out what was not measured (a 300-connection ramp may be too quick to fit)
+    assert doc["memory"]["method"].startswith("least-squares slope")
     # the summary is printed and is the one stored
     assert "Summary" in proc.stdout
     for line in doc["summary"]:
@@ -98,11 +99,12 @@ def test_small_run_reaches_the_count_and_writes_json_and_report(tmp_path: Path) 
 
 
 def test_in_process_run_leaves_no_descriptor_or_process() -> None:
+    from conncap.result import to_json
     from conncap.run import Experiment, RunConfig
 
     me = psutil.Process()
     fds_before = me.num_fds()
-    doc = Experiment(RunConfig(count=200, plateau_s=0.1, max_duration=60)).run()
+    doc = to_json(Experiment(RunConfig(count=200, plateau_s=0.1, max_duration=60)).run())
     assert doc["stop_reason"] == "count", doc.get("error")
     assert doc["held_at_end"] == 200
     assert me.children(recursive=True) == []

@@ -240,6 +240,7 @@ def test_an_error_during_the_run_still_removes_everything() -> None:
     """In process: a server that cannot start is an error document, and the namespaces, the
     reader processes and every descriptor are gone after the block."""
     from conncap.errors import RunFailed
+    from conncap.result import to_json
     from conncap.run import Experiment, RunConfig
     from conncap.scenarios.isolated import IsolatedSettings, isolated_pair
 
@@ -264,7 +265,7 @@ def test_an_error_during_the_run_still_removes_everything() -> None:
             server_netns=pair.server_netns,
             client_netns=pair.client_netns,
         )
-        doc = Experiment(cfg, isolated=pair, make_server=Broken).run()
+        doc = to_json(Experiment(cfg, isolated=pair, make_server=Broken).run())
         pair.client_reader()("/proc/net/sockstat")  # starts a reader process inside
     assert doc["stop_reason"] == "error" and "the server could not start" in doc["error"]
     assert doc["limits"]["facts"]["port_range"]["value"] == [40000, 40099]

@@ -14,10 +14,22 @@ from conncap.cli import main
 from conncap.engine.protocol import CLIENT_WORKER_FDS
 from conncap.errors import UsageError
 from conncap.limits import Fact, HostLimits
+from conncap.measure import Verdict
 from conncap.model import predict_sides
-from conncap.result import load, write_atomic
+from conncap.result import (
+    Ceiling,
+    Host,
+    Prediction,
+    Sample,
+    Scenario,
+    ServerFigures,
+    Step,
+    load,
+    to_json,
+    write_atomic,
+)
 from conncap.scenarios import SCENARIOS, expect
-from conncap.scenarios.document import build_document, step_ceiling
+from conncap.scenarios.document import build_result
 from conncap.scenarios.isolated import (
     IsolatedSettings,
     add_isolated_arguments,
@@ -154,84 +166,99 @@ def test_side_line() -> None:
 # --- the result document ------------------------------------------------------------------------
 
 
-def _step(name: str, held: int, reached: bool) -> dict[str, object]:
-    attribution = {"cause": "ephemeral-ports", "side": "client", "evidence": "EADDRNOTAVAIL ×2"}
-    ceilings = [("EADDRNOTAVAIL", "connect", "every pair failed")] if reached else []
-    return {
-        "name": name,
-        "title": name,
-        "requested": held + 64,
-        "held": held,
-        "established_peak": held,
-        "attempts": held + 2,
-        "failures": {"EADDRNOTAVAIL": 2},
-        "failures_by_cause": {"ephemeral-ports": 2},
-        "stop_reason": "ceiling" if reached else "count",
-        "ceiling": step_ceiling(reached, held, attribution, ceilings),
-        "prediction": {"count": held, "cause": "ephemeral-ports"},
-        "server": {"held": held},
-        "t_start": 0.0,
-        "t_end": 1.0,
-    }
+def _step(name: str, held: int, reached: bool) -> Step:
+    ceiling = (
+        Verdict(
+            reached=True,
+            count=held,
+            cause="ephemeral-ports",
+            side="client",
+            errno="EADDRNOTAVAIL",
+            op="connect",
+            evidence="EADDRNOTAVAIL ×2; client: every pair failed",
+        ).ceiling()
+        if reached
+        else Verdict.none().ceiling()
+    )
+    return Step(
+        name=name,
+        title=name,
+        requested=held + 64,
+        held=held,
+        established_peak=held,
+        attempts=held + 2,
+        failures={"EADDRNOTAVAIL": 2},
+        failures_by_cause={"ephemeral-ports": 2},
+        stop_reason="ceiling" if reached else "count",
+        ceiling=ceiling,
+        prediction=Prediction(count=held, cause="ephemeral-ports"),
+        server=ServerFigures(held=held),
+        t_start=0.0,
+        t_end=1.0,
+    )
+
+
+def _sample(t: float, held: int) -> Sample:
+    return Sample(t=t, held=held, failures=0, rate=0.0, failures_by_cause={})
 
 
 def test_document_loads_and_adds_up(tmp_path: Path) -> None:
     steps = [_step("a", 3977, True), _step("b", 8977, True)]
-    # the keys ScenarioRun.sample always writes (conncap.result/2 requires them)
-    base = {"failures": 0, "rate": 0.0, "failures_by_cause": {}}
-    timeline = [{"t": 0.5, "held": 3977, **base}, {"t": 1.5, "held": 8977, **base}]
+    timeline = [_sample(0.5, 3977), _sample(1.5, 8977)]
     checks = [expect.equal("x", 1, 1), expect.note("n", "y")]
-    doc = build_document(
-        scenario={"name": "article", "scale": "small"},
+    result = build_result(
+        scenario=Scenario(name="article", scale="small"),
         steps=steps,
         timeline=timeline,
         expectations=checks,
         started_at=dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
         duration_s=2.0,
-        host={"os": "linux"},
+        host=Host(os="linux"),
         layout={},
         settings={},
         headline="a",
     )
+    doc = to_json(result)
     assert doc["command"] == "scenario"
-    assert doc["scenario"]["passed"] is True and doc["scenario"]["checks"] == 1
+    assert doc["scenario"]["passed"] is True and doc["scenario"]["checks"] == 1  # type: ignore[index,call-overload]
     assert doc["requested"] == 3977 + 64 + 8977 + 64
     assert doc["failures"] == {"EADDRNOTAVAIL": 4}
     assert doc["established_peak"] == 8977
-    assert doc["ceiling"]["count"] == 3977 and doc["ceiling"]["cause"] == "ephemeral-ports"
-    assert doc["ceiling"]["errno"] == "EADDRNOTAVAIL"
+    assert result.ceiling.count == 3977 and result.ceiling.cause == "ephemeral-ports"
+    assert result.ceiling.errno == "EADDRNOTAVAIL"
     assert doc["stop_reason"] == "ceiling"
     assert (
         "a: client held 3,977 of 4,041, server 3,977; ceiling ephemeral-ports"
-        in (doc["summary"][1])
+        in (result.summary[1])
     )
-    path = write_atomic(tmp_path / "r.json", doc)
+    path = write_atomic(tmp_path / "r.json", result)
     assert load(path)["expectations"][0]["ok"] is True
 
 
 def test_document_of_a_failed_or_interrupted_scenario() -> None:
     kwargs: dict[str, object] = {
-        "scenario": {"name": "nat"},
+        "scenario": Scenario(name="nat"),
         "timeline": [],
         "started_at": dt.datetime.now(dt.UTC),
         "duration_s": 1.0,
-        "host": {},
+        "host": Host(),
         "layout": {},
         "settings": {},
     }
-    failed = build_document(
+    failed = build_result(
         steps=[_step("a", 10, True)], expectations=[expect.equal("x", 1, 2)], **kwargs
     )  # type: ignore[arg-type]
-    assert failed["scenario"]["passed"] is False
-    assert failed["summary"][1] == "✗ x: expected 1, measured 2"
-    stopped = build_document(steps=[], expectations=[], interrupted=True, **kwargs)  # type: ignore[arg-type]
-    assert stopped["stop_reason"] == "interrupted" and stopped["scenario"]["passed"] is False
-    assert stopped["ceiling"] == {"reached": False}
+    assert failed.scenario is not None and failed.scenario.passed is False
+    assert failed.summary[1] == "✗ x: expected 1, measured 2"
+    stopped = build_result(steps=[], expectations=[], interrupted=True, **kwargs)  # type: ignore[arg-type]
+    assert stopped.stop_reason == "interrupted"
+    assert stopped.scenario is not None and stopped.scenario.passed is False
+    assert stopped.ceiling == Ceiling.none()
 
 
-def test_step_ceiling_not_reached() -> None:
-    c = step_ceiling(False, 200, {"cause": "unknown"}, [])
-    assert c["reached"] is False and c["count"] is None and c["advice"] == []
+def test_a_step_that_reached_no_ceiling_has_none_and_no_advice() -> None:
+    c = Verdict.none(server_held=200).ceiling()
+    assert c.reached is False and c.count is None and c.advice == ()
 
 
 # --- --isolated settings ------------------------------------------------------------------------
@@ -302,14 +329,14 @@ def test_predict_sides_takes_each_side_from_its_own_limits() -> None:
     server = _limits((32768, 60999), 256, somaxconn=16)
     plan = model.Plan(loopback=False, raise_nofile=True, listen_backlog=16)
     p = predict_sides(client, server, plan)
-    assert p["client"]["count"] == 976
-    assert p["server"]["cause"] == "file-descriptors"
-    assert p["server"]["count"] == 256 - CLIENT_WORKER_FDS
-    assert p["count"] == 256 - CLIENT_WORKER_FDS and p["side"] == "server"
-    backlog = [n for n in p["notes"] if n.startswith("backlog")]
+    assert p.client is not None and p.client.count == 976
+    assert p.server is not None and p.server.cause == "file-descriptors"
+    assert p.server.count == 256 - CLIENT_WORKER_FDS
+    assert p.count == 256 - CLIENT_WORKER_FDS and p.side == "server"
+    backlog = [n for n in p.notes if n.startswith("backlog")]
     assert backlog and "somaxconn 16" in backlog[0]
     roomy = predict_sides(client, _limits((32768, 60999), 20000), plan)
-    assert roomy["count"] == 976 and roomy["side"] == "client"
+    assert roomy.count == 976 and roomy.side == "client"
 
 
 # --- the command, without namespaces -----------------------------------------------------

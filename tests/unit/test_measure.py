@@ -275,8 +275,8 @@ def test_a_ramp_to_a_port_ceiling() -> None:
     assert m.ramp(step, hz=1000) == "ramp-over"
     v = m.conclude(step)
     assert (v.reached, v.count, v.cause, v.side) == (True, 300, "ephemeral-ports", "client")
-    assert m.timeline[0]["held"] == 0 and m.timeline[-1]["held"] == 300
-    assert [s["step"] for s in m.timeline] == ["one"] * len(m.timeline)
+    assert m.timeline[0].held == 0 and m.timeline[-1].held == 300
+    assert [s.step for s in m.timeline] == ["one"] * len(m.timeline)
     m.close()
     assert pools[0].stopped
 
@@ -294,7 +294,7 @@ def test_a_server_short_of_descriptors_is_found_after_the_settle() -> None:
         200,
         120,
     )
-    assert m.timeline[-1]["server_held"] == 120
+    assert m.timeline[-1].server_held == 120
     _, errors = m.close()
     assert errors == [] and pools[0].stopped
 
@@ -346,10 +346,7 @@ def test_counter_growth_over_the_step_is_evidence() -> None:
     m.conclude(step)
     assert step.facts is not None
     first, last = m.timeline[step.i_start], m.timeline[-1]
-    assert (
-        step.facts.counters["listen_overflows"]
-        == last["listen_overflows"] - first["listen_overflows"]
-    )
+    assert step.facts.counters["listen_overflows"] == last.listen_overflows - first.listen_overflows
     assert step.facts.levels == {"conntrack_count": 5}
     m.close()
 

@@ -14,7 +14,7 @@ import pytest
 from conncap.engine import OpenPlan, PoolCeiling
 from conncap.errors import RunFailed, UsageError
 from conncap.limits import Fact, HostLimits
-from conncap.result import REQUIRED_KEYS, SCHEMA
+from conncap.result import REQUIRED_KEYS, SCHEMA, ServerFigures, to_json
 from conncap.run import Experiment, RunConfig
 from conncap.run.config import Progress
 
@@ -37,8 +37,8 @@ class FakeServerStats:
     errors: dict[str, int] = field(default_factory=dict)
     accepted: int = 0
 
-    def to_json(self) -> dict[str, Any]:
-        return {"held": self.held, "errors": self.errors_by_cause}
+    def figures(self) -> ServerFigures:
+        return ServerFigures(held=self.held, errors=self.errors_by_cause)
 
 
 class FakeServer:
@@ -198,6 +198,11 @@ def _reset() -> None:
     FakeClient.never_done = False
 
 
+def document(e: Experiment) -> dict[str, Any]:
+    """The run's result as the JSON document it writes (the assertions read that)."""
+    return dict(to_json(e.run()))
+
+
 def experiment(config: RunConfig, sampler: FakeSampler | None = None, **kw: Any) -> Experiment:
     s = sampler or FakeSampler()
     kw.setdefault("observer", Recorder())
@@ -228,7 +233,7 @@ def all_stopped() -> bool:
 
 def test_port_ceiling_then_the_lift_to_the_count() -> None:
     rec = Recorder()
-    doc = experiment(fast(count=1500), observer=rec).run()
+    doc = document(experiment(fast(count=1500), observer=rec))
     assert doc["schema"] == SCHEMA and doc["command"] == "run"
     assert all(k in doc for k in REQUIRED_KEYS)
     one, two = doc["steps"]
@@ -256,7 +261,7 @@ def test_port_ceiling_then_the_lift_to_the_count() -> None:
 
 
 def test_no_escalate_ends_at_the_first_ceiling() -> None:
-    doc = experiment(fast(count=1500, escalate=False)).run()
+    doc = document(experiment(fast(count=1500, escalate=False)))
     assert [s["name"] for s in doc["steps"]] == ["ports"]
     assert doc["stop_reason"] == "ceiling"
     assert doc["ceiling"]["count"] == 500
@@ -264,7 +269,7 @@ def test_no_escalate_ends_at_the_first_ceiling() -> None:
 
 
 def test_a_count_below_the_ceiling_stops_at_the_count_in_step_one() -> None:
-    doc = experiment(fast(count=300)).run()
+    doc = document(experiment(fast(count=300)))
     assert len(doc["steps"]) == 1
     assert doc["stop_reason"] == "count" and doc["established_peak"] == 300
     assert not doc["ceiling"]["reached"]
@@ -275,7 +280,7 @@ def test_a_count_below_the_ceiling_stops_at_the_count_in_step_one() -> None:
 def test_memory_guard_stops_the_run_and_pauses_the_clients() -> None:
     # 8 GiB at the start, guard 25 %: 2 GiB; memory "falls" below it past 300 connections
     sampler = FakeSampler(mem=lambda held: (8 << 30) if held < 300 else (1 << 30))
-    doc = experiment(fast(count=1500), sampler).run()
+    doc = document(experiment(fast(count=1500), sampler))
     assert doc["stop_reason"] == "memory-guard"
     assert doc["memory"]["guard_bytes"] == 2 << 30
     assert FakeClient.instances[0].paused
@@ -285,7 +290,7 @@ def test_memory_guard_stops_the_run_and_pauses_the_clients() -> None:
 
 def test_max_duration_stops_a_ramp_that_never_ends() -> None:
     FakeClient.never_done = True
-    doc = experiment(fast(count=1500, max_duration=0.3)).run()
+    doc = document(experiment(fast(count=1500, max_duration=0.3)))
     assert doc["stop_reason"] == "max-duration"
     assert doc["duration_s"] < 5
     assert all_stopped()
@@ -297,7 +302,7 @@ def test_ctrl_c_stops_and_cleans_up() -> None:
     timer = threading.Timer(0.2, stop.set)
     timer.start()
     try:
-        doc = experiment(fast(count=1500), stop_event=stop).run()
+        doc = document(experiment(fast(count=1500), stop_event=stop))
     finally:
         timer.cancel()
     assert doc["stop_reason"] == "interrupted"
@@ -306,18 +311,18 @@ def test_ctrl_c_stops_and_cleans_up() -> None:
 
 def test_server_start_retries_then_reports_an_error() -> None:
     FakeServer.fail_start = 1
-    doc = experiment(fast(count=300)).run()
+    doc = document(experiment(fast(count=300)))
     assert doc["stop_reason"] == "count"
     assert len(FakeServer.instances) == 2
 
     FakeClient.instances = []
     FakeServer.instances = []
     FakeServer.fail_start = 10
-    doc = experiment(fast(count=300)).run()
+    doc = document(experiment(fast(count=300)))
     assert doc["stop_reason"] == "error"
     assert "the server could not start" in doc["error"]
     assert any("Error:" in line for line in doc["summary"])
-    assert doc["steps"] == [] and all_stopped()
+    assert doc.get("steps", []) == [] and all_stopped()  # /2 leaves empty lists out
 
 
 def test_a_dead_client_is_an_error_and_still_cleaned_up() -> None:
@@ -327,16 +332,18 @@ def test_a_dead_client_is_an_error_and_still_cleaned_up() -> None:
         def pids(self) -> list[int]:
             return []
 
-    doc = Experiment(
-        fast(count=1500),
-        limits=limits(),
-        make_server=FakeServer,
-        make_client=Dying,
-        make_sampler=FakeSampler,
-        mem_available=lambda: 8 << 30,
-        read_sockets=lambda: [],
-        pick_ports=lambda host, n, rng: [41000 + i for i in range(n)],
-    ).run()
+    doc = document(
+        Experiment(
+            fast(count=1500),
+            limits=limits(),
+            make_server=FakeServer,
+            make_client=Dying,
+            make_sampler=FakeSampler,
+            mem_available=lambda: 8 << 30,
+            read_sockets=lambda: [],
+            pick_ports=lambda host, n, rng: [41000 + i for i in range(n)],
+        )
+    )
     assert doc["stop_reason"] == "error"
     assert "client worker exited" in doc["error"]
     assert all_stopped()

@@ -16,6 +16,7 @@ from conncap.cli import build_parser, main
 from conncap.engine import OpenPlan, PoolCeiling
 from conncap.engine.protocol import server_worker_fds
 from conncap.limits import Fact, HostLimits
+from conncap.result import Ceiling, ServerFigures, to_json
 from conncap.run import Experiment, RunConfig
 from conncap.run import steps as st
 from conncap.run.ports import TCP_LISTEN, SocketRow
@@ -75,8 +76,8 @@ class ServerStats:
     errors: dict[str, int] = field(default_factory=dict)
     accepted: int = 0
 
-    def to_json(self) -> dict[str, Any]:
-        return {"held": self.held}
+    def figures(self) -> ServerFigures:
+        return ServerFigures(held=self.held)
 
 
 class FakeServer:
@@ -222,17 +223,19 @@ def isolated_run(
             **kw,
         }
     )
-    return Experiment(
-        cfg,
-        limits=limits(32768, 60999),  # the host's: the pair's must be used instead
-        make_server=FakeServer,
-        make_client=FakeClient,
-        make_sampler=FakeSampler,
-        mem_available=lambda: 8 << 30,
-        read_sockets=lambda: list(sockets or []),
-        pick_ports=lambda *a: pytest.fail("isolated mode must not pick ports on this host"),
-        isolated=pair,
-    ).run()
+    return to_json(
+        Experiment(
+            cfg,
+            limits=limits(32768, 60999),  # the host's: the pair's must be used instead
+            make_server=FakeServer,
+            make_client=FakeClient,
+            make_sampler=FakeSampler,
+            mem_available=lambda: 8 << 30,
+            read_sockets=lambda: list(sockets or []),
+            pick_ports=lambda *a: pytest.fail("isolated mode must not pick ports on this host"),
+            isolated=pair,
+        ).run()
+    )
 
 
 def test_limits_sources_and_server_ports_come_from_the_pair() -> None:
@@ -326,36 +329,44 @@ def test_an_even_range_one_short_is_a_miss() -> None:
 
 
 def test_a_server_ceiling_needs_a_resource_error_and_fewer_held() -> None:
-    from conncap.run import verdict
+    from conncap.measure import StepFacts, decide
 
-    kw: dict[str, Any] = {"client_held": 600, "errors_by_errno": {"EMFILE": 9}}
-    c = verdict.server_ceiling(server_held=295, errors_by_cause={"file-descriptors": 9}, **kw)
-    assert c is not None and (c["cause"], c["side"], c["errno"]) == (
+    def server_ceiling(server_held: int, errors_by_cause: dict[str, int]) -> Ceiling | None:
+        v = decide(
+            StepFacts(
+                requested=600,
+                client_held=600,
+                server_held=server_held,
+                server_errors=errors_by_cause,
+                server_errnos={"EMFILE": 9},
+            )
+        )
+        return v.ceiling() if v.reached else None
+
+    c = server_ceiling(server_held=295, errors_by_cause={"file-descriptors": 9})
+    assert c is not None and (c.cause, c.side, c.errno) == (
         "file-descriptors",
         "server",
         "EMFILE",
     )
-    assert c["count"] == 600 and c["server_held"] == 295 and c["advice"]
+    assert c.count == 600 and c.server_held == 295 and c.advice
     # no resource error (half-open connections only), or the server holds them all: none
-    assert verdict.server_ceiling(server_held=233, errors_by_cause={}, **kw) is None
-    assert (
-        verdict.server_ceiling(server_held=600, errors_by_cause={"file-descriptors": 1}, **kw)
-        is None
-    )
-    assert verdict.server_ceiling(server_held=9, errors_by_cause={"server-closed": 3}, **kw) is None
+    assert server_ceiling(server_held=233, errors_by_cause={}) is None
+    assert server_ceiling(server_held=600, errors_by_cause={"file-descriptors": 1}) is None
+    assert server_ceiling(server_held=9, errors_by_cause={"server-closed": 3}) is None
 
 
 def test_what_a_prediction_is_compared_with() -> None:
     from conncap.run import verdict
 
-    client = {"reached": True, "count": 500, "side": "client", "cause": "ephemeral-ports"}
+    client = Ceiling.reached_at(count=500, side="client", cause="ephemeral-ports")
     assert verdict.measured(client, client_held=500, server_held=500).value == 500
-    server = {"reached": True, "count": 328, "side": "server", "server_held": 295}
+    server = Ceiling.reached_at(count=328, side="server", cause="file-descriptors", server_held=295)
     m = verdict.measured(server, client_held=328, server_held=295)
     assert (m.value, m.what) == (295, "the server accepted") and "33 more" in m.reasons[0]
-    m = verdict.measured({"reached": False}, client_held=600, server_held=233)
+    m = verdict.measured(Ceiling.none(), client_held=600, server_held=233)
     assert (m.value, m.what) == (233, "the server holds") and "half-open" in m.reasons[0]
-    assert verdict.measured({"reached": False}, client_held=600, server_held=None).value == 600
+    assert verdict.measured(Ceiling.none(), client_held=600, server_held=None).value == 600
     assert verdict.liftable(client) and not verdict.liftable(server)
     assert verdict.ports_text([8000, 8001, 8002, 8003, 8004]) == "8000-8004"
     assert verdict.ports_text([8000, 8002]) == "8000, 8002"

@@ -106,7 +106,7 @@ def test_compare_exact_port_ceiling_gets_a_tick() -> None:
     )
     assert c.text == "predicted 28,232, measured 28,232 ✓"
     assert c.exact and c.matches
-    assert c.to_json()["difference"] == 0
+    assert c.result().difference == 0
 
 
 def test_compare_a_miss_gives_the_difference_and_why() -> None:

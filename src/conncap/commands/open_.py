@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from conncap.result import Result, Sample
 
 HELP = "open and hold connections fast, from many source IPs to many ports; find the ceiling"
 
@@ -109,7 +114,7 @@ def run(args: argparse.Namespace) -> int:
                 elif stop_reason == "count":
                     stop_reason = "hold"
         final = m.client_totals()
-        peak = max((int(s["held"]) for s in m.timeline), default=0)
+        peak = max((s.held for s in m.timeline), default=0)
     finally:
         _, problems = m.close()
         for s, h in old.items():
@@ -117,7 +122,7 @@ def run(args: argparse.Namespace) -> int:
     duration = m.now()
     if console.is_terminal:
         console.print()
-    doc = open_result(
+    result = open_result(
         plan,
         final,
         m.timeline,
@@ -131,53 +136,52 @@ def run(args: argparse.Namespace) -> int:
         notes=[*notes, *(f"clean-up: {exc}" for exc in problems)],
     )
     if args.json:
-        write_atomic(args.json, doc)
-    _summary(console, doc)
+        write_atomic(args.json, result)
+    _summary(console, result)
     return ExitStatus.INTERRUPTED if stop_reason == "interrupted" else ExitStatus.SUCCESS
 
 
 _last_print = [0.0]
 
 
-def _progress(console: Any, sample: dict[str, Any], requested: int) -> None:
+def _progress(console: Console, sample: Sample, requested: int) -> None:
     import time
 
     now = time.monotonic()
     if now - _last_print[0] < (0.25 if console.is_terminal else 5.0):
         return
     _last_print[0] = now
-    by_cause = sample.get("failures_by_cause") or {}
+    by_cause = sample.failures_by_cause
     fails = ", ".join(f"{k} {v:,}" for k, v in sorted(by_cause.items())) or "none"
     console.print(
-        f"held {sample['held']:,}/{requested:,} · {sample['rate']:,.0f} conn/s · failures {fails}",
+        f"held {sample.held:,}/{requested:,} · {sample.rate:,.0f} conn/s · failures {fails}",
         end="\r" if console.is_terminal else "\n",
     )
 
 
-def _summary(console: Any, doc: dict[str, Any]) -> None:
-    c = doc["ceiling"]
+def _summary(console: Console, r: Result) -> None:
+    c = r.ceiling
     console.print(
-        f"held {doc['held_at_end']:,} of {doc['requested']:,} requested "
-        f"(peak {doc['established_peak']:,}), {doc['attempts']:,} attempts, "
-        f"{doc['duration_s']:.1f} s, stopped by {doc['stop_reason']}"
+        f"held {r.held_at_end:,} of {r.requested:,} requested "
+        f"(peak {r.established_peak:,}), {r.attempts or 0:,} attempts, "
+        f"{r.duration_s:.1f} s, stopped by {r.stop_reason}"
     )
-    if doc["failures"]:
+    if r.failures:
+        console.print("failures: " + ", ".join(f"{k} {v:,}" for k, v in sorted(r.failures.items())))
+    if c.reached:
+        count = f"{c.count:,}" if c.count is not None else "?"
         console.print(
-            "failures: " + ", ".join(f"{k} {v:,}" for k, v in sorted(doc["failures"].items()))
+            f"ceiling: {count} connections, cause {c.cause} ({c.errno}, {c.side}): {c.evidence}",
+            markup=False,
         )
-    if c["reached"]:
-        console.print(
-            f"ceiling: {c['count']:,} connections, cause {c['cause']} ({c['errno']}): "
-            f"{c['evidence']}"
-        )
-        if c.get("knob"):
-            console.print(f"  knob: {c['knob']}")
-        for line in c.get("advice") or []:
+        if c.knob:
+            console.print(f"  knob: {c.knob}", markup=False)
+        for line in c.advice:
             console.print(f"  raise it: {line}", markup=False)
-        if c.get("windows"):
-            console.print(f"  Windows: {c['windows']}", markup=False)
-    p = doc["prediction"]
-    if p.get("count") is not None:
-        console.print(f"model predicted: {p['count']:,} ({p.get('cause')})")
-    elif p.get("reason"):
-        console.print(f"model prediction: unknown ({p['reason']})")
+        if c.windows:
+            console.print(f"  Windows: {c.windows}", markup=False)
+    p = r.prediction
+    if p.count is not None:
+        console.print(f"model predicted: {p.count:,} ({p.cause})")
+    elif p.reason:
+        console.print(f"model prediction: unknown ({p.reason})")

@@ -10,7 +10,11 @@ from __future__ import annotations
 
 import argparse
 import math
-from typing import Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from conncap.result import Result, Sample
 
 #: Default seconds of opening in churn mode.
 DEFAULT_DURATION = 30.0
@@ -111,7 +115,7 @@ def run_churn(args: argparse.Namespace) -> int:
     from conncap.engine.results import churn_json, open_result, predict, predict_churn
     from conncap.exitcodes import ExitStatus
     from conncap.measure import Launch, Measurement
-    from conncap.result import write_atomic
+    from conncap.result import json_object, write_atomic
 
     plan, notes = build_churn_plan(args)
     check_plan(plan)
@@ -140,7 +144,7 @@ def run_churn(args: argparse.Namespace) -> int:
         verdict = m.conclude(step, settle="none")
         final = step.client_stats()[0]
         totals = m.client_totals()
-        peak = max((int(x["held"]) for x in m.timeline), default=0)
+        peak = max((x.held for x in m.timeline), default=0)
     finally:
         _, problems = m.close()
         for s, h in old.items():
@@ -148,7 +152,16 @@ def run_churn(args: argparse.Namespace) -> int:
     if console.is_terminal:
         console.print()
     churn = churn_json(plan, final, m.timeline, churn_pred)
-    doc = open_result(
+    notes = [*notes, *(f"clean-up: {exc}" for exc in problems)]
+    if not args.server_closes and churn["closed_by_peer"] > churn["closed"]:
+        line = (
+            f"the server closed {churn['closed_by_peer']:,} of the connections first "
+            "(TIME_WAIT on its side); the prediction assumed the client closes first: add "
+            "--server-closes"
+        )
+        notes.append(line)
+        console.print(f"conncap: {line}", markup=False)
+    result = open_result(
         plan,
         totals,
         m.timeline,
@@ -159,20 +172,12 @@ def run_churn(args: argparse.Namespace) -> int:
         duration_s=m.now(),
         stop_reason=stop_reason,
         prediction=prediction,
-        notes=[*notes, *(f"clean-up: {exc}" for exc in problems)],
-        churn=churn,
+        notes=notes,
+        churn=json_object(churn, "churn"),
     )
-    if not args.server_closes and churn["closed_by_peer"] > churn["closed"]:
-        line = (
-            f"the server closed {churn['closed_by_peer']:,} of the connections first "
-            "(TIME_WAIT on its side); the prediction assumed the client closes first: add "
-            "--server-closes"
-        )
-        doc["notes"].append(line)
-        console.print(f"conncap: {line}", markup=False)
     if args.json:
-        write_atomic(args.json, doc)
-    _churn_summary(console, doc)
+        write_atomic(args.json, result)
+    _churn_summary(console, result, churn)
     return ExitStatus.INTERRUPTED if stop_reason == "interrupted" else ExitStatus.SUCCESS
 
 
@@ -187,7 +192,7 @@ def _churn_loop(m: Any, step: Any, plan: Any) -> str:
     drained = m.hold(
         step.name,
         float(plan.lifetime) + DRAIN_GRACE,
-        should_stop=lambda sample: "drained" if sample["held"] == 0 else None,
+        should_stop=lambda sample: "drained" if sample.held == 0 else None,
     )
     return reason if drained in (None, "drained") else str(drained)
 
@@ -195,30 +200,27 @@ def _churn_loop(m: Any, step: Any, plan: Any) -> str:
 _last_print = [0.0]
 
 
-def _progress(console: Any, sample: dict[str, Any], requested: int) -> None:
+def _progress(console: Any, sample: Sample, requested: int) -> None:
     import time
 
     now = time.monotonic()
     if now - _last_print[0] < (0.5 if console.is_terminal else 5.0):
         return
     _last_print[0] = now
-    by_cause = sample.get("failures_by_cause") or {}
-    fails = ", ".join(f"{k} {v:,}" for k, v in sorted(by_cause.items())) or "none"
+    fails = ", ".join(f"{k} {v:,}" for k, v in sorted(sample.failures_by_cause.items())) or "none"
     console.print(
-        f"opened {sample['established']:,}/{requested:,} · held {sample['held']:,} · "
-        f"TIME_WAIT {sample.get('time_wait', 0):,} · {sample['rate']:,.0f} conn/s · "
-        f"failures {fails}",
+        f"opened {sample.established or 0:,}/{requested:,} · held {sample.held:,} · "
+        f"TIME_WAIT {sample.time_wait or 0:,} · {sample.rate:,.0f} conn/s · failures {fails}",
         end="\r" if console.is_terminal else "\n",
     )
 
 
-def _churn_summary(console: Any, doc: dict[str, Any]) -> None:
-    c = doc["churn"]
+def _churn_summary(console: Any, result: Result, c: Mapping[str, Any]) -> None:
     console.print(
-        f"churn: opened {c['opened']:,} of {doc['requested']:,} at {c['rate']:g}/s "
+        f"churn: opened {c['opened']:,} of {result.requested:,} at {c['rate']:g}/s "
         f"({c['close'].upper()} closes, lifetime {c['lifetime']:g} s), achieved "
         f"{c['achieved_rate'] or 0:,.1f}/s; TIME_WAIT peak {c['time_wait_peak']:,}; "
-        f"stopped by {doc['stop_reason']}",
+        f"stopped by {result.stop_reason}",
         markup=False,
     )
     if c["first_failure_s"] is not None:
@@ -226,17 +228,16 @@ def _churn_summary(console: Any, doc: dict[str, Any]) -> None:
             f"first failure after {c['first_failure_s']:.2f} s ({c['first_failure_errno']})",
             markup=False,
         )
-    ceiling = doc["ceiling"]
-    if ceiling["reached"]:
+    ceiling = result.ceiling
+    if ceiling.reached:
         console.print(
-            f"ceiling: after {c['opened']:,} opened ({ceiling['count']:,} held), cause "
-            f"{ceiling['cause']} "
-            f"({ceiling['errno']}): {ceiling['evidence']}",
+            f"ceiling: after {c['opened']:,} opened ({ceiling.count or 0:,} held), cause "
+            f"{ceiling.cause} ({ceiling.errno}, {ceiling.side}): {ceiling.evidence}",
             markup=False,
         )
-        for line in ceiling.get("advice") or []:
+        for line in ceiling.advice:
             console.print(f"  raise it: {line}", markup=False)
-        console.print(f"  `conncap explain {ceiling['cause']}` says more", markup=False)
+        console.print(f"  `conncap explain {ceiling.cause}` says more", markup=False)
     pred = c["sustainable_rate_predicted"]
     pred_text = (
         "no port limit"

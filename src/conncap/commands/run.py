@@ -218,7 +218,7 @@ def run(args: argparse.Namespace) -> int:
 
     from conncap.errors import RunFailed, UsageError
     from conncap.exitcodes import ExitStatus
-    from conncap.result import write_atomic
+    from conncap.result import Result, write_atomic
     from conncap.run import Experiment, RunConfig
     from conncap.run.live import LiveView, print_summary
     from conncap.scenarios.isolated import (
@@ -273,7 +273,7 @@ def run(args: argparse.Namespace) -> int:
             raise KeyboardInterrupt
         stop.set()
 
-    doc: dict[str, Any] | None = None
+    doc: Result | None = None
     late: RunFailed | KeyboardInterrupt | None = None
     try:
         with ExitStack() as stack:
@@ -300,7 +300,7 @@ def run(args: argparse.Namespace) -> int:
         if doc is None:
             raise
         late = exc  # the namespaces' removal failed or was interrupted: write what we have
-        doc.setdefault("notes", []).append(f"clean-up: {exc or 'interrupted'}")
+        doc = dataclasses.replace(doc, notes=(*doc.notes, f"clean-up: {exc or 'interrupted'}"))
 
     written: list[str] = []
     if args.json:
@@ -315,13 +315,13 @@ def run(args: argparse.Namespace) -> int:
             )
         except OSError as exc:
             raise UsageError(f"{out_dir}: cannot write the report ({exc})") from None
-    print_summary(console, doc["summary"])
+    print_summary(console, list(doc.summary))
     for path in written:
         console.print(f"wrote {path}", markup=False, highlight=False)
     if isinstance(late, RunFailed):
         raise late
-    if late is not None or doc["stop_reason"] == "interrupted":
+    if late is not None or doc.stop_reason == "interrupted":
         return ExitStatus.INTERRUPTED
-    if doc["stop_reason"] == "error":
-        raise RunFailed(str(doc.get("error") or "the run failed"))
+    if doc.stop_reason == "error":
+        raise RunFailed(doc.error or "the run failed")
     return ExitStatus.SUCCESS

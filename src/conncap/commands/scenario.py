@@ -88,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
         sys.stdout.flush()
 
     outcome = run_scenario(args.name, scale=args.scale, out=out, json_path=args.json)
-    for line in outcome.doc["summary"]:
+    for line in outcome.result.summary:
         out(line)
     if args.json:
         out(f"result written to {args.json} (`conncap report {args.json}` renders it)")

@@ -49,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
     from conncap.engine.plan import parse_ports_arg
     from conncap.errors import RunFailed, UsageError
     from conncap.exitcodes import ExitStatus
-    from conncap.result import write_atomic
+    from conncap.result import part_to_json, write_atomic
 
     if args.ports:
         lo, hi = parse_ports_arg(args.ports, "--ports")
@@ -142,7 +142,7 @@ def run(args: argparse.Namespace) -> int:
             "workers": args.workers,
             "mode": args.mode,
             "close_after": args.close_after,
-            "server": final.to_json(),
+            "server": part_to_json(final.figures()),
             "timeline": timeline,
         }
         write_atomic(args.json, doc)

@@ -12,12 +12,20 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from conncap import __version__, model
-from conncap.catalogue import Cause
 from conncap.engine import classify as cl
 from conncap.engine.plan import OpenPlan
 from conncap.limits import Fact, read_limits
 from conncap.measure import ClientTotals, Verdict
-from conncap.result import SCHEMA
+from conncap.result import (
+    ClientFigures,
+    Host,
+    JsonValue,
+    Prediction,
+    Result,
+    Sample,
+    json_object,
+    prediction_from_json,
+)
 
 if TYPE_CHECKING:
     from conncap.engine.client import ClientStats
@@ -30,8 +38,8 @@ def predict(
     limits: HostLimits | None = None,
     *,
     server_workers: int | None = None,
-) -> dict[str, Any]:
-    """``conncap.model.predict(read_limits(), worker_plan(...))`` as JSON.
+) -> Prediction:
+    """``conncap.model.predict(read_limits(), worker_plan(...))`` as the result's prediction.
 
     ``limits``: a HostLimits to use instead of this host's (a namespace's, in tests).
     ``server_workers``: None when the server is not ours, then the client side's ceiling is
@@ -53,7 +61,7 @@ def predict(
         doc["cause"] = side.get("cause")
         doc["side"] = "client"
         doc["bounds"] = side.get("bounds", doc.get("bounds"))
-    return doc
+    return prediction_from_json(doc)
 
 
 def _model_plan(plan: OpenPlan, server_workers: int | None = None) -> model.Plan:
@@ -90,19 +98,19 @@ def predict_churn(
     return doc
 
 
-def _opening_time(timeline: Sequence[Mapping[str, Any]], opened: int) -> float | None:
+def _opening_time(timeline: Sequence[Sample], opened: int) -> float | None:
     """Seconds from go until the last connection was established (the timeline's first
     sample that shows them all)."""
     for sample in timeline:
-        if sample.get("established", 0) >= opened:
-            return float(sample["t"])
-    return float(timeline[-1]["t"]) if timeline else None
+        if (sample.established or 0) >= opened:
+            return sample.t
+    return timeline[-1].t if timeline else None
 
 
 def churn_json(
     plan: OpenPlan,
     stats: ClientStats,
-    timeline: Sequence[Mapping[str, Any]],
+    timeline: Sequence[Sample],
     prediction: Mapping[str, Any],
 ) -> dict[str, Any]:
     """The ``churn`` object of an ``open --lifetime`` result (docs/result-schema.md).
@@ -162,51 +170,25 @@ def churn_json(
     }
 
 
-def host_info() -> dict[str, Any]:
-    return {
-        "hostname": socket.gethostname(),
-        "os": "linux" if sys.platform.startswith("linux") else sys.platform,
-        "kernel": platform.release(),
-        "cpu_count": os.cpu_count(),
-    }
+def host_info() -> Host:
+    """The machine that measured (the result's ``host``)."""
+    return Host(
+        hostname=socket.gethostname(),
+        os="linux" if sys.platform.startswith("linux") else sys.platform,
+        kernel=platform.release(),
+        cpu_count=os.cpu_count(),
+    )
 
 
-def ceiling_json(verdict: Verdict) -> dict[str, Any]:
-    """The ``ceiling`` object: what stopped the ramp and how to raise it."""
-    if not verdict.reached or verdict.cause is None:
-        return {
-            "reached": False,
-            "count": None,
-            "cause": None,
-            "side": None,
-            "errno": None,
-            "knob": None,
-            "advice": [],
-            "windows": None,
-            "evidence": None,
-        }
-    adv = cl.advice(Cause(verdict.cause))
-    out: dict[str, Any] = {
-        "reached": True,
-        "count": verdict.count,
-        "cause": verdict.cause,
-        "side": verdict.side,
-        "errno": verdict.errno,
-        "op": verdict.op,
-        "knob": adv.knob or None,
-        "advice": list(adv.commands),
-        "windows": adv.windows or None,
-        "evidence": verdict.evidence,
-    }
-    if verdict.server_held is not None:
-        out["server_held"] = verdict.server_held
-    return out
+def started_text(started_at: _dt.datetime) -> str:
+    """``started_at`` as the result writes it: ISO 8601, UTC, to the second."""
+    return started_at.astimezone(_dt.UTC).isoformat(timespec="seconds")
 
 
 def open_result(
     plan: OpenPlan,
     totals: ClientTotals,
-    timeline: list[dict[str, Any]],
+    timeline: Sequence[Sample],
     *,
     verdict: Verdict,
     peak: int,
@@ -214,34 +196,31 @@ def open_result(
     started_at: _dt.datetime,
     duration_s: float,
     stop_reason: str,
-    prediction: dict[str, Any],
-    notes: list[str] | None = None,
-    churn: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    """The conncap.result/1 document of one ``open`` run (docs/result-schema.md); with a
-    ``churn`` object for ``open --lifetime``."""
-    doc: dict[str, Any] = {
-        "schema": SCHEMA,
-        "conncap_version": __version__,
-        "command": "open",
-        "started_at": started_at.astimezone(_dt.UTC).isoformat(timespec="seconds"),
-        "duration_s": round(duration_s, 3),
-        "host": host_info(),
-        "plan": plan.to_json(),
-        "requested": plan.count,
-        "established_peak": max(peak, totals.held),
-        "held_at_end": totals.held,
-        "attempts": totals.attempts,
-        "failures": dict(sorted(totals.failures.items())),
-        "failures_by_cause": dict(sorted(totals.failures_by_cause.items())),
-        "dropped": dict(sorted(totals.dropped.items())),
-        "stop_reason": stop_reason,
-        "ceiling": ceiling_json(verdict),
-        "prediction": prediction,
-        "timeline": timeline,
-        "client": {"workers": workers, "established": totals.established},
-        "notes": notes or [],
-    }
-    if churn is not None:
-        doc["churn"] = churn
-    return doc
+    prediction: Prediction,
+    notes: Sequence[str] = (),
+    churn: Mapping[str, JsonValue] | None = None,
+) -> Result:
+    """The result of one ``open`` run (docs/result-schema.md); with a ``churn`` object for
+    ``open --lifetime``."""
+    return Result(
+        conncap_version=__version__,
+        command="open",
+        started_at=started_text(started_at),
+        duration_s=round(duration_s, 3),
+        host=host_info(),
+        plan=json_object(plan.to_json()),
+        requested=plan.count,
+        established_peak=max(peak, totals.held),
+        held_at_end=totals.held,
+        attempts=totals.attempts,
+        failures=dict(sorted(totals.failures.items())),
+        failures_by_cause=dict(sorted(totals.failures_by_cause.items())),
+        dropped=dict(sorted(totals.dropped.items())),
+        stop_reason=stop_reason,
+        ceiling=verdict.ceiling(),
+        prediction=prediction,
+        timeline=tuple(timeline),
+        client=ClientFigures(workers=workers, established=totals.established),
+        notes=tuple(notes),
+        churn=churn,
+    )

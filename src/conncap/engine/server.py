@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from conncap.engine import classify as cl
 from conncap.engine.procs import WorkerSet
 from conncap.errors import UsageError
+from conncap.result import ServerFigures
 
 #: Up to this many ports, every worker listens on every port; above, ports are split.
 SHARE_MAX = 64
@@ -41,24 +42,23 @@ class ServerStats:
     workers: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
 
-    def to_json(self) -> dict[str, Any]:
-        """The ``server`` object of conncap.result/1."""
-        return {
-            "held": self.held,
-            "accepted": self.accepted,
-            "closed": self.closed,
-            "resets": self.resets,
-            "errors": self.errors_by_cause,
-            "errors_by_errno": self.errors,
-            "per_source_ip": self.per_source_ip,
-            "workers": self.workers,
-            "ports": self.ports,
-            "rss_bytes": self.rss_bytes,
-            "backoffs": self.backoffs,
-            **(
-                {"closed_first": self.extra["closed_first"]} if "closed_first" in self.extra else {}
-            ),
-        }
+    def figures(self, errors_during_step: Mapping[str, int] | None = None) -> ServerFigures:
+        """The result's ``server`` object (``errors_during_step``: a step's accept errors)."""
+        return ServerFigures(
+            held=self.held,
+            accepted=self.accepted,
+            closed=self.closed,
+            resets=self.resets,
+            errors=dict(self.errors_by_cause),
+            errors_by_errno=dict(self.errors),
+            per_source_ip=dict(self.per_source_ip),
+            workers=self.workers,
+            ports=tuple(self.ports),
+            rss_bytes=self.rss_bytes,
+            backoffs=self.backoffs,
+            closed_first=self.extra.get("closed_first"),
+            errors_during_step=errors_during_step,
+        )
 
 
 class ServerPool:

@@ -6,7 +6,6 @@ from conncap.measure.loop import (
     MeasuredStep,
     Measurement,
     Probe,
-    Sample,
     growth,
 )
 from conncap.measure.verdict import ClientStop, StepFacts, Verdict, decide
@@ -18,7 +17,6 @@ __all__ = [
     "MeasuredStep",
     "Measurement",
     "Probe",
-    "Sample",
     "StepFacts",
     "Verdict",
     "decide",

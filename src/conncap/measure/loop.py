@@ -20,9 +20,7 @@ from typing import Any, Protocol
 
 from conncap.errors import RunFailed
 from conncap.measure.verdict import ClientStop, StepFacts, Verdict, decide
-
-#: Timeline sample: the result schema's timeline keys (docs/result-schema.md).
-Sample = dict[str, Any]
+from conncap.result import Sample, sample_from_json
 
 #: The server's count is final once it has not moved for this long (its workers report a few
 #: times a second), and the settle waits at most this long by default.
@@ -50,7 +48,9 @@ class Probe(Protocol):
     given the sample so far (``t``, ``held``, …). ``force``: read now even if the probe
     rate-limits itself (a step's first and last sample)."""
 
-    def read(self, sample: Mapping[str, Any], *, force: bool = False) -> Mapping[str, Any]: ...
+    def read(
+        self, sample: Mapping[str, object], *, force: bool = False
+    ) -> Mapping[str, object]: ...
 
 
 class ClientPoolLike(Protocol):
@@ -248,7 +248,7 @@ class Measurement:
         if dt > 0:
             self.rate = (totals.established - self._last_established) / dt
         self._last_t, self._last_established = now, totals.established
-        s: Sample = {
+        s: dict[str, object] = {
             "t": round(now - self.t0, 3),
             "step": step,
             "phase": phase,
@@ -270,10 +270,11 @@ class Measurement:
         if self.probe is not None:
             for k, v in self.probe.read(s, force=force).items():
                 s.setdefault(k, v)
-        self.timeline.append(s)
+        sample = sample_from_json(s)
+        self.timeline.append(sample)
         if self._on_sample is not None:
-            self._on_sample(s)
-        return s
+            self._on_sample(sample)
+        return sample
 
     # ---- one step ----------------------------------------------------------------------------
 
@@ -416,8 +417,8 @@ class Measurement:
             server_errnos=_growth(server.errors, step.server_errnos_start)
             if server is not None
             else {},
-            counters={k: growth(window, k) for k in GROWTH_KEYS if k in last},
-            levels={k: last.get(k) for k in LEVEL_KEYS if k in last},
+            counters={k: growth(window, k) for k in GROWTH_KEYS if last.figure(k) is not None},
+            levels={k: _int(last.figure(k)) for k in LEVEL_KEYS if last.figure(k) is not None},
             stop_reason="ceiling" if outcome == "ramp-over" and stops else outcome,
         )
         step.facts = facts
@@ -470,5 +471,9 @@ class Measurement:
 
 def growth(samples: Iterable[Sample], key: str) -> int | None:
     """Growth of a cumulative counter over ``samples`` (None: measured fewer than twice)."""
-    nums = [v for s in samples if isinstance(v := s.get(key), int)]
+    nums = [int(v) for s in samples if (v := s.figure(key)) is not None]
     return nums[-1] - nums[0] if len(nums) >= 2 else None
+
+
+def _int(value: float | None) -> int | None:
+    return None if value is None else int(value)

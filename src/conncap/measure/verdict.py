@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 from conncap.analysis import CeilingEvidence, attribute
 from conncap.catalogue import Cause
+from conncap.result import SIDES, Ceiling, Side
 
 #: The server's own resources: accept() failing for one of them bounds what it holds.
 SERVER_RESOURCE_CAUSES = (Cause.FILE_DESCRIPTORS, Cause.SYSTEM_FILE_TABLE, Cause.MEMORY)
@@ -57,6 +58,22 @@ class Verdict:
     @classmethod
     def none(cls, server_held: int | None = None) -> Verdict:
         return cls(reached=False, server_held=server_held)
+
+    def ceiling(self, *, step: str | None = None) -> Ceiling:
+        """The result's ``ceiling``: this verdict with the catalogue's advice for its cause."""
+        if not self.reached or self.cause is None:
+            return Ceiling.none()
+        side: Side = next((s for s in SIDES if s == self.side), "unknown")
+        return Ceiling.reached_at(
+            count=self.count,
+            cause=self.cause,
+            side=side,
+            errno=self.errno,
+            op=self.op,
+            evidence=self.evidence,
+            server_held=self.server_held,
+            step=step,
+        )
 
 
 @dataclass(frozen=True, slots=True)

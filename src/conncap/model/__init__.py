@@ -30,6 +30,7 @@ from conncap.model.predict import (
     describe,
     port_pool_size,
     predict,
+    stored,
     to_json,
 )
 from conncap.model.sides import predict_sides, two_sided
@@ -52,6 +53,7 @@ __all__ = [
     "port_pool_size",
     "predict",
     "predict_sides",
+    "stored",
     "to_json",
     "two_sided",
     "usable_ports",

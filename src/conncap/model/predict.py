@@ -18,6 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from conncap import result
 from conncap.catalogue import Cause
 from conncap.errors import UsageError
 from conncap.limits._common import Fact, HostLimits, PortRange
@@ -476,6 +477,11 @@ def to_json(p: Prediction) -> dict[str, Any]:
         "server": p.server.to_json(),
         "notes": list(p.notes),
     }
+
+
+def stored(p: Prediction) -> result.Prediction:
+    """The prediction as a result stores it (:func:`to_json`, typed)."""
+    return result.prediction_from_json(to_json(p))
 
 
 def describe(p: Prediction, plan: Plan) -> str:

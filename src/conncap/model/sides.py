@@ -4,11 +4,10 @@ limits. Pure."""
 
 from __future__ import annotations
 
-from typing import Any
-
+from conncap import result
 from conncap.limits._common import HostLimits
 from conncap.model.plan import Plan
-from conncap.model.predict import Prediction, predict, to_json
+from conncap.model.predict import Prediction, predict, stored
 
 
 def two_sided(
@@ -33,10 +32,10 @@ def two_sided(
 
 def predict_sides(
     client_limits: HostLimits, server_limits: HostLimits, plan: Plan
-) -> dict[str, Any]:
-    """The model's prediction (conncap.result/1 ``prediction``) when client and server are
-    different hosts: :func:`two_sided` as JSON."""
-    return to_json(two_sided(client_limits, server_limits, plan))
+) -> result.Prediction:
+    """The model's prediction as a result stores it when client and server are different
+    hosts: :func:`two_sided`."""
+    return stored(two_sided(client_limits, server_limits, plan))
 
 
 def _lower(a: int | None, b: int | None) -> bool:

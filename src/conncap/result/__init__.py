@@ -1,7 +1,14 @@
 """The result document ``conncap.result/2``: its typed model, its one codec, and its writer and
 loader (docs/result-schema.md). ``conncap.result/1`` files are read and upgraded."""
 
-from conncap.result.codec import from_json, prediction_from_json, sample_from_json, to_json
+from conncap.result.codec import (
+    from_json,
+    json_object,
+    part_to_json,
+    prediction_from_json,
+    sample_from_json,
+    to_json,
+)
 from conncap.result.io import (
     MAX_BYTES,
     REQUIRED_KEYS,
@@ -14,6 +21,7 @@ from conncap.result.io import (
 from conncap.result.model import (
     SCHEMA_V1,
     SCHEMA_V2,
+    SIDES,
     Attribution,
     Bound,
     Ceiling,
@@ -43,6 +51,7 @@ __all__ = [
     "SCHEMA",
     "SCHEMA_V1",
     "SCHEMA_V2",
+    "SIDES",
     "Attribution",
     "Bound",
     "Ceiling",
@@ -64,8 +73,10 @@ __all__ = [
     "SingleProcess",
     "Step",
     "from_json",
+    "json_object",
     "load",
     "load_result",
+    "part_to_json",
     "prediction_from_json",
     "read_json",
     "sample_from_json",

@@ -95,6 +95,17 @@ def json_value(value: object, path: str, depth: int = 0) -> JsonValue:
     raise _Damaged(path, f"expected a JSON value, got a {type(value).__name__}")
 
 
+def json_object(value: Mapping[str, object], what: str = "object") -> JsonObject:
+    """A writer's free-form part (a plan's or the limits' JSON) checked as a JSON object; a
+    value that is not JSON is a bug in the writer (ValueError)."""
+    try:
+        checked = json_value(value, what)
+    except _Damaged as exc:
+        raise ValueError(f"{what} is not JSON: {exc}") from None
+    assert isinstance(checked, Mapping)
+    return checked
+
+
 def _join(path: str, key: str) -> str:
     return f"{path}.{key}" if path else key
 
@@ -381,6 +392,7 @@ def _server(o: _Obj) -> m.ServerFigures:
         ports=o.ints("ports"),
         rss_bytes=o.int_or_none("rss_bytes"),
         backoffs=o.int_or_none("backoffs"),
+        closed_first=o.int_or_none("closed_first"),
         errors_during_step=o.counts_or_none("errors_during_step"),
     )
 
@@ -608,6 +620,12 @@ def _encode_object(obj: object) -> dict[str, JsonValue]:
     for k, v in extra.items():
         out.setdefault(k, _encode(v))
     return out
+
+
+def part_to_json(part: object) -> JsonValue:
+    """One part of the model (a :class:`ServerFigures`, a :class:`Sample`, ...) as the result
+    writes it, for a document of another schema that embeds it (``conncap.serve/1``)."""
+    return _encode(part)
 
 
 def to_json(result: m.Result) -> dict[str, JsonValue]:

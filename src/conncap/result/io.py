@@ -18,11 +18,10 @@ from pathlib import Path
 
 from conncap.errors import UsageError
 from conncap.result import codec
-from conncap.result.model import SCHEMA_V1, JsonValue, Result
+from conncap.result.model import SCHEMA_V2, JsonValue, Result
 
-#: The schema the dict writers (``open``, ``run``, ``scenario``) still write until they build a
-#: :class:`Result`; :data:`~conncap.result.model.SCHEMA_V2` is what a Result is written as.
-SCHEMA = SCHEMA_V1
+#: The schema conncap writes (every writer builds a :class:`Result`).
+SCHEMA = SCHEMA_V2
 
 #: Keys every result document has (the loader checks them).
 REQUIRED_KEYS = codec.REQUIRED_KEYS

@@ -272,6 +272,8 @@ class ServerFigures:
     ports: tuple[int, ...] = ()
     rss_bytes: int | None = None
     backoffs: int | None = None
+    closed_first: int | None = None
+    """Churn: connections the server closed first (`serve --close-after`)."""
     errors_during_step: Mapping[str, int] | None = None
 
 

@@ -10,6 +10,7 @@ their sockets) is stopped in ``finally``, so success, an error and Ctrl-C (the c
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import threading
 import time
@@ -20,11 +21,10 @@ from conncap import __version__, analysis
 from conncap.catalogue import Cause
 from conncap.engine import ClientPool, OpenPlan, ServerPool, Target, per_worker_capacity
 from conncap.engine.protocol import server_worker_fds
-from conncap.engine.results import ceiling_json
 from conncap.errors import RunFailed, UsageError
 from conncap.limits import HostLimits
-from conncap.measure import Launch, Measurement, Sample
-from conncap.result import SCHEMA
+from conncap.measure import Launch, Measurement
+from conncap.result import Ceiling, Prediction, Result, Sample, ServerFigures, json_object
 from conncap.run import ports as portmod
 from conncap.run import steps as st
 from conncap.run import verdict
@@ -36,7 +36,7 @@ from conncap.run.config import (
     SamplerLike,
     Silent,
 )
-from conncap.run.document import StepRun, memory_json, no_ceiling, step_json
+from conncap.run.document import StepRun, memory_result, step_result
 
 #: Tries at starting the server when a port picked outside the range is taken meanwhile.
 SERVER_START_TRIES = 3
@@ -52,7 +52,7 @@ class _SamplerProbe:
     def __init__(self, sampler: SamplerLike) -> None:
         self.sampler = sampler
 
-    def read(self, sample: Mapping[str, Any], *, force: bool = False) -> Mapping[str, Any]:
+    def read(self, sample: Mapping[str, Any], *, force: bool = False) -> Mapping[str, object]:
         return self.sampler.sample(
             held=int(sample["held"]),
             rate=float(sample["rate"]),
@@ -156,11 +156,11 @@ class Experiment:
         self._client_cap = 1
         self._n_source_ips = 1
         self._n_ports = 1
-        self._final_server: dict[str, Any] | None = None
+        self._final_server: ServerFigures | None = None
 
     # ---- the run ------------------------------------------------------------------------------
 
-    def run(self) -> dict[str, Any]:
+    def run(self) -> Result:
         """Carry out the experiment; always returns a document (``stop_reason`` "error" and
         ``error`` set when it failed; the caller raises). Stops every worker before returning."""
         started = _dt.datetime.now(_dt.UTC)
@@ -336,7 +336,7 @@ class Experiment:
             if outcome != "ramp-over":
                 self.stop_reason = outcome
                 return
-            reached = bool(step.ceiling.get("reached"))
+            reached = bool(step.ceiling.reached)
             self.stop_reason = "ceiling" if reached else "count"
             hold = self.m.hold(
                 spec.name, cfg.plateau_s, hz=cfg.hold_hz, should_stop=self._should_stop
@@ -351,7 +351,7 @@ class Experiment:
             if index + 1 < len(specs) and not verdict.liftable(step.ceiling):
                 self.notes.append(
                     f"step {index + 2} ({specs[index + 1].name}) skipped: the ceiling was "
-                    f"{step.ceiling.get('cause')} on the {step.ceiling.get('side')} side, "
+                    f"{step.ceiling.cause} on the {step.ceiling.side} side, "
                     "which more source IPs and server ports do not lift"
                 )
                 return
@@ -436,8 +436,8 @@ class Experiment:
             client=self.m.client_pids(), server=self.server.pids() if self.server else ()
         )
 
-    def _should_stop(self, sample: Mapping[str, Any]) -> str | None:
-        avail = sample.get("mem_available")
+    def _should_stop(self, sample: Sample) -> str | None:
+        avail = sample.mem_available
         if self._guard_bytes is not None and isinstance(avail, int) and avail < self._guard_bytes:
             self.m.pause_clients()
             return "memory-guard"
@@ -450,7 +450,7 @@ class Experiment:
         step = self._current
         if step is None:
             return
-        held = int(sample["held"])
+        held = sample.held
         step.peak = max(step.peak, held)
         self.observer.progress(
             Progress(
@@ -458,16 +458,16 @@ class Experiment:
                 step_count=self._n_steps,
                 step_name=step.spec.name,
                 step_title=step.spec.title,
-                phase=str(sample.get("phase")),
+                phase=str(sample.phase),
                 held=held,
                 count=self.config.count,
                 rate=self.m.rate,
-                failures_by_cause=dict(sample["failures_by_cause"]),
-                kernel_bytes=sample.get("kernel_bytes"),
-                kernel_bytes_start=self.timeline[0].get("kernel_bytes"),
-                mem_available=sample.get("mem_available"),
+                failures_by_cause=dict(sample.failures_by_cause),
+                kernel_bytes=sample.kernel_bytes,
+                kernel_bytes_start=self.timeline[0].kernel_bytes,
+                mem_available=sample.mem_available,
                 guard_bytes=self._guard_bytes,
-                server_held=int(sample.get("server_held") or 0),
+                server_held=sample.server_held or 0,
                 elapsed=self.m.now(),
                 max_duration=self.config.max_duration,
             )
@@ -478,7 +478,7 @@ class Experiment:
         if len(self.timeline) < 3:
             return None
         mem = analysis.memory_report(self.timeline, guard_fraction=0.0)
-        parts = [mem.get("kernel_bytes_per_conn"), mem.get("user_bytes_per_conn")]
+        parts = [mem.kernel_bytes_per_conn, mem.user_bytes_per_conn]
         vals = [float(v) for v in parts if isinstance(v, int | float)]
         total = sum(vals)
         return total if vals and total > 0 else None
@@ -494,27 +494,27 @@ class Experiment:
         if outcome == "ramp-over":
             v = self.m.conclude(step.measured, settle="stable", count="all")
             step.server_held = v.server_held
-            step.ceiling = ceiling_json(v) if v.reached else no_ceiling()
+            step.ceiling = v.ceiling()
         else:
-            step.ceiling = no_ceiling()
+            step.ceiling = Ceiling.none()
         step.t_end = step.t_ramp_end = self.m.now()
         step.i_end = len(self.timeline) - 1
         held_total = self.m.held()
         step.peak = max(step.peak, held_total)
-        reached = bool(step.ceiling.get("reached"))
+        reached = bool(step.ceiling.reached)
         m = verdict.measured(step.ceiling, client_held=held_total, server_held=step.server_held)
         reasons = list(m.reasons)
         short_ok = 0
         if (
             reached
-            and step.ceiling.get("cause") == Cause.EPHEMERAL_PORTS
+            and step.ceiling.cause == Cause.EPHEMERAL_PORTS
             and step.prediction.cause == Cause.EPHEMERAL_PORTS
-            and step.ceiling.get("count") != step.prediction.count
+            and step.ceiling.count != step.prediction.count
         ):
             odd = verdict.odd_range_reason(
                 self._port_range, self._reserved, step.spec, self._read_sockets()
             )
-            if odd is not None and step.ceiling.get("count") == (step.prediction.count or 0) - 1:
+            if odd is not None and step.ceiling.count == (step.prediction.count or 0) - 1:
                 reasons.append(odd)
                 short_ok = 1  # the kernel does not promise the last port of an odd range
             else:
@@ -523,7 +523,7 @@ class Experiment:
             step.prediction,
             reached=reached,
             measured=m.value,
-            cause=step.ceiling.get("cause"),
+            cause=step.ceiling.cause,
             requested=self.config.count,
             stop_reason="count" if outcome == "ramp-over" else outcome,
             reasons=reasons,
@@ -555,81 +555,77 @@ class Experiment:
             except Exception as exc:  # never skip the clean-up below
                 errors.append(exc)
         if self.timeline:
-            self._held_at_end = int(self.timeline[-1]["held"])
+            self._held_at_end = self.timeline[-1].held
         final, problems = self.m.close()
         errors.extend(problems)
         if final is not None:
-            self._final_server = final.to_json()
+            self._final_server = final.figures()
         if errors and self.error is None:
             self.error = f"clean-up: {errors[0]}"
 
-    def _document(self, started: _dt.datetime, duration: float) -> dict[str, Any]:
-        from conncap.engine.results import host_info
+    def _document(self, started: _dt.datetime, duration: float) -> Result:
+        from conncap.engine.results import host_info, started_text
+        from conncap.limits.render import limits_to_json
+        from conncap.report.summary import summary_lines
 
         cfg = self.config
         totals = self.m.client_totals()
-        peak = max([int(s.get("held") or 0) for s in self.timeline] or [0])
-        steps_json = [step_json(s) for s in self.steps]
+        peak = max((s.held for s in self.timeline), default=0)
         headline = next(
-            (s for s in reversed(self.steps) if s.ceiling.get("reached")),
+            (s for s in reversed(self.steps) if s.ceiling.reached),
             self.steps[-1] if self.steps else None,
         )
-        ceiling = headline.ceiling if headline is not None and headline.ceiling else no_ceiling()
-        prediction: dict[str, Any] = (
-            headline.prediction.to_json()
+        ceiling = headline.ceiling.at_step(headline.spec.name) if headline else Ceiling.none()
+        prediction = (
+            headline.prediction.result()
             if headline is not None and headline.prediction is not None
-            else {"count": None, "cause": None, "reason": "no step ran"}
+            else Prediction.unknown("no step ran")
         )
-        if headline is not None:
-            ceiling = {**ceiling, "step": headline.spec.name}
-        doc: dict[str, Any] = {
-            "schema": SCHEMA,
-            "conncap_version": __version__,
-            "command": "run",
-            "started_at": started.astimezone(_dt.UTC).isoformat(timespec="seconds"),
-            "duration_s": round(duration, 3),
-            "host": host_info(),
-            "plan": self._plan_json(),
-            "config": cfg.to_json(),
-            "requested": cfg.count,
-            "established_peak": peak,
-            "held_at_end": self._held_at_end,
-            "attempts": totals.attempts,
-            "failures": dict(sorted(totals.failures.items())),
-            "failures_by_cause": dict(sorted(totals.failures_by_cause.items())),
-            "dropped": dict(sorted(totals.dropped.items())),
-            "stop_reason": self.stop_reason,
-            "ceiling": ceiling,
-            "prediction": prediction,
-            "timeline": self.timeline,
-            "steps": steps_json,
-            "memory": memory_json(
+        topology = None
+        if self.isolated is not None:
+            topology = json_object(
+                {**self.isolated.to_json(), "lines": self.isolated.describe()}, "topology"
+            )
+        result = Result(
+            conncap_version=__version__,
+            command="run",
+            started_at=started_text(started),
+            duration_s=round(duration, 3),
+            host=host_info(),
+            plan=json_object(self._plan_json(), "plan"),
+            config=json_object(cfg.to_json(), "config"),
+            topology=topology,
+            requested=cfg.count,
+            established_peak=peak,
+            held_at_end=self._held_at_end,
+            attempts=totals.attempts,
+            failures=dict(sorted(totals.failures.items())),
+            failures_by_cause=dict(sorted(totals.failures_by_cause.items())),
+            dropped=dict(sorted(totals.dropped.items())),
+            stop_reason=self.stop_reason,
+            ceiling=ceiling,
+            prediction=prediction,
+            timeline=tuple(self.timeline),
+            server=self._final_server,
+            steps=tuple(step_result(s) for s in self.steps),
+            memory=memory_result(
                 self.timeline,
                 self.sampler,
                 guard_fraction=cfg.memory_guard,
                 guard_bytes=self._guard_bytes,
                 mem_start=self._mem_start,
             ),
-            "notes": self.notes,
-        }
-        if self._final_server is not None:
-            doc["server"] = self._final_server
-        if self.limits is not None:
-            from conncap.limits.render import limits_to_json
-
-            doc["limits"] = limits_to_json(self.limits)
-            if self.isolated is not None and self._server_limits is not None:
-                doc["server_limits"] = limits_to_json(self._server_limits)
-        if self.isolated is not None:
-            doc["topology"] = {**self.isolated.to_json(), "lines": self.isolated.describe()}
-        if self.sampler is not None and self.sampler.problems:
-            doc["probe_problems"] = dict(self.sampler.problems)
-        if self.error is not None:
-            doc["error"] = self.error
-        from conncap.report.summary import summary_lines
-
-        doc["summary"] = summary_lines(doc)
-        return doc
+            limits=limits_to_json(self.limits) if self.limits is not None else None,
+            server_limits=(
+                limits_to_json(self._server_limits)
+                if self.isolated is not None and self._server_limits is not None
+                else None
+            ),
+            notes=tuple(self.notes),
+            probe_problems=dict(self.sampler.problems) if self.sampler is not None else {},
+            error=self.error,
+        )
+        return dataclasses.replace(result, summary=tuple(summary_lines(result)))
 
     def _plan_json(self) -> dict[str, Any]:
         cfg = self.config

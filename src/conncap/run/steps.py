@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from conncap import model
+from conncap import model, result
 from conncap.catalogue import Cause
 from conncap.errors import UsageError
 from conncap.limits import Fact, HostLimits
@@ -204,6 +204,10 @@ class StepPrediction:
             out["single_process"] = self.single_process
         return out
 
+    def result(self) -> result.Prediction:
+        """The prediction as the result stores it."""
+        return result.prediction_from_json(self.to_json())
+
 
 def predict_step(
     limits: HostLimits,
@@ -261,20 +265,21 @@ class Comparison:
     text: str
     reasons: tuple[str, ...] = field(default=())
 
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "predicted": self.predicted,
-            "measured": self.measured,
-            "difference": (
+    def result(self) -> result.Comparison:
+        """The comparison as the result stores it."""
+        return result.Comparison(
+            predicted=self.predicted,
+            measured=self.measured,
+            exact=self.exact,
+            matches=self.matches,
+            text=self.text,
+            difference=(
                 self.measured - self.predicted
                 if self.measured is not None and self.predicted is not None
                 else None
             ),
-            "exact": self.exact,
-            "matches": self.matches,
-            "text": self.text,
-            "reasons": list(self.reasons),
-        }
+            reasons=self.reasons,
+        )
 
 
 def compare(

@@ -1,9 +1,7 @@
-"""What a step of ``conncap run`` reached, and what its prediction is compared with. Pure: the
-experiment reads the pools, the server and the sockets, and these functions decide.
+"""What a step of ``conncap run`` is compared with. Pure: the measurement loop
+(:mod:`conncap.measure`) decides the ceiling; these functions say what its prediction is
+compared with.
 
-- The client's ceiling is what its workers report (:func:`ceiling_json` fills in the advice).
-- A server's own ceiling: the client got its quota, but the server's accept() failed for lack
-  of descriptors, file table or memory and it holds fewer (:func:`server_ceiling`).
 - For a ceiling on the server's side the comparison is with what the server accepted; when the
   server simply holds fewer than the client (half-open connections), with what it holds
   (:func:`measured`).
@@ -12,18 +10,14 @@ experiment reads the pools, the server and the sockets, and these functions deci
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
 
 from conncap.catalogue import Cause
-from conncap.engine import classify as cl
 from conncap.limits import PortRange
+from conncap.result import Ceiling
 from conncap.run.ports import TCP_LISTEN, SocketRow
 from conncap.run.steps import StepSpec
-
-#: The server's own resources: accept() failing for one of them bounds what it holds.
-SERVER_RESOURCE_CAUSES = (Cause.FILE_DESCRIPTORS, Cause.SYSTEM_FILE_TABLE, Cause.MEMORY)
 
 #: Ceilings step 2 can lift: a new (source IP, server port) pair is a fresh pool of ports,
 #: and step 2's new client processes have fresh descriptor tables. A server's limits, memory
@@ -31,73 +25,9 @@ SERVER_RESOURCE_CAUSES = (Cause.FILE_DESCRIPTORS, Cause.SYSTEM_FILE_TABLE, Cause
 LIFTABLE = frozenset({Cause.EPHEMERAL_PORTS, Cause.FILE_DESCRIPTORS})
 
 
-def liftable(ceiling: Mapping[str, Any]) -> bool:
+def liftable(ceiling: Ceiling) -> bool:
     """Whether step 2 (new 4-tuples, new client processes) can lift this ceiling."""
-    return ceiling.get("side") == "client" and ceiling.get("cause") in LIFTABLE
-
-
-def ceiling_json(
-    *,
-    count: int,
-    cause: str,
-    side: str,
-    errno: str | None,
-    op: str | None,
-    evidence: str | None,
-    server_held: int | None,
-) -> dict[str, Any]:
-    """A reached ceiling as the result's ``ceiling`` object, with this OS's advice."""
-    adv = cl.advice(Cause(cause))
-    return {
-        "reached": True,
-        "count": count,
-        "cause": str(cause),
-        "side": side,
-        "errno": errno,
-        "op": op,
-        "knob": adv.knob or None,
-        "advice": list(adv.commands),
-        "windows": adv.windows or None,
-        "evidence": evidence,
-        "server_held": server_held,
-    }
-
-
-def server_ceiling(
-    *,
-    client_held: int,
-    server_held: int,
-    errors_by_cause: Mapping[str, int],
-    errors_by_errno: Mapping[str, int],
-) -> dict[str, Any] | None:
-    """The server's ceiling when the client reached its quota (None: there is none).
-
-    ``errors_*`` are the server's accept() errors during the step. If one of them is a lack
-    of a resource and the server holds fewer than the client, the server stopped there: the
-    kernel kept completing handshakes into its accept queue (and, once that was full, with SYN
-    cookies, half-open ones only the client knows)."""
-    if server_held >= client_held:
-        return None
-    cause = next((c for c in SERVER_RESOURCE_CAUSES if errors_by_cause.get(c)), None)
-    if cause is None:
-        return None
-    errno = (
-        min(errors_by_errno.items(), key=lambda kv: (-kv[1], kv[0]))[0] if errors_by_errno else None
-    )
-    return ceiling_json(
-        count=client_held,
-        cause=cause,
-        side="server",
-        errno=errno,
-        op="accept",
-        evidence=(
-            f"server accept() failed ×{errors_by_cause[cause]:,} ({errno or cause}) while the "
-            f"client's connects still succeeded: the server holds {server_held:,}, the client "
-            f"{client_held:,}; the others completed their handshake into the server's accept "
-            "queue or, once it was full, are half-open (established at the client only)"
-        ),
-        server_held=server_held,
-    )
+    return ceiling.side == "client" and ceiling.cause in LIFTABLE
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,18 +39,17 @@ class Measured:
     reasons: tuple[str, ...] = field(default=())
 
 
-def measured(ceiling: Mapping[str, Any], *, client_held: int, server_held: int | None) -> Measured:
+def measured(ceiling: Ceiling, *, client_held: int, server_held: int | None) -> Measured:
     """What both ends hold, for the comparison with the model.
 
     A ceiling on the client's side is the client's count. One on the server's side is what
     the server accepted. Without a ceiling, if the server holds fewer than the client, the
     rest are half-open or queued: the server's count is what is really held."""
-    if ceiling.get("reached"):
-        count = ceiling.get("count")
-        held = int(count) if isinstance(count, int) else client_held
-        if ceiling.get("side") != "server":
+    if ceiling.reached:
+        held = ceiling.count if ceiling.count is not None else client_held
+        if ceiling.side != "server":
             return Measured(held)
-        accepted = int(ceiling.get("server_held") or 0)
+        accepted = ceiling.server_held or 0
         why = (
             (f"the client held {held:,}: {held - accepted:,} more that the server never accepted",)
             if accepted < held

@@ -201,9 +201,7 @@ def port_ceiling(sr: ScenarioRun, s: Step, view: PeerView, lo: int, hi: int) -> 
     sr.check(ex.holds("the client uses up its port range", ok, expected, measured, step=s.name))
     sr.check(ex.same("then fails with EADDRNOTAVAIL", "EADDRNOTAVAIL", s.errno, step=s.name))
     sr.check(ex.same("named ephemeral-ports", "ephemeral-ports", s.cause, step=s.name))
-    sr.check(
-        ex.model_note(s.prediction.get("count"), s.prediction.get("cause"), s.held, step=s.name)
-    )
+    sr.check(ex.model_note(s.prediction.count, s.prediction.cause, s.held, step=s.name))
 
 
 def descriptor_ceiling(sr: ScenarioRun, s: Step, nofile: int, client: Host) -> None:
@@ -230,9 +228,7 @@ def descriptor_ceiling(sr: ScenarioRun, s: Step, nofile: int, client: Host) -> N
                 step=s.name,
             )
         )
-    sr.check(
-        ex.model_note(s.prediction.get("count"), s.prediction.get("cause"), s.held, step=s.name)
-    )
+    sr.check(ex.model_note(s.prediction.count, s.prediction.cause, s.held, step=s.name))
     if s.held < 20000:
         sr.note(
             f"one process stopped at {s.held:,} connections: the article's author saw "
@@ -256,7 +252,7 @@ def server_view(sr: ScenarioRun, s: Step, client_ip: str, port: int) -> PeerView
         ex.same(
             "the server counts every connection from one source IP",
             {client_ip: s.held},
-            dict(s.server.get("per_source_ip") or {}),
+            dict(s.server.per_source_ip if s.server is not None else {}),
             step=s.name,
         )
     )

@@ -62,7 +62,12 @@ def run(sr: ScenarioRun) -> None:
     if queue is not None:
         s1.observed["accept_queue"] = queue.to_json()
     sr.check(
-        ex.equal("the frozen server accepted nothing", 0, s1.server.get("accepted"), step=s1.name)
+        ex.equal(
+            "the frozen server accepted nothing",
+            0,
+            s1.server.accepted if s1.server is not None else None,
+            step=s1.name,
+        )
     )
     sr.check(
         ex.holds(
@@ -90,24 +95,24 @@ def run(sr: ScenarioRun) -> None:
         ex.same(
             "named the server's backlog",
             ("server-backlog", "server"),
-            (s1.attribution["cause"], s1.attribution["side"]),
+            (s1.attribution.cause, s1.attribution.side),
             step=s1.name,
         )
     )
-    notes = [x for x in s1.prediction.get("notes") or [] if str(x).startswith("backlog")]
+    notes = [x for x in s1.prediction.notes if str(x).startswith("backlog")]
     if notes:
         sr.check(ex.note("model", str(notes[0]), step=s1.name))
 
     waiting = queue.queued if queue is not None else None
     sr.resume_server()
     srv = sr.wait_server(until=waiting, max_s=10.0)
-    s1.observed["server_after_resume"] = {"held": srv.get("held"), "accepted": srv.get("accepted")}
-    sr.say(f"  server thawed (SIGCONT): it accepted {ex.n(srv.get('held'))}")
+    s1.observed["server_after_resume"] = {"held": srv.held, "accepted": srv.accepted}
+    sr.say(f"  server thawed (SIGCONT): it accepted {ex.n(srv.held)}")
     sr.check(
         ex.equal(
             "thawed, the server accepts exactly what waited in the queue",
             waiting,
-            srv.get("held"),
+            srv.held,
             step=s1.name,
         )
     )

@@ -11,11 +11,11 @@ hands out from a range (measured on 6.18, explained below).
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
 
-Kind = Literal["check", "note"]
+from conncap import result
+from conncap.result.model import ExpectationKind as Kind
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,16 +44,17 @@ class Expectation:
             return f"{head}: {self.measured}" + (f" ({self.expected})" if self.expected else "")
         return f"{head}: expected {self.expected}, measured {self.measured}"
 
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "kind": self.kind,
-            "ok": self.ok,
-            "expected": self.expected,
-            "measured": self.measured,
-            "step": self.step,
-            "why": self.why,
-        }
+    def result(self) -> result.Expectation:
+        """The expectation as the result's ``expectations[]`` entry."""
+        return result.Expectation(
+            name=self.name,
+            kind=self.kind,
+            ok=self.ok,
+            expected=self.expected,
+            measured=self.measured,
+            step=self.step,
+            why=self.why,
+        )
 
 
 def n(value: int | float | None) -> str:
@@ -99,7 +100,7 @@ def greater(
     )
 
 
-def overflow_and_syn_retries(counters: dict[str, Any], *, step: str) -> list[Expectation]:
+def overflow_and_syn_retries(counters: Mapping[str, int | None], *, step: str) -> list[Expectation]:
     """What a full accept queue leaves behind: ListenOverflows on the server and SYN
     retransmits on the client (the ``backlog`` and ``server-fds`` scenarios both check it)."""
     return [

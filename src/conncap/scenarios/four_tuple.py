@@ -135,12 +135,12 @@ def _ports_bind(sr: ScenarioRun, s: Step, expected: int, how: str) -> None:
             step=s.name,
         )
     )
-    p = s.prediction.get("count")
+    p = s.prediction.count
     sr.check(
         ex.holds(
             "as the model predicts",
-            p == s.held and s.prediction.get("cause") == "ephemeral-ports",
-            f"{ex.n(p)} ({s.prediction.get('cause')})",
+            p == s.held and s.prediction.cause == "ephemeral-ports",
+            f"{ex.n(p)} ({s.prediction.cause})",
             f"{s.held:,} (ephemeral-ports)" if s.cause == "ephemeral-ports" else f"{s.held:,}",
             step=s.name,
         )

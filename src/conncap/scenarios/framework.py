@@ -20,8 +20,9 @@ from contextlib import suppress
 from typing import TYPE_CHECKING, Any
 
 from conncap.measure import Launch as PoolLaunch
-from conncap.measure import Measurement, Sample
+from conncap.measure import Measurement
 from conncap.measure.verdict import evidence
+from conncap.result import Attribution, Prediction, Sample, ServerFigures, json_object
 from conncap.scenarios import observe
 from conncap.scenarios.expect import Expectation, n
 from conncap.scenarios.step import Launch, Step
@@ -114,7 +115,7 @@ class ScenarioRun:
         server: Host,
         server_nofile: int | None,
         **plan: Any,
-    ) -> dict[str, Any]:
+    ) -> Prediction:
         """The model's prediction for a plan between two namespaces (``plan``: model.Plan
         fields; loopback is False, the workers raise their soft limit and keep the
         descriptors besides their connections that conncap's workers keep)."""
@@ -242,12 +243,13 @@ class ScenarioRun:
 
     def wait_server(
         self, *, until: int | None = None, settle_s: float | None = None, max_s: float = 5.0
-    ) -> dict[str, Any]:
+    ) -> ServerFigures:
         """The server's stats once its count has settled (:meth:`Measurement.settle_server`)."""
         assert self._server is not None
         kw = {} if settle_s is None else {"settle_s": settle_s}
         stats = self.m.settle_server(until=until, max_s=max_s, **kw)
-        return dict(stats.to_json())
+        figures: ServerFigures = stats.figures()
+        return figures
 
     # ---- counters of namespaces -------------------------------------------------------------
 
@@ -310,7 +312,7 @@ class ScenarioRun:
         title: str,
         launches: Sequence[Launch],
         *,
-        prediction: dict[str, Any] | None = None,
+        prediction: Prediction | None = None,
         max_s: float = 60.0,
         settle: str = "stable",
         explain: Callable[[Step], None] | None = None,
@@ -323,7 +325,6 @@ class ScenarioRun:
         ``none`` reads it at once (a frozen server). ``explain(step)`` may refine the
         step's attribution with what only the scenario knows, before it is printed."""
         from conncap import analysis
-        from conncap.engine.results import ceiling_json
 
         index = len(self.steps) + 1
         self.out(f"step {index} {name}: {title}")
@@ -336,9 +337,11 @@ class ScenarioRun:
         facts = ms.facts
         assert facts is not None
         attr = analysis.attribute(evidence(facts))
-        server_json: dict[str, Any] = {}
-        if ms.server is not None:
-            server_json = {**ms.server.to_json(), "errors_during_step": dict(facts.server_errors)}
+        server = (
+            ms.server.figures(errors_during_step=dict(facts.server_errors))
+            if ms.server is not None
+            else None
+        )
         stats = ms.client_stats()
         step = Step(
             name=name,
@@ -351,14 +354,14 @@ class ScenarioRun:
             attempts=sum(st.attempts for st in stats),
             failures=dict(facts.client_failures),
             failures_by_cause=dict(facts.client_failures_by_cause),
-            ceiling=ceiling_json(verdict),
-            prediction=prediction or {},
-            attribution={"cause": str(attr.cause), "side": attr.side, "evidence": attr.evidence},
-            server=server_json,
+            ceiling=verdict.ceiling(),
+            prediction=prediction or Prediction(),
+            attribution=Attribution(str(attr.cause), attr.side, attr.evidence),
+            server=server,
             counters={**facts.counters, **facts.levels},
             plan={
                 "clients": [
-                    {"netns": la.host.name, "nofile": la.nofile, **la.plan.to_json()}
+                    json_object({"netns": la.host.name, "nofile": la.nofile, **la.plan.to_json()})
                     for la in launches
                 ]
             },
@@ -379,22 +382,22 @@ class ScenarioRun:
                 f"{k} ×{n(v)}" for k, v in sorted(step.failures.items())
             )
         self.out(line)
-        if step.server:
-            per_ip = step.server.get("per_source_ip") or {}
+        if step.server is not None:
+            per_ip = step.server.per_source_ip
             srv = (
-                f"  server held {n(step.server.get('held'))}, from {len(per_ip)} source "
+                f"  server held {n(step.server.held)}, from {len(per_ip)} source "
                 f"IP{'s' if len(per_ip) != 1 else ''}"
             )
-            errs = step.server.get("errors_during_step") or {}
+            errs = step.server.errors_during_step or {}
             if errs:
                 srv += "; accept() failed " + ", ".join(f"{k} ×{n(v)}" for k, v in errs.items())
             self.out(srv)
-        if step.ceiling.get("reached"):
+        if step.ceiling.reached:
             a = step.attribution
-            self.out(f"  stopped by {a['cause']} ({a['side']}): {a['evidence']}")
+            self.out(f"  stopped by {a.cause} ({a.side}): {a.evidence}")
         p = step.prediction
-        if show_model and p.get("count") is not None:
-            self.out(f"  model: {n(p['count'])} ({p.get('cause')}, {p.get('side')})")
+        if show_model and p.count is not None:
+            self.out(f"  model: {n(p.count)} ({p.cause}, {p.side})")
 
     def release(self, step: Step) -> None:
         """Close a step's connections (RST, so no TIME_WAIT is left for the next step) and

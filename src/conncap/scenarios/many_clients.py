@@ -13,6 +13,7 @@ its own limit binds: here its descriptors (a small ulimit -n, so it binds fast).
 from __future__ import annotations
 
 from conncap.engine import OpenPlan, Target
+from conncap.result import Prediction
 from conncap.scenarios import expect as ex
 from conncap.scenarios.framework import ScenarioRun
 from conncap.scenarios.server_fds import NO_COOKIES
@@ -55,7 +56,7 @@ def run(sr: ScenarioRun) -> None:
         plan = OpenPlan(target, count=count, timeout_s=5.0, streak=16)
         return [Launch(h, plan) for h in mc.clients]
 
-    def predict() -> dict[str, object]:
+    def predict() -> Prediction:
         return sr.predict(
             mc.clients[0],
             None,
@@ -82,7 +83,7 @@ def run(sr: ScenarioRun) -> None:
         ex.same(
             "told apart by source IP: each client's share",
             dict.fromkeys(mc.client_ips, first),
-            dict(s1.server.get("per_source_ip") or {}),
+            dict(s1.server.per_source_ip if s1.server is not None else {}),
             step=s1.name,
         )
     )
@@ -99,7 +100,7 @@ def run(sr: ScenarioRun) -> None:
     )
     tables = sr.server_fd_tables()
     held = s2.server_held or 0
-    per_ip = dict(s2.server.get("per_source_ip") or {})
+    per_ip = dict(s2.server.per_source_ip if s2.server is not None else {})
     if tables:
         t = tables[0]
         s2.observed["server_fd_table"] = t.to_json()
@@ -112,7 +113,7 @@ def run(sr: ScenarioRun) -> None:
                 step=s2.name,
             )
         )
-    errs = (s2.server.get("errors_during_step") or {}).get("file-descriptors")
+    errs = s2.server_errors.get("file-descriptors")
     sr.check(ex.at_least("accept() failed with EMFILE", 1, errs, step=s2.name))
     sr.check(
         ex.equal(
@@ -126,7 +127,7 @@ def run(sr: ScenarioRun) -> None:
         ex.same(
             "named the server's descriptors",
             ("file-descriptors", "server"),
-            (s2.attribution["cause"], s2.attribution["side"]),
+            (s2.attribution.cause, s2.attribution.side),
             step=s2.name,
         )
     )
@@ -140,6 +141,4 @@ def run(sr: ScenarioRun) -> None:
         )
     )
     sr.check(ex.note("at the server", side_line(side), step=s2.name))
-    sr.check(
-        ex.model_note(s2.prediction.get("count"), s2.prediction.get("cause"), held, step=s2.name)
-    )
+    sr.check(ex.model_note(s2.prediction.count, s2.prediction.cause, held, step=s2.name))

@@ -164,7 +164,7 @@ def _snat_ceiling(
         ex.same(
             "named conntrack (SNAT) in the network",
             ("conntrack", "network"),
-            (s.attribution.get("cause"), s.attribution.get("side")),
+            (s.attribution.cause, s.attribution.side),
             step=s.name,
         )
     )

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from conncap.errors import RunFailed, UsageError
+from conncap.result import Result
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,7 +102,7 @@ def get(name: str) -> Scenario:
 
 @dataclass(frozen=True)
 class Outcome:
-    doc: dict[str, Any]
+    result: Result
     passed: bool
 
 
@@ -117,8 +118,8 @@ def run_scenario(
     measured is still written, then KeyboardInterrupt goes on."""
     from conncap.engine.results import host_info
     from conncap.netns import Topology, check_support
-    from conncap.result import write_atomic
-    from conncap.scenarios.document import build_document
+    from conncap.result import Scenario, write_atomic
+    from conncap.scenarios.document import build_result
     from conncap.scenarios.framework import ScenarioRun
 
     scenario = get(name)
@@ -126,7 +127,7 @@ def run_scenario(
     body = scenario.load()
     say = out if out is not None else (lambda _line: None)
     say(f"scenario {scenario.name}: {scenario.title}")
-    doc: dict[str, Any] | None = None
+    result: Result | None = None
     written = json_path is None
     with Topology() as topo:
         sr = ScenarioRun(topo, scale=scale, out=say)
@@ -140,14 +141,11 @@ def run_scenario(
             raise
         finally:
             sr.close()
-            doc = build_document(
-                scenario={
-                    "name": scenario.name,
-                    "title": scenario.title,
-                    "shows": scenario.shows,
-                    "scale": scale,
-                },
-                steps=[s.to_json() for s in sr.steps],
+            result = build_result(
+                scenario=Scenario(
+                    name=scenario.name, title=scenario.title, shows=scenario.shows, scale=scale
+                ),
+                steps=[s.result() for s in sr.steps],
                 timeline=sr.timeline,
                 expectations=sr.expectations,
                 started_at=sr.started_at,
@@ -162,14 +160,14 @@ def run_scenario(
             )
             if json_path is not None and (sr.steps or sr.interrupted):
                 try:
-                    write_atomic(json_path, doc)
+                    write_atomic(json_path, result)
                 except OSError as exc:
                     # one line; an exception already on its way out keeps its place
                     sys.stderr.write(f"conncap: cannot write {json_path}: {exc}\n")
                     written = False
                 else:
                     written = True
-    assert doc is not None
+    assert result is not None and result.scenario is not None
     if not written:
         raise RunFailed(f"the result could not be written to {json_path}")
-    return Outcome(doc, bool(doc["scenario"]["passed"]))
+    return Outcome(result, bool(result.scenario.passed))

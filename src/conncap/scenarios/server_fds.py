@@ -71,7 +71,7 @@ def run(sr: ScenarioRun) -> None:
                 step=s.name,
             )
         )
-    errs = (s.server.get("errors_during_step") or {}).get("file-descriptors")
+    errs = s.server_errors.get("file-descriptors")
     sr.check(ex.at_least("the server's accept() failed with EMFILE", 1, errs, step=s.name))
     sr.check(
         ex.greater(
@@ -97,7 +97,7 @@ def run(sr: ScenarioRun) -> None:
         ex.same(
             "named the server's descriptors, from the server's evidence",
             ("file-descriptors", "server"),
-            (s.attribution["cause"], s.attribution["side"]),
+            (s.attribution.cause, s.attribution.side),
             step=s.name,
         )
     )
@@ -121,8 +121,4 @@ def run(sr: ScenarioRun) -> None:
         )
     )
     sr.check(ex.note("at the server", side_line(side), step=s.name))
-    sr.check(
-        ex.model_note(
-            s.prediction.get("count"), s.prediction.get("cause"), server_held, step=s.name
-        )
-    )
+    sr.check(ex.model_note(s.prediction.count, s.prediction.cause, server_held, step=s.name))

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from conncap.result import Attribution, Ceiling, JsonValue, Prediction, ServerFigures
+from conncap.result import Step as ResultStep
 from conncap.scenarios.expect import n
 
 if TYPE_CHECKING:
@@ -27,7 +29,8 @@ class Launch:
 @dataclass
 class Step:
     """One measured step: what was asked, what the client and the server saw, and why it
-    stopped."""
+    stopped. ``observed`` is what the scenario read with the system's tools (``ss``, fd
+    tables); ``measured`` the loop's step, whose pools hold until :meth:`ScenarioRun.release`."""
 
     name: str
     title: str
@@ -39,53 +42,55 @@ class Step:
     attempts: int
     failures: dict[str, int]
     failures_by_cause: dict[str, int]
-    ceiling: dict[str, Any]
-    prediction: dict[str, Any]
-    attribution: dict[str, str]
-    server: dict[str, Any]
+    ceiling: Ceiling
+    prediction: Prediction
+    attribution: Attribution
+    server: ServerFigures | None
     counters: dict[str, int | None]
-    plan: dict[str, Any]
+    plan: dict[str, JsonValue]
     stop_reason: str
-    observed: dict[str, Any] = field(default_factory=dict)
+    observed: dict[str, JsonValue] = field(default_factory=dict)
     measured: MeasuredStep | None = field(default=None, repr=False)
-    """The loop's step: its pools hold until :meth:`ScenarioRun.release`."""
 
     @property
     def errno(self) -> str | None:
-        e = self.ceiling.get("errno")
-        return str(e) if e else None
+        return self.ceiling.errno
 
     @property
     def cause(self) -> str | None:
-        c = self.ceiling.get("cause")
-        return str(c) if c else None
+        return self.ceiling.cause
 
     @property
     def server_held(self) -> int | None:
-        v = self.server.get("held")
-        return int(v) if isinstance(v, int) else None
+        return self.server.held if self.server is not None else None
 
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "title": self.title,
-            "plan": self.plan,
-            "t_start": round(self.t_start, 3),
-            "t_end": round(self.t_end, 3),
-            "requested": self.requested,
-            "held": self.held,
-            "established_peak": self.established_peak,
-            "attempts": self.attempts,
-            "failures": self.failures,
-            "failures_by_cause": self.failures_by_cause,
-            "stop_reason": self.stop_reason,
-            "ceiling": self.ceiling,
-            "prediction": self.prediction,
-            "attribution": self.attribution,
-            "server": self.server,
-            "counters": self.counters,
-            "observed": self.observed,
-        }
+    @property
+    def server_errors(self) -> Mapping[str, int]:
+        """The server's accept() errors during this step, by cause (none read: empty)."""
+        return (self.server.errors_during_step if self.server is not None else None) or {}
+
+    def result(self) -> ResultStep:
+        """The step as the result's ``steps[]`` entry."""
+        return ResultStep(
+            name=self.name,
+            title=self.title,
+            plan=self.plan,
+            t_start=round(self.t_start, 3),
+            t_end=round(self.t_end, 3),
+            requested=self.requested,
+            held=self.held,
+            established_peak=self.established_peak,
+            attempts=self.attempts,
+            failures=dict(self.failures),
+            failures_by_cause=dict(self.failures_by_cause),
+            stop_reason=self.stop_reason,
+            ceiling=self.ceiling,
+            prediction=self.prediction,
+            attribution=self.attribution,
+            server=self.server,
+            counters=dict(self.counters),
+            observed=dict(self.observed),
+        )
 
 
 def side_line(side: Mapping[str, int | None]) -> str:
