@@ -47,6 +47,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="stop the whole run after S seconds (default 600)",
     )
     parser.add_argument("--json", metavar="FILE", help="write the conncap.result/1 document here")
+    parser.add_argument(
+        "--cluster",
+        metavar="ADDRESS",
+        help="run one agent per node of this Ray cluster (ADDRESS as `ray start` prints it, "
+        "or auto), each with its share of --count; needs pip install 'conncap[ray]'",
+    )
+    parser.add_argument(
+        "--nodes", type=int, metavar="N", help="with --cluster: use N nodes (default: all)"
+    )
 
 
 def build_plan(args: argparse.Namespace) -> tuple[Any, list[str]]:
@@ -115,6 +124,10 @@ def run(args: argparse.Namespace) -> int:
 
     if args.max_duration <= 0:
         raise UsageError("--max-duration must be positive")
+    if args.cluster:
+        return _run_cluster(args)
+    if args.nodes is not None:
+        raise UsageError("--nodes needs --cluster ADDRESS")
     plan, notes = build_plan(args)
     check_plan(plan)
     console = Console(stderr=True)
@@ -174,6 +187,19 @@ def run(args: argparse.Namespace) -> int:
         write_atomic(args.json, doc)
     _summary(console, doc)
     return ExitStatus.INTERRUPTED if stop_reason == "interrupted" else ExitStatus.SUCCESS
+
+
+def _run_cluster(args: argparse.Namespace) -> int:
+    import sys
+
+    from conncap.cluster.driver import run_open
+
+    def say(line: str) -> None:
+        sys.stdout.write(line + "\n")
+        sys.stdout.flush()
+
+    _, code = run_open(args, say)
+    return code
 
 
 _last_print = [0.0]

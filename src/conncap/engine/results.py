@@ -27,6 +27,7 @@ def predict(
     limits: HostLimits | None = None,
     *,
     server_workers: int | None = None,
+    ports_in_use: int = 0,
 ) -> dict[str, Any]:
     """``conncap.model.predict(read_limits(), worker_plan(...))`` as JSON.
 
@@ -34,6 +35,8 @@ def predict(
     ``server_workers``: None when the server is not ours, then the client side's ceiling is
     the prediction (``open`` measures the client); else the model's overall ceiling. A model
     problem is a bug: it propagates (one error line, exit 1), never a "model failed" field.
+    ``ports_in_use``: ports of the ephemeral range other programs hold in every pool (e.g.
+    a Ray node's listeners inside the range, ``conncap.cluster``).
     """
     from conncap import model
     from conncap.limits import Fact, read_limits
@@ -53,6 +56,7 @@ def predict(
         server_processes=server_workers or 1,
         port_choice=plan.bind_mode,
         linux=sys.platform.startswith("linux"),
+        ports_in_use=ports_in_use,
     )
     doc = dict(model.to_json(model.predict(limits, mplan)))
     if server_workers is None:
