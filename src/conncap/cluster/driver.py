@@ -37,6 +37,8 @@ from conncap.errors import RunFailed, UsageError
 SCHEMA = "conncap.cluster/1"
 #: Seconds to wait for the agents' actors to be placed and answer ``info``.
 PLACE_TIMEOUT_S = 60.0
+#: Seconds to wait for ``--nodes N`` alive nodes (nodes still joining).
+JOIN_TIMEOUT_S = 30.0
 
 
 def import_ray() -> Any:
@@ -66,6 +68,18 @@ def connect(ray: Any, address: str) -> None:
     except (ConnectionError, RuntimeError, ValueError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise RunFailed(f"cannot reach the Ray cluster at {address}: {first}") from exc
+
+
+def wait_nodes(ray: Any, wanted: int | None, timeout: float = JOIN_TIMEOUT_S) -> list[Any]:
+    """``ray.nodes()`` once ``wanted`` nodes are alive (nodes may still be joining), at most
+    ``timeout`` seconds; without ``wanted``, at once."""
+    end = time.monotonic() + timeout
+    while True:
+        nodes = list(ray.nodes())
+        alive = sum(1 for n in nodes if n.get("Alive"))
+        if wanted is None or alive >= wanted or time.monotonic() >= end:
+            return nodes
+        time.sleep(0.5)
 
 
 def choose_nodes(nodes: Sequence[Mapping[str, Any]], wanted: int | None) -> list[dict[str, Any]]:
@@ -190,7 +204,7 @@ def run_open(args: argparse.Namespace, say: Callable[[str], None]) -> tuple[dict
     agents: RayAgents | None = None
     old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        nodes = choose_nodes(ray.nodes(), args.nodes)
+        nodes = choose_nodes(wait_nodes(ray, args.nodes), args.nodes)
         agents = RayAgents(ray, nodes, node_specs(args, nodes))
         say(
             f"cluster {args.cluster}: {len(nodes)} node(s), {args.count:,} connections "
@@ -216,6 +230,7 @@ def run_open(args: argparse.Namespace, say: Callable[[str], None]) -> tuple[dict
     doc: dict[str, Any] = {
         "schema": SCHEMA,
         "started_at": started.isoformat(timespec="seconds"),
+        "start_wall": run.start_at,
         "driver": host_info(),
         **result,
     }
