@@ -54,7 +54,6 @@ def parse_listen_ports(raw: str) -> frozenset[int]:
     return frozenset(out)
 
 
-
 def parse_port_range(raw: str) -> PortRange:
     """``ip_local_port_range``: two whitespace-separated ports, e.g. ``32768\t60999``."""
     try:

@@ -135,16 +135,19 @@ def run(sr: ScenarioRun) -> None:
             )
         )
         _wait_listening(sr, mc.clients[0], rp.GCS_PORT, ray_procs[0])
+        # One node at a time: nodes on one machine share the head's session directory, and
+        # two raylets starting together can pick the same socket name there (the second
+        # then dies: "bind: Address already in use"). Separate machines never share it.
         for host, ip in zip(mc.clients[1:], mc.client_ips[1:], strict=True):
-            ray_procs.append(
-                sr.topo.popen(
-                    host,
-                    rp.ray_start_argv(ray, node_ip=ip, head_address=address),
-                    env=env,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                )
+            proc = sr.topo.popen(
+                host,
+                rp.ray_start_argv(ray, node_ip=ip, head_address=address),
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
             )
+            ray_procs.append(proc)
+            _wait_listening(sr, host, rp.NODE_PORTS["--node-manager-port"], proc)
         sr.layout["ray"]["pids"] = [p.pid for p in ray_procs]
         sr.say(f"  Ray started ({time.monotonic() - t_ray:.1f} s): {address}")
 
@@ -167,7 +170,8 @@ def run(sr: ScenarioRun) -> None:
             stderr=subprocess.STDOUT,
             text=True,
         )  # fmt: skip
-        reader = threading.Thread(target=_relay, args=(driver, sr), daemon=True)
+        said: list[str] = []
+        reader = threading.Thread(target=_relay, args=(driver, sr, said), daemon=True)
         reader.start()
         end = time.monotonic() + DRIVER_MAX_S + 60
         while driver.poll() is None and time.monotonic() < end:
@@ -182,13 +186,14 @@ def run(sr: ScenarioRun) -> None:
         if out_json.exists():
             result = json.loads(out_json.read_text())
         if driver.returncode != 0 or result is None:
-            raise RunFailed(f"conncap open --cluster exited {driver.returncode}")
+            last = said[-1].strip() if said else "no output"
+            raise RunFailed(f"conncap open --cluster exited {driver.returncode}: {last}")
         t_end = sr.now()
     except BaseException:
         log.flush()
         tail = (Path(temp) / "conncap-ray-start.log").read_text(errors="replace").splitlines()
         for line in tail[-10:]:
-            sr.notes.append(f"ray start: {line}")
+            sr.note(f"ray start: {line}")
         raise
     finally:
         if driver is not None and driver.poll() is None:
@@ -313,20 +318,22 @@ def run(sr: ScenarioRun) -> None:
 
 
 def _wait_listening(sr: ScenarioRun, host: Any, port: int, proc: subprocess.Popen[Any]) -> None:
-    """Until something listens on ``port`` inside ``host`` (the head's GCS), bounded."""
+    """Until something listens on ``port`` inside ``host`` (the head's GCS, a node's
+    raylet), bounded."""
     end = time.monotonic() + HEAD_WAIT_S
     while time.monotonic() < end:
         if proc.poll() is not None:
-            raise RunFailed(f"ray start --head exited {proc.returncode} (see its log)")
+            raise RunFailed(f"ray start exited {proc.returncode} in {host.name}")
         out = sr.topo.run(host, ["ss", "-Hltn", f"sport = :{port}"], check=False).stdout
         if out.strip():
             return
         time.sleep(0.3)
-    raise RunFailed(f"the Ray head did not listen on {port} within {HEAD_WAIT_S:.0f} s")
+    raise RunFailed(f"Ray did not listen on {port} in {host.name} within {HEAD_WAIT_S:.0f} s")
 
 
-def _relay(proc: subprocess.Popen[str], sr: ScenarioRun) -> None:
-    """The driver's lines, indented, as they come."""
+def _relay(proc: subprocess.Popen[str], sr: ScenarioRun, said: list[str]) -> None:
+    """The driver's lines, indented, as they come (and kept, for an error)."""
     assert proc.stdout is not None
     for line in proc.stdout:
+        said.append(line)
         sr.say("  | " + line.rstrip())
