@@ -101,7 +101,8 @@ def run(sr: ScenarioRun) -> None:
     port = server.ports[0]
     head_ip = mc.client_ips[0]
     address = f"{head_ip}:{rp.GCS_PORT}"
-    count = sum(w + MARGIN for w in widths)
+    # --count is split evenly over the nodes: every share must pass the widest range
+    count = k * (max(widths) + MARGIN)
     sr.layout = {
         "clients": [
             {"netns": h.name, "ip": ip, "port_range": list(r), "ray": "head" if i == 0 else "node"}
