@@ -23,7 +23,6 @@ Ray's footprint on the node is measured here, not assumed:
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import os
 import socket
@@ -89,15 +88,16 @@ class Agent:
 
     # ---- before the start -------------------------------------------------------------------
 
-    def _args(self) -> argparse.Namespace:
+    def _build_plan(self) -> tuple[Any, list[str]]:
+        from conncap.engine.plan import build_open_plan
+
         s = self.spec
-        return argparse.Namespace(
+        return build_open_plan(
             targets=list(s["targets"]),
             count=int(s["share"]),
             rate=s.get("rate"),
             source_ip=s.get("source_ip"),
             workers=str(s.get("workers", "auto")),
-            hold=0.0,
             timeout=float(s.get("timeout", 5.0)),
             bind_mode=str(s.get("bind_mode", "kernel")),
             nofile=s.get("nofile"),
@@ -107,13 +107,12 @@ class Agent:
         """This node's limits, its plan, Ray's cost and the predicted ceiling of its share."""
         if self._info is not None:
             return self._info
-        from conncap.commands.open_ import build_plan
         from conncap.engine.connector import read_port_range, read_reserved_ports
         from conncap.engine.plan import check_plan
         from conncap.engine.results import predict
         from conncap.limits import Fact, read_limits
 
-        plan, notes = build_plan(self._args())
+        plan, notes = self._build_plan()
         check_plan(plan)
         self._plan = plan
         limits = read_limits()
