@@ -18,6 +18,10 @@ PortRange = tuple[int, int]
 
 PORT_RANGE = "/proc/sys/net/ipv4/ip_local_port_range"
 RESERVED_PORTS = "/proc/sys/net/ipv4/ip_local_reserved_ports"
+#: /proc/net/tcp and /proc/net/tcp6 (this network namespace's TCP sockets).
+NET_TCP = ("/proc/net/tcp", "/proc/net/tcp6")
+#: The LISTEN state in /proc/net/tcp's ``st`` column.
+TCP_LISTEN = "0A"
 
 
 class ProbeError(ConncapError, ValueError):
@@ -30,6 +34,24 @@ def _shown(raw: str, width: int = 40) -> str:
 
 
 # --- ports ------------------------------------------------------------------------------------
+
+
+def parse_listen_ports(raw: str) -> frozenset[int]:
+    """Local ports of the listening sockets in ``/proc/net/tcp`` (or tcp6) text: the rows
+    whose ``st`` is 0A; ``local_address`` is ``HEXIP:HEXPORT``."""
+    out: set[int] = set()
+    for line in raw.splitlines()[1:]:
+        cols = line.split()
+        if len(cols) < 4:
+            continue
+        if cols[3] != TCP_LISTEN:
+            continue
+        _, _, port = cols[1].rpartition(":")
+        try:
+            out.add(int(port, 16))
+        except ValueError:
+            raise ProbeError(f"/proc/net/tcp: bad local address {_shown(cols[1])}") from None
+    return frozenset(out)
 
 
 def parse_port_range(raw: str) -> PortRange:

@@ -55,6 +55,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from conncap.commands.open_churn import add_churn_arguments
 
     add_churn_arguments(parser)
+    parser.add_argument(
+        "--cluster",
+        metavar="ADDRESS",
+        help="run one agent per node of this Ray cluster (ADDRESS as `ray start` prints it, "
+        "or auto), each with its share of --count; needs pip install 'conncap[ray]'",
+    )
+    parser.add_argument(
+        "--nodes", type=int, metavar="N", help="with --cluster: use N nodes (default: all)"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -73,6 +82,10 @@ def run(args: argparse.Namespace) -> int:
 
     if not args.max_duration > 0:
         raise UsageError("--max-duration must be positive")
+    if args.cluster:
+        return _run_cluster(args)
+    if args.nodes is not None:
+        raise UsageError("--nodes needs --cluster ADDRESS")
     from conncap.commands.open_churn import run_churn, wants_churn
     from conncap.commands.open_plan import build_plan
 
@@ -139,6 +152,19 @@ def run(args: argparse.Namespace) -> int:
         write_atomic(args.json, result)
     _summary(console, result)
     return ExitStatus.INTERRUPTED if stop_reason == "interrupted" else ExitStatus.SUCCESS
+
+
+def _run_cluster(args: argparse.Namespace) -> int:
+    import sys
+
+    from conncap.cluster.driver import run_open
+
+    def say(line: str) -> None:
+        sys.stdout.write(line + "\n")
+        sys.stdout.flush()
+
+    _, code = run_open(args, say)
+    return code
 
 
 _last_print = [0.0]

@@ -26,6 +26,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "smaller counts where the lesson allows, for tests (default full)",
     )
     parser.add_argument("--json", metavar="FILE", help="write the conncap.result/1 document here")
+    parser.add_argument(
+        "--nodes",
+        type=int,
+        metavar="K",
+        help="cluster: client hosts, each a Ray node (at least 3; default 3)",
+    )
 
 
 def _list() -> int:
@@ -54,6 +60,8 @@ def _reexec_in_userns(args: argparse.Namespace) -> int | None:
     argv = [sys.executable, "-m", "conncap", "scenario", args.name, "--scale", args.scale]
     if args.json:
         argv += ["--json", os.path.abspath(args.json)]
+    if args.nodes is not None:
+        argv += ["--nodes", str(args.nodes)]
     env = dict(os.environ, **{USERNS_ENV: "1"})
     sys.stderr.write("conncap: not root; running inside an unprivileged user namespace\n")
     proc = subprocess.Popen(userns_command(argv), env=env)
@@ -75,6 +83,13 @@ def run(args: argparse.Namespace) -> int:
     from conncap.scenarios.registry import get, run_scenario
 
     get(args.name)  # an unknown name is a usage error before anything is built
+    options: dict[str, object] = {}
+    if args.nodes is not None:
+        if args.name != "cluster":
+            raise UsageError("--nodes is an option of the cluster scenario")
+        if args.nodes < 3:
+            raise UsageError("--nodes must be at least 3")
+        options["nodes"] = args.nodes
     if args.json:
         parent = os.path.dirname(os.path.abspath(args.json))
         if not os.path.isdir(parent) or not os.access(parent, os.W_OK):
@@ -87,7 +102,9 @@ def run(args: argparse.Namespace) -> int:
         sys.stdout.write(line + "\n")
         sys.stdout.flush()
 
-    outcome = run_scenario(args.name, scale=args.scale, out=out, json_path=args.json)
+    outcome = run_scenario(
+        args.name, scale=args.scale, out=out, json_path=args.json, options=options
+    )
     for line in outcome.result.summary:
         out(line)
     if args.json:

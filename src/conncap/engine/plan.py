@@ -269,3 +269,57 @@ def check_plan(plan: OpenPlan) -> None:
         check_churn_values(plan.rate, plan.lifetime or 0.0, plan.duration_s)
         if plan.close not in CLOSE_MODES:
             raise UsageError(f"--close must be fin or rst, not {plan.close!r}")
+
+
+def build_open_plan(
+    *,
+    targets: Sequence[str],
+    count: int,
+    source_ip: Sequence[str] | None = None,
+    workers: str = "auto",
+    rate: float | None = None,
+    hold: float = 0.0,
+    timeout: float = 5.0,
+    bind_mode: str = "kernel",
+    nofile: int | None = None,
+) -> tuple[OpenPlan, list[str]]:
+    """The OpenPlan of ``conncap open``'s options on this host (its port range, its
+    addresses for ``auto``), and the notes to print about the choices made. Used by the
+    command and by each node's agent of a cluster run."""
+    from conncap.engine.connector import read_port_range
+
+    if count < 1:
+        raise UsageError("--count must be at least 1")
+    if nofile is not None and nofile < 16:
+        raise UsageError("--nofile must be at least 16")
+    parsed = tuple(parse_target(t) for t in targets)
+    sources, auto = parse_sources(source_ip or [])
+    notes: list[str] = []
+    lo, hi = read_port_range()
+    if auto:
+        found = auto_sources(parsed, count, hi - lo + 1)
+        sources = list(dict.fromkeys([*sources, *found]))
+        notes.append(f"--source-ip auto: {len(found)} address(es) from {found[0]}")
+    if workers == "auto":
+        n_workers = min(auto_workers(count, nofile), count)
+        cap = per_worker_capacity(nofile)
+        notes.append(
+            f"--workers auto: {n_workers} worker process(es), each holding at most {cap:,} "
+            "connections under its descriptor limit (RLIMIT_NOFILE)"
+        )
+    else:
+        try:
+            n_workers = int(workers)
+        except ValueError:
+            raise UsageError("--workers is a number or auto") from None
+    plan = OpenPlan(
+        targets=parsed,
+        count=count,
+        source_ips=tuple(sources),
+        workers=n_workers,
+        rate=rate,
+        hold_s=hold,
+        timeout_s=timeout,
+        bind_mode=bind_mode,
+    )
+    return plan, notes

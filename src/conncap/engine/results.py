@@ -38,6 +38,7 @@ def predict(
     limits: HostLimits | None = None,
     *,
     server_workers: int | None = None,
+    ports_in_use: int = 0,
 ) -> Prediction:
     """``conncap.model.predict(read_limits(), worker_plan(...))`` as the result's prediction.
 
@@ -45,6 +46,8 @@ def predict(
     ``server_workers``: None when the server is not ours, then the client side's ceiling is
     the prediction (``open`` measures the client); else the model's overall ceiling. A model
     problem is a bug: it propagates (one error line, exit 1), never a "model failed" field.
+    ``ports_in_use``: ports of the ephemeral range other programs hold in every pool (e.g.
+    a Ray node's listeners inside the range, ``conncap.cluster``).
     """
     if limits is None:
         limits = read_limits()
@@ -54,7 +57,8 @@ def predict(
             nofile_soft=Fact.of(nofile, "--nofile"),
             nofile_hard=Fact.of(nofile, "--nofile"),
         )
-    doc = dict(model.to_json(model.predict(limits, _model_plan(plan, server_workers))))
+    mplan = _model_plan(plan, server_workers, ports_in_use=ports_in_use)
+    doc = dict(model.to_json(model.predict(limits, mplan)))
     if server_workers is None:
         side = doc.get("client") or {}
         doc["count"] = side.get("count")
@@ -64,7 +68,9 @@ def predict(
     return prediction_from_json(doc)
 
 
-def _model_plan(plan: OpenPlan, server_workers: int | None = None) -> model.Plan:
+def _model_plan(
+    plan: OpenPlan, server_workers: int | None = None, *, ports_in_use: int = 0
+) -> model.Plan:
     """The model's plan for conncap's client workers running ``plan``."""
     return model.worker_plan(
         plan.destinations(),
@@ -73,6 +79,7 @@ def _model_plan(plan: OpenPlan, server_workers: int | None = None) -> model.Plan
         server_processes=server_workers or 1,
         port_choice=plan.bind_mode,
         linux=sys.platform.startswith("linux"),
+        ports_in_use=ports_in_use,
     )
 
 

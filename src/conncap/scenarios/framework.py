@@ -45,7 +45,15 @@ Out = Callable[[str], None]
 class ScenarioRun:
     """The state of one scenario run inside an open :class:`~conncap.netns.Topology`."""
 
-    def __init__(self, topo: Topology, *, scale: str = "full", out: Out | None = None) -> None:
+    def __init__(
+        self,
+        topo: Topology,
+        *,
+        scale: str = "full",
+        out: Out | None = None,
+        options: Mapping[str, Any] | None = None,
+    ) -> None:
+        """``options``: scenario-specific settings from the command line (``--nodes``)."""
         if scale not in SCALES:
             from conncap.errors import UsageError
 
@@ -53,6 +61,7 @@ class ScenarioRun:
         self.topo = topo
         self.scale = scale
         self.small = scale == "small"
+        self.options: dict[str, Any] = dict(options or {})
         self.out: Out = out if out is not None else (lambda _line: None)
         self.started_at = dt.datetime.now(dt.UTC)
         self.m = Measurement(probe=self)

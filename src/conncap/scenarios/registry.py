@@ -78,6 +78,15 @@ SCENARIOS: dict[str, Scenario] = {
             "table, ListenOverflows), not from the client's errno",
         ),
         Scenario(
+            "cluster",
+            "cluster",
+            "a Ray cluster of client hosts: one coordinated open, one verdict per node",
+            "K client hosts, each a Ray node with its own narrow port range, open against one "
+            "server in one coordinated run (conncap open --cluster): every node stops at its "
+            "own predicted ceiling (ephemeral-ports), the server holds the sum; needs "
+            "pip install 'conncap[ray]'",
+        ),
+        Scenario(
             "backlog",
             "backlog",
             "a server that stops accepting, with a small backlog: SYNs dropped and retried",
@@ -112,6 +121,7 @@ def run_scenario(
     scale: str = "full",
     out: Callable[[str], None] | None = None,
     json_path: str | Path | None = None,
+    options: dict[str, Any] | None = None,
 ) -> Outcome:
     """Build the scenario's namespaces, run it, remove everything, and return (and write,
     with ``json_path``) its conncap.result/1 document. On Ctrl-C the document of what was
@@ -130,7 +140,7 @@ def run_scenario(
     result: Result | None = None
     written = json_path is None
     with Topology() as topo:
-        sr = ScenarioRun(topo, scale=scale, out=say)
+        sr = ScenarioRun(topo, scale=scale, out=say, options=options)
         try:
             body(sr)
         except KeyboardInterrupt:

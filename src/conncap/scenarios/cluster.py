@@ -1,0 +1,348 @@
+"""``cluster``: K client hosts, each a Ray node, open against one server in ONE coordinated
+run (``conncap open --cluster``), and each stops at its own predicted ceiling.
+
+K client namespaces and a server namespace on one bridge (``many_clients``). Each client host
+gets its own narrow ``ip_local_port_range`` (small: 50, 80, 120, … ports; full: 1,000,
+2,000, …) so each stops at a different count, all predicted. A Ray head starts in the first
+client host and a Ray node in each other one (``ray start --block`` under the topology, so
+their pids are owned and ended first; every port Ray opens is placed outside the ranges,
+``conncap.cluster.ports``). The driver must reach the head: ``conncap open --cluster`` runs
+inside the head's namespace. The scenario checks every node's ceiling against its
+prediction, the sum against what the server holds, and that no Ray process is left in the
+client hosts once Ray is stopped. The topology then removes the namespaces (and ends
+anything still inside them, by pid); ``conncap cleanup`` finds Ray's processes there too.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from conncap.errors import RunFailed
+from conncap.result import SIDES, Attribution, Ceiling, Prediction, ServerFigures, json_object
+from conncap.scenarios import expect as ex
+from conncap.scenarios.framework import ScenarioRun
+from conncap.scenarios.step import Step
+
+#: Ports of each client host's range, by scale; node i of K > 3 takes the last size + 40 × i.
+SIZES = {"small": (50, 80, 120), "full": (1000, 2000, 3000)}
+#: First port of every client host's range (Ray's ports are all below it).
+RANGE_LO = 40000
+#: Connections each node is asked for beyond its range (so every node reaches its ceiling).
+MARGIN = 40
+#: Bounds: the driver's --max-duration, the wait for the head, the stop of each process.
+DRIVER_MAX_S = 60.0
+HEAD_WAIT_S = 45.0
+STOP_S = 15.0
+#: Seconds the driver holds once every node's ramp is over (the server is read meanwhile).
+HOLD_S = 1.5
+
+
+def ray_executable() -> str:
+    """The ``ray`` command of this Python (the venv conncap runs from), or RunFailed."""
+    here = Path(sys.executable).parent / "ray"
+    if here.exists():
+        return str(here)
+    found = shutil.which("ray")
+    if found is None:
+        raise RunFailed(
+            "the cluster scenario needs Ray: pip install 'conncap[ray]' (no `ray` command "
+            f"next to {sys.executable} or on PATH)"
+        )
+    return found
+
+
+def sizes(scale: str, k: int) -> list[int]:
+    base = list(SIZES[scale])
+    step = 40 if scale == "small" else 1000
+    while len(base) < k:
+        base.append(base[-1] + step)
+    return base[:k]
+
+
+def _stop(proc: subprocess.Popen[Any], timeout: float = STOP_S) -> None:
+    """SIGTERM (``ray start --block`` then ends its node's processes), then SIGKILL."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=5)
+
+
+def run(sr: ScenarioRun) -> None:
+    from conncap.cluster import ports as rp
+    from conncap.netns import reaper
+    from conncap.netns.sysctls import port_range_value
+
+    k = int(sr.options.get("nodes") or 3)
+    if k < 3:
+        raise RunFailed("the cluster scenario needs at least 3 nodes")
+    ray = ray_executable()
+    widths = sizes(sr.scale, k)
+    ranges = [(RANGE_LO, RANGE_LO + w - 1) for w in widths]
+    for r in ranges:
+        if rp.clashes(r):
+            raise RunFailed(f"Ray's ports {rp.clashes(r)} lie inside the range {r}")
+    total_ports = sum(widths)
+    mc = sr.topo.many_clients(k, somaxconn=max(4096, 2 * total_ports))
+    for host, r in zip(mc.clients, ranges, strict=True):
+        sr.topo.sysctls_set(host, {"net.ipv4.ip_local_port_range": port_range_value(r)})
+    server = sr.server(mc.server, mc.server_ip)
+    port = server.ports[0]
+    head_ip = mc.client_ips[0]
+    address = f"{head_ip}:{rp.GCS_PORT}"
+    # --count is split evenly over the nodes: every share must pass the widest range
+    count = k * (max(widths) + MARGIN)
+    sr.layout = {
+        "clients": [
+            {"netns": h.name, "ip": ip, "port_range": list(r), "ray": "head" if i == 0 else "node"}
+            for i, (h, ip, r) in enumerate(zip(mc.clients, mc.client_ips, ranges, strict=True))
+        ],
+        "server": {"netns": mc.server.name, "ip": mc.server_ip, "port": port},
+        "switch": mc.switch.name,
+        "ray": {"address": address, "ports": rp.port_flags(True)},
+    }
+    sr.settings = {"nodes": k, "port_ranges": [list(r) for r in ranges], "count": count}
+    sr.headline = "cluster"
+
+    temp = tempfile.mkdtemp(prefix="cc-ray-")
+    env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0")
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    log = open(Path(temp) / "conncap-ray-start.log", "w")  # noqa: SIM115 (closed below)
+    ray_procs: list[subprocess.Popen[Any]] = []
+    driver: subprocess.Popen[str] | None = None
+    result: dict[str, Any] | None = None
+    peak: dict[str, Any] = {"held": 0, "per_source_ip": {}}
+    t_ray = time.monotonic()
+    try:
+        sr.say(f"step 1 ray: a Ray head in {mc.clients[0].name}, a node in each other client")
+        ray_procs.append(
+            sr.topo.popen(
+                mc.clients[0],
+                rp.ray_start_argv(ray, node_ip=head_ip, head_address=None, temp_dir=temp),
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        )
+        _wait_listening(sr, mc.clients[0], rp.GCS_PORT, ray_procs[0])
+        # One node at a time: nodes on one machine share the head's session directory, and
+        # two raylets starting together can pick the same socket name there (the second
+        # then dies: "bind: Address already in use"). Separate machines never share it.
+        for host, ip in zip(mc.clients[1:], mc.client_ips[1:], strict=True):
+            proc = sr.topo.popen(
+                host,
+                rp.ray_start_argv(ray, node_ip=ip, head_address=address),
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+            ray_procs.append(proc)
+            _wait_listening(sr, host, rp.NODE_PORTS["--node-manager-port"], proc)
+        sr.layout["ray"]["pids"] = [p.pid for p in ray_procs]
+        sr.say(f"  Ray started ({time.monotonic() - t_ray:.1f} s): {address}")
+
+        out_json = Path(temp) / "cluster.json"
+        sr.say(
+            f"step 2 cluster: conncap open {mc.server_ip}:{port} --cluster {address} "
+            f"--nodes {k} --count {count}"
+        )
+        t_start = sr.now()
+        driver = sr.topo.popen(
+            mc.clients[0],
+            [
+                sys.executable, "-m", "conncap", "open", f"{mc.server_ip}:{port}",
+                "--cluster", address, "--nodes", str(k), "--count", str(count),
+                "--timeout", "2", "--hold", str(HOLD_S),
+                "--max-duration", str(DRIVER_MAX_S), "--json", str(out_json),
+            ],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )  # fmt: skip
+        said: list[str] = []
+        reader = threading.Thread(target=_relay, args=(driver, sr, said), daemon=True)
+        reader.start()
+        end = time.monotonic() + DRIVER_MAX_S + 60
+        while driver.poll() is None and time.monotonic() < end:
+            st = server.stats()
+            if st.held > peak["held"]:
+                peak = {"held": st.held, "per_source_ip": dict(st.per_source_ip)}
+            sr.sample("cluster")
+            time.sleep(0.1)
+        if driver.poll() is None:
+            raise RunFailed(f"the driver did not finish within {DRIVER_MAX_S + 60:.0f} s")
+        reader.join(5)
+        if out_json.exists():
+            result = json.loads(out_json.read_text())
+        if driver.returncode != 0 or result is None:
+            last = said[-1].strip() if said else "no output"
+            raise RunFailed(f"conncap open --cluster exited {driver.returncode}: {last}")
+        t_end = sr.now()
+    except BaseException:
+        log.flush()
+        tail = (Path(temp) / "conncap-ray-start.log").read_text(errors="replace").splitlines()
+        for line in tail[-10:]:
+            sr.note(f"ray start: {line}")
+        raise
+    finally:
+        if driver is not None and driver.poll() is None:
+            _stop(driver)
+        for proc in reversed(ray_procs):  # the nodes, then the head
+            _stop(proc)
+        log.close()
+        left = reaper.pids_in([h.name for h in mc.clients])
+        shutil.rmtree(temp, ignore_errors=True)
+    n_left = sum(len(v) for v in left.values())
+    assert result is not None
+
+    # ---- checks -----------------------------------------------------------------------------
+    step_name = "cluster"
+    by_ip = {n["address"]: n for n in result["nodes"]}
+    for host, ip, r, w in zip(mc.clients, mc.client_ips, ranges, widths, strict=True):
+        node = by_ip.get(ip)
+        label = f"{host.role} ({ip}, ports {r[0]}-{r[1]})"
+        if node is None:
+            sr.check(ex.holds(f"{label}: an agent ran", False, "an agent", "none"))
+            continue
+        sr.check(ex.same(f"{label}: not lost", False, node["lost"], step=step_name))
+        pred = node["prediction"]
+        sr.check(
+            ex.equal(f"{label}: the model predicts its range", w, pred["count"], step=step_name)
+        )
+        sr.check(
+            ex.equal(f"{label}: held its predicted ceiling", pred["count"], node["held"],
+                     step=step_name)
+        )  # fmt: skip
+        c = node["ceiling"]
+        sr.check(
+            ex.same(
+                f"{label}: stopped by its own ports",
+                ("ephemeral-ports", "client", "EADDRNOTAVAIL"),
+                (c["cause"], c["side"], c["errno"]),
+                step=step_name,
+            )
+        )
+        sr.check(
+            ex.equal(
+                f"{label}: Ray holds no port of its range",
+                0,
+                (node["ray_cost"] or {}).get("listeners_in_range"),
+                step=step_name,
+            )
+        )
+        off, rtt = node["clock_offset_s"], node["clock_rtt_s"]
+        sr.check(
+            ex.holds(
+                f"{label}: clock offset within the round trip (one machine, one clock)",
+                off is not None and rtt is not None and abs(off) <= rtt / 2 + 0.002,
+                "|offset| <= rtt/2",
+                f"{(off or 0) * 1000:+.2f} ms (rtt {(rtt or 0) * 1000:.2f} ms)",
+                step=step_name,
+            )
+        )
+    total = int(result["total_held"])
+    sr.check(
+        ex.equal("the cluster holds the sum of the ranges", total_ports, total, step=step_name)
+    )
+    sr.check(ex.equal("the server holds the sum", total, peak["held"], step=step_name))
+    sr.check(
+        ex.same(
+            "the server tells the nodes apart by source IP: each its range",
+            {ip: w for ip, w in zip(mc.client_ips, widths, strict=True)},
+            peak["per_source_ip"],
+            step=step_name,
+        )
+    )
+    fs = result.get("first_stop") or {}
+    sr.check(
+        ex.note(
+            "first to stop",
+            f"{fs.get('address')} at {fs.get('t', 0):.2f} s with {fs.get('held')} "
+            f"({fs.get('cause')})",
+            "timing is not promised; the smallest range usually ends first",
+            step=step_name,
+        )
+    )
+    sr.check(ex.equal("no Ray process left in the client hosts", 0, n_left, step=step_name))
+
+    nodes = result["nodes"]
+    failures: dict[str, int] = {}
+    by_cause: dict[str, int] = {}
+    for node in nodes:
+        for key, into in (("failures", failures), ("failures_by_cause", by_cause)):
+            for name, v in (node.get(key) or {}).items():
+                into[name] = into.get(name, 0) + int(v)
+    causes = [(str(n["ceiling"].get("cause")), str(n["ceiling"].get("side"))) for n in nodes]
+    (cause, side), _ = Counter(causes).most_common(1)[0] if causes else (("unknown", "unknown"), 0)
+    errnos = [str(e) for n in nodes if (e := n["ceiling"].get("errno"))]
+    ceiling = Ceiling.reached_at(
+        count=total,
+        cause=cause,
+        side=next((s for s in SIDES if s == side), "unknown"),
+        errno=Counter(errnos).most_common(1)[0][0] if errnos else None,
+        evidence="; ".join(
+            f"{n['address']}: {n['held']} ({n['ceiling'].get('cause')})" for n in nodes
+        ),
+    )
+    sr.steps.append(
+        Step(
+            name=step_name,
+            title=f"{k} Ray nodes, one coordinated open --cluster",
+            t_start=t_start,
+            t_end=t_end,
+            requested=count,
+            held=total,
+            established_peak=total,
+            attempts=0,
+            failures=failures,
+            failures_by_cause=by_cause,
+            ceiling=ceiling,
+            prediction=Prediction(count=result.get("total_predicted"), cause=cause, side=side),
+            attribution=Attribution(cause, ceiling.side or "unknown", ceiling.evidence or ""),
+            server=ServerFigures(held=peak["held"], per_source_ip=dict(peak["per_source_ip"])),
+            counters={},
+            plan=dict(json_object({"cluster": result.get("cluster"), "count": count}, "plan")),
+            stop_reason=str(result.get("stop_reason")),
+            observed={
+                "cluster": json_object(
+                    {k2: v for k2, v in result.items() if k2 != "timeline"}, "cluster"
+                )
+            },
+        )
+    )
+
+
+def _wait_listening(sr: ScenarioRun, host: Any, port: int, proc: subprocess.Popen[Any]) -> None:
+    """Until something listens on ``port`` inside ``host`` (the head's GCS, a node's
+    raylet), bounded."""
+    end = time.monotonic() + HEAD_WAIT_S
+    while time.monotonic() < end:
+        if proc.poll() is not None:
+            raise RunFailed(f"ray start exited {proc.returncode} in {host.name}")
+        out = sr.topo.run(host, ["ss", "-Hltn", f"sport = :{port}"], check=False).stdout
+        if out.strip():
+            return
+        time.sleep(0.3)
+    raise RunFailed(f"Ray did not listen on {port} in {host.name} within {HEAD_WAIT_S:.0f} s")
+
+
+def _relay(proc: subprocess.Popen[str], sr: ScenarioRun, said: list[str]) -> None:
+    """The driver's lines, indented, as they come (and kept, for an error)."""
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        said.append(line)
+        sr.say("  | " + line.rstrip())
