@@ -17,18 +17,14 @@ import ipaddress
 from dataclasses import dataclass
 
 from conncap.doctor.sockdiag import SocketCounts, decode_pool_key, decode_source
+from conncap.model.churn import LINUX_TIME_WAIT_S
 
-#: Linux keeps a socket in TIME_WAIT for TCP_TIMEWAIT_LEN, 60 s, fixed at compile time
-#: (tcp_fin_timeout is FIN_WAIT2's, not TIME_WAIT's).
-LINUX_TIME_WAIT_S = 60.0
 #: With tcp_tw_reuse, connect() may take a TIME_WAIT port once it is this old
 #: (net.ipv4.tcp_tw_reuse_delay, 1,000 ms by default, since 6.13; fixed at 1 s before).
 TW_REUSE_DELAY_S = 1.0
 
 
-# --- the churn model (small and local on purpose) ---------------------------------------------
-# The full churn model is being written elsewhere; these two functions are the whole
-# interface the doctor needs, so they can be swapped for the shared ones later.
+# --- churn per pool (conncap.model.churn owns TIME_WAIT's length per OS) -------------------------
 
 
 def time_wait_churn_rate(time_wait: int, time_wait_s: float = LINUX_TIME_WAIT_S) -> float:

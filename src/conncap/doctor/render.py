@@ -7,7 +7,7 @@ import socket
 import time
 from typing import TYPE_CHECKING, Any
 
-from conncap.doctor.verdict import Ceiling, Report
+from conncap.doctor.verdict import NearCeiling, Report
 
 if TYPE_CHECKING:
     from rich.console import RenderableType
@@ -25,7 +25,7 @@ def _r(x: float | None, digits: int = 3) -> float | None:
     return None if x is None else round(x, digits)
 
 
-def _ceiling_json(c: Ceiling) -> dict[str, Any]:
+def _ceiling_json(c: NearCeiling) -> dict[str, Any]:
     return {
         "cause": c.cause,
         "side": c.side,

@@ -12,7 +12,6 @@ from typing import Any, Literal
 
 from conncap import catalogue
 from conncap.doctor.pools import (
-    LINUX_TIME_WAIT_S,
     PortPool,
     PortUsage,
     TimeWaitPressure,
@@ -21,6 +20,7 @@ from conncap.doctor.pools import (
 )
 from conncap.doctor.reading import Owner, Reading
 from conncap.doctor.sockdiag import Listener
+from conncap.model.churn import LINUX_TIME_WAIT_S
 
 #: A ceiling this full (used ÷ limit) is "near".
 NEAR = 0.8
@@ -33,7 +33,7 @@ _HUGE = 1 << 62
 #: A source IP's bind() pool becomes a (conditional) ceiling only from this fill on.
 CONDITIONAL_SHOWN = 0.5
 
-TIME_WAIT_CAUSE = "time-wait"
+TIME_WAIT_CAUSE = str(catalogue.Cause.TIME_WAIT)
 
 Side = Literal["client", "server", "process", "host"]
 
@@ -56,34 +56,18 @@ class Fix:
         }
 
 
-_TIME_WAIT_FIX = Fix(
-    knob="net.ipv4.tcp_tw_reuse, and fewer connections closed from this side",
-    commands=(
-        "sysctl -w net.ipv4.tcp_tw_reuse=1",
-        "echo 'net.ipv4.tcp_tw_reuse = 1' >> /etc/sysctl.d/60-conncap.conf && sysctl --system",
-    ),
-    checks=("ss -tan state time-wait | wc -l", "sysctl net.ipv4.tcp_tw_reuse"),
-    note="a port stays in TIME_WAIT 60 s after this side closes; tcp_tw_reuse=1 lets connect() "
-    "reuse it after 1 s (needs TCP timestamps, on by default); better, keep connections open "
-    "(keep-alive, a connection pool) or let the server close first, and more source IPs or "
-    "destination ports multiply the pools",
-)
-
-
 def advice_for(cause: str, os_name: str = "linux") -> Fix:
-    """The catalogue's advice for ``cause`` on ``os_name``; for ``time-wait`` the doctor's own
-    until the catalogue knows that cause."""
+    """The catalogue's advice for ``cause`` on ``os_name`` (none for a cause it does not
+    know)."""
     try:
         a = catalogue.advice(catalogue.Cause(cause), os_name)
     except (ValueError, KeyError):
-        if cause == TIME_WAIT_CAUSE:
-            return _TIME_WAIT_FIX
         return Fix(knob="", commands=(), checks=(), note="")
     return Fix(knob=a.knob, commands=a.commands, checks=a.checks, note=a.note)
 
 
 @dataclass(frozen=True, slots=True)
-class Ceiling:
+class NearCeiling:
     """One limit and how close this host is to it."""
 
     cause: str
@@ -146,12 +130,12 @@ class Report:
     time_wait: tuple[TimeWaitPressure, ...]
     listeners: tuple[ListenerView, ...]
     rates: Rates
-    ceilings: tuple[Ceiling, ...]
+    ceilings: tuple[NearCeiling, ...]
     near: float
     trends: dict[tuple[int, str, str, int], PoolTrend] = field(default_factory=dict)
 
     @property
-    def nearest(self) -> tuple[Ceiling, ...]:
+    def nearest(self) -> tuple[NearCeiling, ...]:
         """Ceilings at least ``near`` full (the conditional ones too), nearest first."""
         return tuple(c for c in self.ceilings if c.fill >= self.near)
 
@@ -204,7 +188,7 @@ def analyse(reading: Reading, previous: Report | None = None, *, near: float = N
         ports = port_usage(reading.sockets, rng, limits.reserved_ports.value or ())
     tw_reuse = limits.tcp_tw_reuse.value
     r = rates(reading)
-    ceilings: list[Ceiling] = []
+    ceilings: list[NearCeiling] = []
     pressures: list[TimeWaitPressure] = []
 
     trends: dict[tuple[int, str, str, int], PoolTrend] = {}
@@ -224,7 +208,7 @@ def analyse(reading: Reading, previous: Report | None = None, *, near: float = N
                 continue
             hard = "unlimited" if proc.hard is None else f"{proc.hard:,}"
             ceilings.append(
-                Ceiling(
+                NearCeiling(
                     cause="file-descriptors",
                     side="process",
                     subject=f"{proc.name} (pid {proc.pid})",
@@ -240,7 +224,7 @@ def analyse(reading: Reading, previous: Report | None = None, *, near: float = N
     fo, fm = limits.files_open.value, limits.files_max.value
     if fo is not None and fm is not None and 0 < fm < _HUGE:
         ceilings.append(
-            Ceiling(
+            NearCeiling(
                 cause="system-file-table",
                 side="host",
                 subject="fs.file-max",
@@ -270,7 +254,7 @@ def analyse(reading: Reading, previous: Report | None = None, *, near: float = N
         if r.conntrack_drop:
             ev += f"; {r.conntrack_drop:,.1f} packets/s dropped: table full"
         ceilings.append(
-            Ceiling(
+            NearCeiling(
                 cause="conntrack",
                 side="host",
                 subject="nf_conntrack_max",
@@ -285,7 +269,7 @@ def analyse(reading: Reading, previous: Report | None = None, *, near: float = N
     if reading.tcp_mem_bytes is not None and tcp_mem is not None and tcp_mem[2] > 0:
         used, (_, pressure, hi) = reading.tcp_mem_bytes, tcp_mem
         ceilings.append(
-            Ceiling(
+            NearCeiling(
                 cause="memory",
                 side="host",
                 subject="net.ipv4.tcp_mem",
@@ -315,7 +299,7 @@ def _mib(n: int) -> str:
     return f"{n / (1 << 20):,.1f} MiB"
 
 
-def _pool_ceiling(pool: PortPool, tw: TimeWaitPressure, os_name: str) -> Ceiling:
+def _pool_ceiling(pool: PortPool, tw: TimeWaitPressure, os_name: str) -> NearCeiling:
     evidence = (
         f"{pool.in_use:,} of {pool.usable:,} ports in use ({pool.fill:.1%}), "
         f"{pool.time_wait:,} of them TIME_WAIT"
@@ -339,7 +323,7 @@ def _pool_ceiling(pool: PortPool, tw: TimeWaitPressure, os_name: str) -> Ceiling
                 f"(≈ {tw.sustainable_with_reuse_per_s:,.0f}/s)"
             )
     cause = TIME_WAIT_CAUSE if tw_bound and not tw.reuse else "ephemeral-ports"
-    return Ceiling(
+    return NearCeiling(
         cause=cause,
         side="client",
         subject=pool.label,
@@ -355,7 +339,7 @@ def _pool_ceiling(pool: PortPool, tw: TimeWaitPressure, os_name: str) -> Ceiling
     )
 
 
-def _source_ceilings(ports: PortUsage, os_name: str) -> list[Ceiling]:
+def _source_ceilings(ports: PortUsage, os_name: str) -> list[NearCeiling]:
     """A source IP whose ports, summed over destinations, fill more of the range than any one
     pool: a ceiling only for programs that bind(ip, 0) without IP_BIND_ADDRESS_NO_PORT."""
     fullest: dict[tuple[int, str], float] = {}
@@ -370,7 +354,7 @@ def _source_ceilings(ports: PortUsage, os_name: str) -> list[Ceiling]:
         ):
             continue
         out.append(
-            Ceiling(
+            NearCeiling(
                 cause="ephemeral-ports",
                 side="client",
                 subject=f"{s.src} (any destination, if bound with bind())",
@@ -388,7 +372,7 @@ def _source_ceilings(ports: PortUsage, os_name: str) -> list[Ceiling]:
     return out
 
 
-def _listener_ceiling(v: ListenerView, r: Rates, os_name: str) -> Ceiling:
+def _listener_ceiling(v: ListenerView, r: Rates, os_name: str) -> NearCeiling:
     lst = v.listener
     addr = f"[{lst.addr}]" if ":" in lst.addr else lst.addr
     who = f" ({v.owner.name} pid {v.owner.pid})" if v.owner else ""
@@ -400,7 +384,7 @@ def _listener_ceiling(v: ListenerView, r: Rates, os_name: str) -> Ceiling:
             f"; ListenOverflows {r.listen_overflows:,.1f}/s, ListenDrops "
             f"{(r.listen_drops or 0.0):,.1f}/s in this namespace"
         )
-    return Ceiling(
+    return NearCeiling(
         cause="server-backlog",
         side="server",
         subject=f"listener {addr}:{lst.port}{who}",
