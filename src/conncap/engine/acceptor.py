@@ -413,7 +413,7 @@ class Acceptor:
 
     # ---- reporting and shutdown --------------------------------------------------------------
 
-    def stats(self) -> dict[str, Any]:
+    def stats(self) -> protocol.ServerSnapshot:
         return {
             "t": round(self.clock() - self.t0, 3),
             "held": self.held,
@@ -457,7 +457,7 @@ def rss_bytes() -> int:
         return 0
 
 
-def build(config: dict[str, Any], emit: Emit) -> Acceptor:
+def build(config: protocol.ServerConfig, emit: Emit) -> Acceptor:
     """Worker set-up for ``role: server``: listen, then say ``ready`` (worker.py runs it)."""
     listeners = open_listeners(
         str(config.get("bind", "127.0.0.1")),

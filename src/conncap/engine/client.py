@@ -10,13 +10,15 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import NotRequired, TypedDict
 
 from conncap.catalogue import Cause
 from conncap.engine import classify as cl
 from conncap.engine.plan import OpenPlan, check_plan
 from conncap.engine.procs import WorkerSet
+from conncap.engine.protocol import ClientConfig, ClientSnapshot
 from conncap.model.churn import time_wait_dominates
+from conncap.result import JsonValue
 
 #: Seconds between two timeline samples.
 SAMPLE_INTERVAL = 0.25
@@ -32,7 +34,7 @@ class PoolCeiling:
     op: str
     evidence: str
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> dict[str, JsonValue]:
         return {
             "count": self.count,
             "errno": self.errno,
@@ -40,6 +42,30 @@ class PoolCeiling:
             "op": self.op,
             "evidence": self.evidence,
         }
+
+
+class ChurnCounters(TypedDict, total=False):
+    """``ClientStats.extra`` with a ``lifetime`` (churn; empty otherwise): closed by us,
+    TIME_WAIT now and at its peak, the first failure (seconds after go, errno name)."""
+
+    closed: int
+    time_wait: int
+    time_wait_peak: int
+    first_failure_s: float | None
+    first_failure_errno: str | None
+
+
+class TimelineSample(TypedDict):
+    """One sample of :meth:`ClientPool.timeline` (``time_wait``, ``closed``: with churn)."""
+
+    t: float
+    held: int
+    established: int
+    failures: int
+    rate: float
+    failures_by_cause: dict[str, int]
+    time_wait: NotRequired[int]
+    closed: NotRequired[int]
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,7 +89,7 @@ class ClientStats:
     pids: list[int]
     rss_bytes: int
     workers: int
-    extra: dict[str, Any] = field(default_factory=dict)
+    extra: ChurnCounters = field(default_factory=ChurnCounters)
 
 
 class ClientPool:
@@ -80,10 +106,10 @@ class ClientPool:
         self.plan = plan
         self.netns = netns
         self.nofile = nofile
-        self._set = WorkerSet(on_tick=self._sample, tick=SAMPLE_INTERVAL)
+        self._set: WorkerSet[ClientSnapshot] = WorkerSet(on_tick=self._sample, tick=SAMPLE_INTERVAL)
 
         self._lock = threading.Lock()
-        self._timeline: list[dict[str, Any]] = []
+        self._timeline: list[TimelineSample] = []
         self._t_go = 0.0
         self._peak = 0
         self._last_ok = 0
@@ -94,11 +120,11 @@ class ClientPool:
         self._held_at_ramp_end: int | None = None
         self._tw_peak = 0
 
-    def _config(self, index: int, quota: int) -> dict[str, Any]:
+    def _config(self, index: int, quota: int) -> ClientConfig:
         p = self.plan
         return {
             "role": "client",
-            "pairs": [list(x) for x in p.pairs()],
+            "pairs": p.pairs(),
             "quota": quota,
             "rate": None if p.rate is None else p.rate / p.workers,
             "window": p.window,
@@ -156,7 +182,7 @@ class ClientPool:
             return self._final
         return self._aggregate(self._set.snapshot())
 
-    def timeline(self) -> list[dict[str, Any]]:
+    def timeline(self) -> list[TimelineSample]:
         with self._lock:
             return list(self._timeline)
 
@@ -164,7 +190,7 @@ class ClientPool:
         snaps = self._set.snapshot()
         return self._ramp_over(snaps)
 
-    def _ramp_over(self, snaps: list[dict[str, Any]]) -> bool:
+    def _ramp_over(self, snaps: list[ClientSnapshot]) -> bool:
         if not self._started or not snaps:
             return False
         for w, s in zip(self._set.workers, snaps, strict=True):
@@ -178,7 +204,7 @@ class ClientPool:
         """Block until the ramp is over (count reached or ceiling); False on timeout."""
         return self._set.wait_until(self.ramp_over, timeout)
 
-    def _aggregate(self, snaps: list[dict[str, Any]]) -> ClientStats:
+    def _aggregate(self, snaps: list[ClientSnapshot]) -> ClientStats:
         failures: dict[str, int] = {}
         dropped: dict[str, int] = {}
         phases: dict[str, int] = {}
@@ -222,13 +248,13 @@ class ClientPool:
             extra=self._churn_extra(snaps) if self.plan.lifetime is not None else {},
         )
 
-    def _churn_extra(self, snaps: list[dict[str, Any]]) -> dict[str, Any]:
+    def _churn_extra(self, snaps: list[ClientSnapshot]) -> ChurnCounters:
         """Churn counters over workers: closed by us, TIME_WAIT now and at its peak (one
         namespace: the largest any worker saw, not a sum), the first failure."""
         fails = [
-            (float(s["first_fail"]), int(s.get("first_fail_errno", 0)))
+            (float(ff), int(s.get("first_fail_errno", 0)))
             for s in snaps
-            if s.get("first_fail") is not None
+            if (ff := s.get("first_fail")) is not None
         ]
         first = min(fails) if fails else None
         tw_now = max((int(s.get("tw", 0)) for s in snaps), default=0)
@@ -243,7 +269,7 @@ class ClientPool:
         }
 
     @staticmethod
-    def _ceiling(snaps: list[dict[str, Any]], held: int) -> PoolCeiling | None:
+    def _ceiling(snaps: list[ClientSnapshot], held: int) -> PoolCeiling | None:
         """The dominant ceiling over workers that reported one (most workers, then errno)."""
         found: dict[tuple[int, str], list[str]] = {}
         for s in snaps:
@@ -258,9 +284,9 @@ class ClientPool:
         cause = cl.classify(code, op)
         # One namespace: every worker read the same TIME_WAIT count; take the largest.
         tws = [
-            int(c["time_wait"])
+            int(tw)
             for s in snaps
-            if (c := s.get("ceiling")) and c.get("time_wait") is not None
+            if (c := s.get("ceiling")) and (tw := c.get("time_wait")) is not None
         ]
         tw = max(tws) if tws else None
         tail = ""
@@ -282,7 +308,7 @@ class ClientPool:
         """Reader-thread tick: one timeline sample (t, held, failures, rate, by cause)."""
         if not self._started or self._final is not None:
             return
-        snaps = [dict(w.last) for w in self._set.workers]
+        snaps = [w.last.copy() for w in self._set.workers]
         now = time.monotonic()
         ok = sum(s.get("ok", 0) for s in snaps)
         held = sum(s.get("held", 0) for s in snaps)
@@ -297,7 +323,7 @@ class ClientPool:
         for s in snaps:
             for k, n in s.get("failures", {}).items():
                 failures[k] = failures.get(k, 0) + n
-        sample = {
+        sample: TimelineSample = {
             "t": round(now - self._t_go, 3),
             "held": held,
             "established": ok,

@@ -217,7 +217,7 @@ class Connector:
         self.streak = 0
         self.last_op = "connect"
         self.cap: int | None = None
-        self.ceiling: dict[str, Any] | None = None
+        self.ceiling: protocol.CeilingReport | None = None
         self._ceiling_settled = False
         self.running = autostart
         self.paused = False
@@ -630,7 +630,7 @@ class Connector:
 
     # ---- reporting and shutdown --------------------------------------------------------------
 
-    def stats(self) -> dict[str, Any]:
+    def stats(self) -> protocol.ClientSnapshot:
         out = self._stats()
         if self.churn:
             out["closed"] = self.closed
@@ -640,7 +640,7 @@ class Connector:
             out["first_fail_errno"] = self.first_fail_errno
         return out
 
-    def _stats(self) -> dict[str, Any]:
+    def _stats(self) -> protocol.ClientSnapshot:
         return {
             "t": round(self.clock() - self.t0, 3),
             "t_go": round(self.t_go - self.t0, 3),
@@ -693,7 +693,7 @@ def _any(family: int) -> str:
     return "::" if family == socket.AF_INET6 else "0.0.0.0"
 
 
-def build(config: dict[str, Any], emit: Emit) -> Connector:
+def build(config: protocol.ClientConfig, emit: Emit) -> Connector:
     """Worker set-up for ``role: client``: say ``ready`` (worker.py runs it)."""
     pairs = [Pair(p[0], str(p[1]), int(p[2])) for p in config["pairs"]]
     bind_mode = str(config.get("bind_mode", "kernel"))
@@ -717,7 +717,7 @@ def build(config: dict[str, Any], emit: Emit) -> Connector:
         emit=emit,
         control_fd=0,
         autostart=bool(config.get("autostart", False)),
-        lifetime=None if config.get("lifetime") is None else float(config["lifetime"]),
+        lifetime=None if (life := config.get("lifetime")) is None else float(life),
         close=str(config.get("close") or "fin"),
     )
     conn.full_range = full

@@ -18,16 +18,20 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Generic, TypeVar, cast
 
 from conncap.engine import protocol
+from conncap.engine.protocol import ClientConfig, ClientSnapshot, ServerConfig, ServerSnapshot
 from conncap.errors import RunFailed
 
 #: Seconds a worker may take to report ``ready``.
 READY_TIMEOUT = 20.0
 
+#: What a pool's workers report: a client's or a server's stats line.
+S = TypeVar("S", ClientSnapshot, ServerSnapshot)
 
-def worker_command(config: dict[str, Any], netns: str | None = None) -> list[str]:
+
+def worker_command(config: ClientConfig | ServerConfig, netns: str | None = None) -> list[str]:
     """The argv that starts one worker (``ip netns exec NAME`` first when ``netns``)."""
     cmd = [sys.executable, "-S", "-m", "conncap.engine.worker", json.dumps(config)]
     if netns:
@@ -46,10 +50,12 @@ def _worker_env() -> dict[str, str]:
     return env
 
 
-class WorkerProc:
+class WorkerProc(Generic[S]):
     """One worker process and what it last said."""
 
-    def __init__(self, index: int, config: dict[str, Any], netns: str | None = None) -> None:
+    def __init__(
+        self, index: int, config: ClientConfig | ServerConfig, netns: str | None = None
+    ) -> None:
         self.index = index
         self.config = config
         self.proc = subprocess.Popen(
@@ -61,11 +67,11 @@ class WorkerProc:
             close_fds=True,
         )
         self.pid = self.proc.pid
-        self.ready: dict[str, Any] | None = None
+        self.ready: protocol.Ready | None = None
         self.error: str | None = None
         self.error_errno: int | None = None
-        self.last: dict[str, Any] = {}
-        self.end: dict[str, Any] | None = None
+        self.last: S = {}
+        self.end: S | None = None
         self.stderr_tail = b""
         self._buf = b""
         self.eof = False
@@ -96,15 +102,20 @@ class WorkerProc:
                 continue
             kind = doc.pop("k")
             if kind == "s":
-                self.last = doc
+                self.last = self._snapshot(doc)
             elif kind == "ready":
-                self.ready = doc
+                self.ready = cast("protocol.Ready", doc)
             elif kind == "end":
-                self.end = doc
-                self.last = doc
+                self.end = self.last = self._snapshot(doc)
             elif kind == "err":
                 self.error = str(doc.get("msg"))
-                self.error_errno = doc.get("errno")
+                self.error_errno = cast("int | None", doc.get("errno"))
+
+    def _snapshot(self, doc: dict[str, object]) -> S:
+        """A decoded ``s`` or ``end`` line (``k`` removed) as its role's snapshot: the worker
+        wrote it from its ``stats()``, and the pools read every counter with a default, so
+        it is not re-checked here (the one cast of the wire into a snapshot)."""
+        return cast(S, doc)
 
     def describe_failure(self) -> str:
         if self.error:
@@ -115,11 +126,11 @@ class WorkerProc:
         return f"worker {self.pid} exited with status {code}: {last}"
 
 
-class WorkerSet:
+class WorkerSet(Generic[S]):
     """Workers of one pool and the thread that reads them."""
 
     def __init__(self, on_tick: Callable[[], None] | None = None, tick: float = 0.25) -> None:
-        self.workers: list[WorkerProc] = []
+        self.workers: list[WorkerProc[S]] = []
         self._sel = selectors.DefaultSelector()
         self._lock = threading.RLock()
         self._stop = threading.Event()
@@ -130,8 +141,8 @@ class WorkerSet:
 
     # ---- lifecycle -------------------------------------------------------------------------
 
-    def spawn(self, config: dict[str, Any], netns: str | None = None) -> WorkerProc:
-        w = WorkerProc(len(self.workers), config, netns)
+    def spawn(self, config: ClientConfig | ServerConfig, netns: str | None = None) -> WorkerProc[S]:
+        w: WorkerProc[S] = WorkerProc(len(self.workers), config, netns)
         with self._lock:
             self.workers.append(w)
             assert w.proc.stdout is not None and w.proc.stderr is not None
@@ -145,7 +156,7 @@ class WorkerSet:
             self._thread.start()
         return w
 
-    def wait_ready(self, workers: Sequence[WorkerProc], timeout: float = READY_TIMEOUT) -> None:
+    def wait_ready(self, workers: Sequence[WorkerProc[S]], timeout: float = READY_TIMEOUT) -> None:
         """Until every worker said ``ready``; RunFailed with the worker's words otherwise."""
         deadline = time.monotonic() + timeout
         with self._changed:
@@ -211,9 +222,9 @@ class WorkerSet:
     def pids(self) -> list[int]:
         return [w.pid for w in self.workers if w.proc.poll() is None]
 
-    def snapshot(self) -> list[dict[str, Any]]:
+    def snapshot(self) -> list[S]:
         with self._lock:
-            return [dict(w.last) for w in self.workers]
+            return [w.last.copy() for w in self.workers]
 
     # ---- the reader thread -----------------------------------------------------------------
 

@@ -22,7 +22,8 @@ most N connections; ``cap -1`` removes the cap). EOF on stdin means "parent gone
 from __future__ import annotations
 
 import json
-from typing import Any
+from collections.abc import Mapping
+from typing import Literal, NotRequired, TypedDict
 
 #: Seconds between two stats lines while counters change.
 STATS_INTERVAL = 0.2
@@ -51,14 +52,14 @@ def server_worker_fds(listeners: int) -> int:
     return CLIENT_WORKER_FDS + max(0, listeners)
 
 
-def encode(kind: str, fields: dict[str, Any]) -> bytes:
+def encode(kind: str, fields: Mapping[str, object]) -> bytes:
     """One protocol line (``kind`` goes in ``k``)."""
-    doc = {"k": kind}
+    doc: dict[str, object] = {"k": kind}
     doc.update(fields)
     return (json.dumps(doc, separators=(",", ":")) + "\n").encode()
 
 
-def decode(line: bytes) -> dict[str, Any] | None:
+def decode(line: bytes) -> dict[str, object] | None:
     """Parse one protocol line; None for a line that is not a protocol object."""
     try:
         doc = json.loads(line)
@@ -100,3 +101,113 @@ class ControlBuffer:
             if word:
                 out.append((word, arg))
         return out
+
+
+# ---- the shapes on the wire ------------------------------------------------------------------
+# A config is what the parent passes as CONFIG_JSON; a snapshot is what a worker's ``s`` and
+# ``end`` lines carry (without ``k``). Snapshots are ``total=False``: the parent holds ``{}``
+# for a worker that has not reported yet and reads every counter with a default.
+
+
+class ClientConfig(TypedDict):
+    """A client worker's CONFIG_JSON (``role: client``), built by ``ClientPool._config``."""
+
+    role: Literal["client"]
+    #: [source IP or null, host, port] per pair (a JSON array each).
+    pairs: list[tuple[str | None, str, int]]
+    quota: int
+    rate: float | None
+    window: int
+    timeout: float
+    bind_mode: str
+    #: [this worker's index, number of workers].
+    slice: list[int]
+    #: [first, last] local port, or null: the host's ip_local_port_range.
+    port_range: list[int] | None
+    streak: int
+    nofile: int | None
+    autostart: bool
+    lifetime: float | None
+    close: str
+    #: Hold at most this many connections from the start (not sent by ClientPool).
+    cap: NotRequired[int]
+    #: The descriptor limit the worker took (set by the worker itself, not sent).
+    _nofile: NotRequired[int]
+
+
+class ServerConfig(TypedDict):
+    """A server worker's CONFIG_JSON (``role: server``), built by ``ServerPool._config``."""
+
+    role: Literal["server"]
+    bind: str
+    ports: list[int]
+    backlog: int | None
+    mode: str
+    nofile: int | None
+    reuseport: bool
+    coalesce: NotRequired[float]
+    close_after: NotRequired[float]
+    #: The descriptor limit the worker took (set by the worker itself, not sent).
+    _nofile: NotRequired[int]
+
+
+class CeilingReport(TypedDict):
+    """A client worker's ceiling: the failure that kept happening, and what was held."""
+
+    errno: int
+    op: str
+    held: int
+    evidence: str
+    #: Sockets in TIME_WAIT in the worker's namespace when the ceiling was hit (None: unread).
+    time_wait: int | None
+
+
+class ClientSnapshot(TypedDict, total=False):
+    """A client worker's stats line (``Connector.stats``); the churn keys only with a
+    ``lifetime``."""
+
+    t: float
+    t_go: float
+    phase: str
+    quota: int
+    held: int
+    ok: int
+    peak: int
+    attempts: int
+    inflight: int
+    #: errno (as a string) -> count.
+    failures: dict[str, int]
+    dropped: dict[str, int]
+    ceiling: CeilingReport | None
+    rss: int
+    closed: int
+    tw: int
+    tw_peak: int
+    first_fail: float | None
+    first_fail_errno: int
+
+
+class ServerSnapshot(TypedDict, total=False):
+    """A server worker's stats line (``Acceptor.stats``); ``expired`` only with
+    ``close_after``."""
+
+    t: float
+    held: int
+    accepted: int
+    closed: int
+    resets: int
+    #: errno (as a string) -> count.
+    errors: dict[str, int]
+    #: source IP -> connections held.
+    per_ip: dict[str, int]
+    backoffs: int
+    paused: bool
+    rss: int
+    expired: int
+
+
+class Ready(TypedDict):
+    """A worker's ``ready`` line: it listens (server, on ``ports``) or may connect."""
+
+    pid: int
+    ports: list[int]

@@ -11,15 +11,22 @@ import math
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TypedDict
 
 from conncap.engine import classify as cl
 from conncap.engine.procs import WorkerSet
+from conncap.engine.protocol import ServerConfig, ServerSnapshot
 from conncap.errors import UsageError
 from conncap.result import ServerFigures
 
 #: Up to this many ports, every worker listens on every port; above, ports are split.
 SHARE_MAX = 64
+
+
+class ServerExtra(TypedDict, total=False):
+    """``ServerStats.extra``: with ``close_after``, the connections the server closed first."""
+
+    closed_first: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,7 +47,7 @@ class ServerStats:
     backoffs: int
     paused_workers: int
     workers: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
+    extra: ServerExtra = field(default_factory=ServerExtra)
 
     def figures(self, errors_during_step: Mapping[str, int] | None = None) -> ServerFigures:
         """The result's ``server`` object (``errors_during_step``: a step's accept errors)."""
@@ -97,12 +104,12 @@ class ServerPool:
         self.coalesce = coalesce
         self.close_after = close_after
         self.ports: list[int] = []
-        self._set = WorkerSet()
+        self._set: WorkerSet[ServerSnapshot] = WorkerSet()
         self._t0 = 0.0
         self._final: ServerStats | None = None
 
-    def _config(self, ports: list[int]) -> dict[str, Any]:
-        return {
+    def _config(self, ports: list[int]) -> ServerConfig:
+        config: ServerConfig = {
             "role": "server",
             "bind": self.bind,
             "ports": ports,
@@ -110,9 +117,12 @@ class ServerPool:
             "mode": self.mode,
             "nofile": self.nofile,
             "reuseport": True,
-            **({} if self.coalesce is None else {"coalesce": self.coalesce}),
-            **({} if self.close_after is None else {"close_after": self.close_after}),
         }
+        if self.coalesce is not None:
+            config["coalesce"] = self.coalesce
+        if self.close_after is not None:
+            config["close_after"] = self.close_after
+        return config
 
     def start(self) -> None:
         """Start the workers; returns once every one listens (``.ports`` has real ports)."""
@@ -124,7 +134,9 @@ class ServerPool:
                 shares = [ports[i :: self.workers] for i in range(self.workers)]
                 started = [self._set.spawn(self._config(s), self.netns) for s in shares if s]
                 self._set.wait_ready(started)
-                self.ports = sorted(p for w in started for p in (w.ready or {})["ports"])
+                self.ports = sorted(
+                    p for w in started if w.ready is not None for p in w.ready["ports"]
+                )
                 return
             first = self._set.spawn(self._config(ports), self.netns)
             self._set.wait_ready([first])
@@ -147,7 +159,7 @@ class ServerPool:
             return self._final
         return self._aggregate(self._set.snapshot())
 
-    def _aggregate(self, snaps: list[dict[str, Any]]) -> ServerStats:
+    def _aggregate(self, snaps: list[ServerSnapshot]) -> ServerStats:
         errors: dict[str, int] = {}
         per_ip: dict[str, int] = {}
         for s in snaps:

@@ -12,7 +12,7 @@ import json
 import os
 import signal
 import sys
-from typing import Any, Protocol
+from typing import Protocol, cast
 
 from conncap.engine import protocol
 
@@ -52,7 +52,7 @@ def set_nofile(nofile: int | None) -> int:
     return int(soft)
 
 
-def emit(kind: str, **fields: Any) -> None:
+def emit(kind: str, **fields: object) -> None:
     """Write one protocol line on stdout (fd 1), whole, blocking."""
     data = protocol.encode(kind, fields)
     view = memoryview(data)
@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     if len(args) != 1:
         sys.stderr.write("usage: python -m conncap.engine.worker CONFIG_JSON\n")
         return 2
-    config: dict[str, Any] = json.loads(args[0])
+    config: protocol.ClientConfig | protocol.ServerConfig = json.loads(args[0])
     die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when we stop
     limit = set_nofile(config.get("nofile"))
@@ -83,11 +83,11 @@ def main(argv: list[str] | None = None) -> int:
         if role == "server":
             from conncap.engine.acceptor import build as build_server
 
-            loop = build_server(config, emit)
+            loop = build_server(cast("protocol.ServerConfig", config), emit)
         elif role == "client":
             from conncap.engine.connector import build as build_client
 
-            loop = build_client(config, emit)
+            loop = build_client(cast("protocol.ClientConfig", config), emit)
         else:
             emit("err", errno=None, msg=f"unknown role {role!r}")
             return 2
@@ -103,7 +103,7 @@ class Loop(Protocol):
     stopping: bool
 
     def run(self) -> None: ...
-    def stats(self) -> dict[str, Any]: ...
+    def stats(self) -> protocol.ClientSnapshot | protocol.ServerSnapshot: ...
     def close_all(self) -> None: ...
 
 
