@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import argparse
 import math
-from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from conncap.engine.results import ChurnRun
     from conncap.result import Result, Sample
 
 #: Default seconds of opening in churn mode.
@@ -215,7 +215,7 @@ def _progress(console: Any, sample: Sample, requested: int) -> None:
     )
 
 
-def _churn_summary(console: Any, result: Result, c: Mapping[str, Any]) -> None:
+def _churn_summary(console: Any, result: Result, c: ChurnRun) -> None:
     console.print(
         f"churn: opened {c['opened']:,} of {result.requested:,} at {c['rate']:g}/s "
         f"({c['close'].upper()} closes, lifetime {c['lifetime']:g} s), achieved "

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import socket
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from conncap.doctor.verdict import NearCeiling, Report
+from conncap.result import JsonValue
 
 if TYPE_CHECKING:
     from rich.console import RenderableType
@@ -25,7 +26,7 @@ def _r(x: float | None, digits: int = 3) -> float | None:
     return None if x is None else round(x, digits)
 
 
-def _ceiling_json(c: NearCeiling) -> dict[str, Any]:
+def _ceiling_json(c: NearCeiling) -> dict[str, JsonValue]:
     return {
         "cause": c.cause,
         "side": c.side,
@@ -41,11 +42,11 @@ def _ceiling_json(c: NearCeiling) -> dict[str, Any]:
     }
 
 
-def to_json(report: Report, top: int = 10) -> dict[str, Any]:
+def to_json(report: Report, top: int = 10) -> dict[str, JsonValue]:
     """The ``conncap.doctor/1`` document (docs/doctor.md)."""
     rd = report.reading
     lim = rd.limits
-    out: dict[str, Any] = {
+    out: dict[str, JsonValue] = {
         "schema": SCHEMA,
         "os": rd.os,
         "netns": rd.netns,
@@ -184,7 +185,7 @@ def to_json(report: Report, top: int = 10) -> dict[str, Any]:
     return out
 
 
-def _trend_json(report: Report, key: tuple[int, str, str, int]) -> dict[str, Any]:
+def _trend_json(report: Report, key: tuple[int, str, str, int]) -> dict[str, JsonValue]:
     t = report.trends.get(key)
     if t is None:
         return {}

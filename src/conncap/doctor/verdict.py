@@ -21,6 +21,7 @@ from conncap.doctor.pools import (
 from conncap.doctor.reading import Owner, Reading
 from conncap.doctor.sockdiag import Listener
 from conncap.model.churn import LINUX_TIME_WAIT_S
+from conncap.result import JsonValue
 
 #: A ceiling this full (used ÷ limit) is "near".
 NEAR = 0.8
@@ -47,7 +48,7 @@ class Fix:
     checks: tuple[str, ...]
     note: str
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> dict[str, JsonValue]:
         return {
             "knob": self.knob,
             "commands": list(self.commands),
@@ -80,7 +81,7 @@ class NearCeiling:
     #: True when it binds only if the program works a certain way (bind() without
     #: IP_BIND_ADDRESS_NO_PORT), which the kernel's tables cannot show.
     conditional: bool = False
-    details: dict[str, Any] = field(default_factory=dict)
+    details: dict[str, JsonValue] = field(default_factory=dict)
 
     @property
     def fill(self) -> float:

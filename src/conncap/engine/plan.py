@@ -12,10 +12,10 @@ import socket
 import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 from conncap.engine import protocol
 from conncap.errors import UsageError
+from conncap.result import JsonValue
 
 #: Most source addresses one --source-ip value may expand to.
 MAX_SOURCES = 65536
@@ -79,7 +79,7 @@ class OpenPlan:
         base, extra = divmod(self.count, n)
         return [base + (1 if i < extra else 0) for i in range(n)]
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> dict[str, JsonValue]:
         return {
             "targets": [str(t) for t in self.targets],
             "source_ips": list(self.source_ips),

@@ -9,7 +9,7 @@ import platform
 import socket
 import sys
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, TypedDict
 
 from conncap import __version__, model
 from conncap.engine import classify as cl
@@ -58,9 +58,10 @@ def predict(
             nofile_hard=Fact.of(nofile, "--nofile"),
         )
     mplan = _model_plan(plan, server_workers, ports_in_use=ports_in_use)
-    doc = dict(model.to_json(model.predict(limits, mplan)))
+    pred = model.predict(limits, mplan)
+    doc = dict(model.to_json(pred))
     if server_workers is None:
-        side = doc.get("client") or {}
+        side = pred.client.to_json()  # doc["client"]
         doc["count"] = side.get("count")
         doc["cause"] = side.get("cause")
         doc["side"] = "client"
@@ -85,7 +86,7 @@ def _model_plan(
 
 def predict_churn(
     plan: OpenPlan, limits: HostLimits | None = None, *, closer: str = "client"
-) -> dict[str, Any]:
+) -> dict[str, JsonValue]:
     """``conncap.model.churn.predict_churn`` for a churn OpenPlan as JSON (plus ``line``: the
     model's sentence). A model problem is a bug: it propagates."""
     from conncap.model import churn as ch
@@ -114,12 +115,40 @@ def _opening_time(timeline: Sequence[Sample], opened: int) -> float | None:
     return timeline[-1].t if timeline else None
 
 
+class ChurnRun(TypedDict):
+    """The ``churn`` object of an ``open --lifetime`` result (:func:`churn_json`); the
+    ``*_predicted`` values and ``prediction`` are the churn model's JSON."""
+
+    rate: float | None
+    lifetime: float | None
+    close: str
+    closer: JsonValue
+    duration: float | None
+    opened: int
+    closed: int
+    closed_by_peer: int
+    failed: int
+    achieved_rate: float | None
+    time_wait_peak: int
+    time_wait_at_end: int
+    first_failure_s: float | None
+    first_failure_errno: str | None
+    stopped_by: str | None
+    sustainable_rate_predicted: JsonValue
+    predicted_unbounded: JsonValue
+    exhausts_predicted: JsonValue
+    time_to_exhaustion_predicted_s: JsonValue
+    sustainable_rate_measured: float | None
+    sustainable_rate_measured_basis: str
+    prediction: Mapping[str, JsonValue]
+
+
 def churn_json(
     plan: OpenPlan,
     stats: ClientStats,
     timeline: Sequence[Sample],
-    prediction: Mapping[str, Any],
-) -> dict[str, Any]:
+    prediction: Mapping[str, JsonValue],
+) -> ChurnRun:
     """The ``churn`` object of an ``open --lifetime`` result (docs/result-schema.md).
 
     ``sustainable_rate_measured``: without a failure, the rate the run sustained (a lower
@@ -131,6 +160,9 @@ def churn_json(
     achieved = opened / t_open if t_open else None
     first = x.get("first_failure_s")
     hold = prediction.get("port_hold_s")
+    if not isinstance(hold, int | float):
+        hold = None  # the model's JSON: a number or null
+    churn = prediction.get("churn")
     measured: float | None
     if first is None:
         measured = achieved
@@ -155,7 +187,7 @@ def churn_json(
         "rate": plan.rate,
         "lifetime": plan.lifetime,
         "close": plan.close,
-        "closer": (prediction.get("churn") or {}).get("closer", "client"),
+        "closer": churn.get("closer", "client") if isinstance(churn, Mapping) else "client",
         "duration": plan.duration_s,
         "opened": opened,
         "closed": x.get("closed", 0),

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any, Generic, TypeVar
 
 from conncap.procfs import PortRange, SockStat
+from conncap.result import JsonValue
 
 T = TypeVar("T")
 
@@ -49,8 +50,8 @@ class Fact(Generic[T]):
     def get(self, default: T) -> T:
         return default if self.value is None else self.value
 
-    def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"value": _jsonable(self.value), "source": self.source}
+    def to_json(self) -> dict[str, JsonValue]:
+        out: dict[str, JsonValue] = {"value": _jsonable(self.value), "source": self.source}
         if self.value is not None:
             out["status"] = "known"
         else:

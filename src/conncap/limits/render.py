@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from conncap.limits._common import Fact, HostLimits, SockStat
 from conncap.limits._facts import NO_LIMIT, is_no_limit
 from conncap.model.implied import HUGE, count_text, fmt_bytes, implied
+from conncap.result import JsonValue
 
 if TYPE_CHECKING:
     from rich.console import Console, RenderableType
@@ -146,9 +147,9 @@ _SECONDS = {"tcp_timed_wait_delay", "tcp_fin_timeout"}
 # --- the JSON document ----------------------------------------------------------------------
 
 
-def limits_to_json(h: HostLimits) -> dict[str, Any]:
+def limits_to_json(h: HostLimits) -> dict[str, JsonValue]:
     """The ``conncap.limits/1`` document (docs/limits-schema.md); json.dumps-able as is."""
-    facts: dict[str, Any] = {}
+    facts: dict[str, JsonValue] = {}
     for name, fact in h.facts().items():
         doc = fact.to_json()
         if dataclasses.is_dataclass(fact.value) and not isinstance(fact.value, type):

@@ -27,6 +27,7 @@ from conncap.limits._common import Fact, HostLimits
 from conncap.model.plan import Plan
 from conncap.model.plan import os_name as _os_name
 from conncap.model.predict import host_os, pools_for, port_pool_size
+from conncap.result import JsonValue
 
 Close = Literal["fin", "rst"]
 Closer = Literal["client", "server"]
@@ -79,7 +80,7 @@ class Churn:
         if self.closer not in CLOSERS:
             raise UsageError(f"churn: closer must be client or server, not {self.closer!r}")
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> dict[str, JsonValue]:
         return {
             "rate": self.rate,
             "lifetime": self.lifetime,
@@ -110,7 +111,7 @@ class TimeWait:
     estimate: bool = False
     knob: str = ""
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> dict[str, JsonValue]:
         return {
             "seconds": self.seconds,
             "detail": self.detail,
@@ -153,7 +154,7 @@ class ChurnPrediction:
     estimate: bool
     notes: tuple[str, ...] = ()
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> dict[str, JsonValue]:
         return {
             "churn": self.churn.to_json(),
             "os": self.os,
@@ -490,7 +491,7 @@ def _unknown(
     )
 
 
-def to_json(p: ChurnPrediction) -> dict[str, Any]:
+def to_json(p: ChurnPrediction) -> dict[str, JsonValue]:
     """The churn prediction as JSON (the ``churn.prediction`` object of conncap.result/1)."""
     return p.to_json()
 

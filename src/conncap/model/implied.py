@@ -13,6 +13,7 @@ from conncap.engine.protocol import CLIENT_WORKER_FDS
 from conncap.limits._addresses import address_count
 from conncap.limits._common import HostLimits, PortRange
 from conncap.limits._facts import is_no_limit
+from conncap.result import JsonValue
 
 #: Kernel memory one idle loopback connection costs, both ends together (an estimate: two
 #: sockets with empty buffers; ``conncap run`` measures the real figure).
@@ -29,7 +30,7 @@ class Implied:
     text: str
     count: int | None = None
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> dict[str, JsonValue]:
         return {"text": self.text, "count": self.count}
 
 

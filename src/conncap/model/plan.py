@@ -7,11 +7,12 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
 from conncap.engine.protocol import CLIENT_WORKER_FDS
 from conncap.errors import UsageError
 from conncap.limits._common import PortRange
+from conncap.result import JsonValue
 
 Bind = Literal["none", "bind", "bind-no-port", "explicit"]
 BIND_MODES: tuple[str, ...] = ("none", "bind", "bind-no-port", "explicit")
@@ -111,7 +112,7 @@ class Plan:
         s = self.server_fds_in_use_per_process
         return self.fds_in_use_per_process if s is None else s
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> dict[str, JsonValue]:
         return {
             "source_ips": self.source_ips,
             "destinations": self.destinations,

@@ -33,6 +33,7 @@ from conncap.model.plan import (
 )
 from conncap.model.plan import OS_LABEL as _OS_LABEL
 from conncap.model.plan import os_name as _os_name
+from conncap.result import JsonValue
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,7 +46,7 @@ class Bound:
     estimate: bool = False
     knob: str = ""
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> dict[str, JsonValue]:
         return {
             "cause": str(self.cause),
             "count": self.count,
@@ -74,7 +75,7 @@ class PredictedCeiling:
         b = self.binding
         return b.estimate if b is not None else False
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> dict[str, JsonValue]:
         return {
             "side": self.side,
             "count": self.count,
@@ -464,7 +465,7 @@ def predict(limits: HostLimits, plan: Plan) -> Prediction:
     return Prediction(client, server, overall, tuple(_notes(limits, plan, os, client)))
 
 
-def to_json(p: Prediction) -> dict[str, Any]:
+def to_json(p: Prediction) -> dict[str, JsonValue]:
     """The ``prediction`` object of conncap.result/1: the overall ``count``, ``cause``,
     ``side`` and ``bounds`` (the binding side's), plus both sides and the notes."""
     return {

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from conncap.netns.naming import check_runid
+from conncap.result import JsonValue
 
 SCHEMA = "conncap.netns-run/1"
 
@@ -76,7 +77,7 @@ class RunRecord:
     def with_namespaces(self, names: tuple[str, ...]) -> RunRecord:
         return RunRecord(self.runid, self.pid, self.pid_start, self.created, names)
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> dict[str, JsonValue]:
         return {
             "schema": SCHEMA,
             "runid": self.runid,
@@ -88,6 +89,7 @@ class RunRecord:
 
     @classmethod
     def from_json(cls, doc: dict[str, Any]) -> RunRecord:
+        # json.loads's value: every field is converted here; a bad one raises for the caller
         if doc.get("schema") != SCHEMA:
             raise ValueError(f"not a {SCHEMA} record")
         start = doc.get("pid_start")

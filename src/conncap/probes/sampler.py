@@ -23,6 +23,7 @@ from conncap.probes.readers import (
     sockstat,
 )
 from conncap.procfs import NetCounters, ProbeError, SlabCache, SockStat, parse_slabinfo
+from conncap.result import JsonValue
 
 # --- sampler ----------------------------------------------------------------------------------
 
@@ -155,7 +156,7 @@ class Sampler:
         failures_by_cause: Mapping[str, int] | None = None,
         step: str | None = None,
         t: float | None = None,
-    ) -> dict[str, Any]:
+    ) -> dict[str, JsonValue]:
         """One timeline sample (a dict with the result schema's timeline keys)."""
         started = time.perf_counter()
         root, net_root = self.root, self.net_root
@@ -179,7 +180,7 @@ class Sampler:
         if server is not None:
             self.user_method["server"] = server.method
 
-        out: dict[str, Any] = {
+        out: dict[str, JsonValue] = {
             "t": round((self.clock() - self.t0) if t is None else t, 4),
             "held": held,
             "rate": rate,
@@ -204,8 +205,8 @@ class Sampler:
         }
         for key in _DELTA_KEYS:
             value = out[key]
-            if value is None:
-                continue
+            if not isinstance(value, int):
+                continue  # None: not read
             base = self._baseline.setdefault(key, value)
             out[key] = value - base
         elapsed = time.perf_counter() - started

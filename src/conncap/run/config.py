@@ -9,6 +9,7 @@ from typing import Any, Protocol
 
 from conncap.errors import UsageError
 from conncap.limits import HostLimits
+from conncap.result import JsonValue
 from conncap.run import steps as st
 
 #: Connections a default run asks for: well past a default Linux port range (28,232), so the
@@ -94,7 +95,7 @@ class RunConfig:
         if self.escalate and self.source_ips is not None and self.client_netns is None:
             st.source_addresses(self.host, self.source_ips)  # raises for a bad combination
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> dict[str, JsonValue]:
         return {
             "count": self.count,
             "max_duration": self.max_duration,
@@ -175,7 +176,7 @@ class SamplerLike(Protocol):
         failures_by_cause: Mapping[str, int] | None = None,
         step: str | None = None,
         t: float | None = None,
-    ) -> dict[str, Any]: ...
+    ) -> dict[str, JsonValue]: ...
 
 
 class IsolatedSides(Protocol):
@@ -188,4 +189,4 @@ class IsolatedSides(Protocol):
     def client_reader(self) -> Callable[[str], str]: ...
     def server_reader(self) -> Callable[[str], str]: ...
     def describe(self) -> list[str]: ...
-    def to_json(self) -> dict[str, Any]: ...
+    def to_json(self) -> dict[str, JsonValue]: ...

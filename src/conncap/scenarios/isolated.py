@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from conncap import procfs
 from conncap.errors import UsageError
+from conncap.result import JsonValue
 
 if TYPE_CHECKING:
     from conncap.limits import HostLimits
@@ -82,7 +83,7 @@ class IsolatedSettings:
         if self.extra_source_ips < 0:
             raise UsageError("the number of extra source IPs cannot be negative")
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> dict[str, JsonValue]:
         return {
             "port_range": list(self.port_range) if self.port_range else None,
             "somaxconn": self.somaxconn,
@@ -295,7 +296,7 @@ class IsolatedPair:
             lines.append("set inside the namespaces only: " + ", ".join(set_))
         return lines
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> dict[str, JsonValue]:
         return {
             "client_netns": self.client.name,
             "server_netns": self.server.name,
@@ -467,7 +468,7 @@ def namespace_limits(
     out = topo.run(host, ["sh", "-c", script]).stdout
     raw = dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
     where = f"inside {host.name}"
-    changes: dict[str, Any] = {}
+    changes: dict[str, Any] = {}  # HostLimits fields -> Fact, for dataclasses.replace
     with suppress(ValueError):
         pr = procfs.parse_port_range(raw.get("ipv4/ip_local_port_range", ""))
         changes["port_range"] = Fact.of(pr, f"net.ipv4.ip_local_port_range {where}")

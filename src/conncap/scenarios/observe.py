@@ -11,9 +11,9 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 from conncap import probes
+from conncap.result import JsonValue
 
 #: Runs argv inside a namespace and returns its stdout (``lambda argv: topo.run(h, argv).stdout``).
 Runner = Callable[[Sequence[str]], str]
@@ -79,10 +79,10 @@ class PeerView:
         """Ports of lo-hi that no connection comes from."""
         return [p for p in range(lo, hi + 1) if p not in self.peer_ports]
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> dict[str, JsonValue]:
         return {
             "connections": self.connections,
-            "local_ports": sorted(self.local_ports),
+            "local_ports": [*sorted(self.local_ports)],
             "per_peer_ip": self.per_peer_ip,
             "distinct_peer_ports": self.distinct_peer_ports,
             "distinct_peers": self.distinct_peers,
@@ -139,7 +139,7 @@ class ListenQueue:
         """The kernel's own test (sk_acceptq_is_full): more waiting than the backlog."""
         return self.queued > self.backlog
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> dict[str, JsonValue]:
         return {"port": self.port, "queued": self.queued, "backlog": self.backlog}
 
 
@@ -183,7 +183,7 @@ class FdTable:
     def full(self) -> bool:
         return self.limit is not None and self.open >= self.limit
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> dict[str, JsonValue]:
         return {"pid": self.pid, "open": self.open, "sockets": self.sockets, "limit": self.limit}
 
 
