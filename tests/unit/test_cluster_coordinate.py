@@ -3,6 +3,7 @@ merged timelines, a lost agent, the deadline and a stop, the result and its word
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Mapping
 from typing import Any
@@ -19,6 +20,8 @@ from conncap.cluster.coordinate import (
     NodeRef,
     NodeRun,
     Offset,
+    cluster_ceiling,
+    cluster_prediction,
     cluster_result,
     estimate_offset,
     merge_timeline,
@@ -27,6 +30,7 @@ from conncap.cluster.coordinate import (
     total_series,
     verdict_lines,
 )
+from conncap.result import Ceiling, Node, Prediction, from_json, to_json
 
 
 class FakeClock:
@@ -222,18 +226,39 @@ def test_a_run_ends_when_every_ramp_is_over_and_merges_one_true_timeline() -> No
         if 0 < r["held"] < 80:
             assert r["held"] == pytest.approx(100 * r["t"], abs=1.5)
     totals = total_series(merged)
-    assert totals[-1]["held"] == 250
+    assert totals[-1].held == 250
     res = cluster_result(run, requested=280, address="10.0.0.1:6379", server_held=250)
-    assert res["total_held"] == 250
-    assert res["total_predicted"] == 250
-    assert res["server_held"] == 250
-    assert [n["held"] for n in res["nodes"]] == [50, 80, 120]
-    assert all(n["matches_prediction"] for n in res["nodes"])
-    assert res["first_stop"] is not None and res["first_stop"]["node_id"] == "a"
-    assert res["lost_nodes"] == []
+    assert res.command == "open" and res.plan is not None
+    assert res.plan["cluster"] == "10.0.0.1:6379" and res.plan["nodes"] == 3
+    assert res.held_at_end == 250 and res.requested == 280
+    assert res.prediction.count == 250 and res.prediction.cause == "ephemeral-ports"
+    assert res.server is not None and res.server.held == 250
+    assert [n.held for n in res.nodes] == [50, 80, 120]
+    assert all(n.matches_prediction for n in res.nodes)
+    assert res.first_stop is not None and res.first_stop.node_id == "a"
+    assert [n.node_id for n in res.nodes if n.lost] == []
+    # the cluster's ceiling: the verdict every node reached, at what the cluster held
+    c = res.ceiling
+    assert c.reached and (c.count, c.cause, c.side, c.errno) == (
+        250, "ephemeral-ports", "client", "EADDRNOTAVAIL"
+    )  # fmt: skip
+    assert c.knob is not None  # the catalogue's, through Ceiling.reached_at
+    assert [n.ceiling.count for n in res.nodes] == [50, 80, 120]
+    # the result's timeline is the cluster's total; each node keeps its own
+    assert res.timeline == tuple(totals) and res.timeline[-1].held == 250
+    assert res.established_peak == 250
+    b = res.nodes[1]
+    assert [s.held for s in b.timeline] == [r["held"] for r in b_rows]
+    assert [s.t for s in b.timeline] == [r["t"] for r in b_rows]
+    assert res.failures_by_cause == {"ephemeral-ports": 6}
     words = "\n".join(verdict_lines(res))
     assert "first to stop: node a (10.0.0.1)" in words
     assert "the server holds 250" in words
+    assert res.summary == tuple(verdict_lines(res))
+    # the one typed result model: it round-trips through its codec
+    doc = json.loads(json.dumps(to_json(res)))
+    assert doc["schema"] == "conncap.result/2" and len(doc["nodes"]) == 3
+    assert from_json(doc, source="cluster.json") == res
 
 
 def test_a_lost_agent_is_reported_and_the_rest_finish() -> None:
@@ -249,11 +274,14 @@ def test_a_lost_agent_is_reported_and_the_rest_finish() -> None:
     assert b.lost and "node died" in (b.lost_why or "")
     assert agents["a"].stopped and agents["c"].stopped and not agents["b"].stopped
     res = cluster_result(run, requested=600, address="x")
-    assert res["lost_nodes"] == ["b"]
-    assert res["total_held"] == 170  # a lost node's connections are not counted as held
-    lost = next(n for n in res["nodes"] if n["node_id"] == "b")
-    assert lost["lost"] and lost["held"] > 0  # its last sample is kept
+    assert [n.node_id for n in res.nodes if n.lost] == ["b"]
+    assert res.held_at_end == 170  # a lost node's connections are not counted as held
+    lost = next(n for n in res.nodes if n.node_id == "b")
+    assert lost.lost and lost.held > 0  # its last sample is kept
+    assert lost.timeline and lost.timeline[-1].held == lost.held
     assert "LOST" in "\n".join(verdict_lines(res))
+    assert res.error is None  # the others finished
+    assert res.ceiling.reached and res.ceiling.count == 170
 
 
 def test_an_agent_lost_before_the_start_is_left_out() -> None:
@@ -283,8 +311,11 @@ def test_the_deadline_stops_every_agent() -> None:
     assert run.start_at is not None and run.ended_at is not None
     assert 5.0 <= run.ended_at - run.start_at < 6.0
     res = cluster_result(run, requested=20_000, address="x")
-    b = next(n for n in res["nodes"] if n["node_id"] == "b")
-    assert not b["ceiling"]["reached"] and b["matches_prediction"] is None
+    b = next(n for n in res.nodes if n.node_id == "b")
+    assert not b.ceiling.reached and b.matches_prediction is None
+    assert b.ceiling == Ceiling.none()
+    # one node reached a ceiling: the cluster's is that node's verdict
+    assert res.ceiling.reached and res.ceiling.cause == "ephemeral-ports"
 
 
 def test_a_stop_ends_the_run_as_interrupted_and_still_stops_the_agents() -> None:
@@ -333,10 +364,10 @@ def test_total_series_keeps_each_nodes_last_count() -> None:
         {"t": 0.5, "node": "a", "held": 10},
         {"t": 1.0, "node": "b", "held": 20},
     ]
-    assert total_series(merged) == [
-        {"t": 0.0, "held": 3},
-        {"t": 0.5, "held": 12},
-        {"t": 1.0, "held": 30},
+    assert [(s.t, s.held) for s in total_series(merged)] == [
+        (0.0, 3),
+        (0.5, 12),
+        (1.0, 30),
     ]
 
 
@@ -365,3 +396,28 @@ def test_listening_ports_from_proc_net_tcp() -> None:
         "   1: 020012C6:9C40 010012C6:4F1B 01 00000000:00000000 00:00000000 00000000     0\n"
     )
     assert procfs.parse_listen_ports(text) == frozenset({0x4E21})
+
+
+def _node(nid: str, cause: str, errno: str, at: float, held: int) -> Node:
+    return Node(
+        node_id=nid,
+        address=f"10.0.0.{nid}",
+        held=held,
+        prediction=Prediction(count=held, cause=cause),
+        ceiling=Ceiling.reached_at(count=held, cause=cause, side="client", errno=errno),
+        stopped_at_s=at,
+    )
+
+
+def test_the_clusters_ceiling_is_the_verdict_most_nodes_reached() -> None:
+    fds = _node("1", "file-descriptors", "EMFILE", 0.5, 10)  # first to stop, but alone
+    ports = [_node("2", "ephemeral-ports", "EADDRNOTAVAIL", 1.0, 20)]
+    ports.append(_node("3", "ephemeral-ports", "EADDRNOTAVAIL", 2.0, 30))
+    c = cluster_ceiling([fds, *ports], 60)
+    assert (c.cause, c.errno, c.count) == ("ephemeral-ports", "EADDRNOTAVAIL", 60)
+    assert c.evidence is not None and "3 of 3 nodes reached a ceiling" in c.evidence
+    # a tie goes to the verdict of the node that stopped first
+    assert cluster_ceiling([fds, ports[0]], 30).cause == "file-descriptors"
+    assert cluster_ceiling([], 0) == Ceiling.none()
+    assert cluster_prediction([fds, *ports]).count == 60
+    assert cluster_prediction([fds, *ports]).cause is None  # the nodes' causes differ

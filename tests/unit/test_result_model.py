@@ -20,6 +20,7 @@ from conncap.result import (
     SCHEMA_V1,
     SCHEMA_V2,
     Ceiling,
+    Node,
     Prediction,
     Result,
     Sample,
@@ -560,3 +561,86 @@ def test_a_damaged_churn_object_is_one_line(churn: object, words: str) -> None:
     doc["churn"] = churn
     with pytest.raises(UsageError, match=words):
         from_json(doc, source="churn.json")
+
+
+def _cluster_result() -> Result:
+    """An ``open --cluster`` result: two nodes, each with its own timeline."""
+
+    def sample(t: float, held: int) -> Sample:
+        return Sample(t=t, held=held, failures=0, rate=100.0, failures_by_cause={})
+
+    def node(nid: str, held: int, at: float) -> Node:
+        return Node(
+            node_id=nid,
+            address=f"10.0.0.{nid}",
+            hostname=f"host{nid}",
+            share=held + 40,
+            held=held,
+            attempts=held + 2,
+            prediction=Prediction(count=held, cause="ephemeral-ports", side="client"),
+            ceiling=Ceiling.reached_at(
+                count=held, cause="ephemeral-ports", side="client", errno="EADDRNOTAVAIL"
+            ),
+            matches_prediction=True,
+            failures={"EADDRNOTAVAIL": 2},
+            failures_by_cause={"ephemeral-ports": 2},
+            limits={"port_range": [40000, 40000 + held - 1], "nofile": 1024},
+            ray_cost={"listeners_in_range": 0, "ports": [], "object_store_bytes": 80_000_000},
+            clock_offset_s=0.00003,
+            clock_rtt_s=0.0008,
+            stopped_at_s=at,
+            timeline=(sample(0.0, 0), sample(at, held)),
+        )
+
+    nodes = (node("1", 50, 0.5), node("2", 80, 0.8))
+    return Result(
+        command="open",
+        duration_s=2.0,
+        plan={"cluster": "10.0.0.1:20379", "nodes": 2, "count": 240},
+        requested=240,
+        established_peak=130,
+        held_at_end=130,
+        failures={"EADDRNOTAVAIL": 4},
+        ceiling=dataclasses.replace(nodes[0].ceiling, count=130),
+        prediction=Prediction(count=130, cause="ephemeral-ports"),
+        timeline=(sample(0.0, 0), sample(0.5, 110), sample(0.8, 130)),
+        nodes=nodes,
+    )
+
+
+def test_a_cluster_result_round_trips_with_its_nodes() -> None:
+    r = _cluster_result()
+    doc = to_json(r)
+    nodes = doc["nodes"]
+    assert isinstance(nodes, list) and len(nodes) == 2
+    assert "lost" not in nodes[0]  # a default is left out; it reads back as False
+    again = from_json(json.loads(json.dumps(doc)), source="cluster.json")
+    assert again == r
+    assert again.nodes[1].timeline[-1].held == 80
+    assert again.first_stop is not None and again.first_stop.node_id == "1"
+    assert from_json(raw("open_minimal"), source="open.json").first_stop is None
+
+
+CLUSTER_DAMAGED: list[tuple[Callable[[dict[str, Any]], None], str]] = [
+    (_delete(("nodes", 0, "address")), "nodes[0].address: missing"),
+    (_set(("nodes", 1, "held"), "80"), 'nodes[1].held: expected an integer, got "80"'),
+    (_delete(("nodes", 0, "ceiling", "side")), "nodes[0].ceiling.side: missing"),
+    (_set(("nodes", 0, "lost"), "no"), 'nodes[0].lost: expected true or false, got "no"'),
+    (
+        _set(("nodes", 1, "timeline", 1, "t"), None),
+        "nodes[1].timeline[1].t: expected a number, got null",
+    ),
+    (_set(("nodes", 0, "limits"), [1]), "nodes[0].limits: expected an object, got a list"),
+    (_set(("nodes",), {}), "nodes: expected a list, got an object"),
+]
+
+
+@pytest.mark.parametrize(("edit", "where"), CLUSTER_DAMAGED)
+def test_a_damaged_node_names_its_key_path(
+    edit: Callable[[dict[str, Any]], None], where: str
+) -> None:
+    doc = json.loads(json.dumps(to_json(_cluster_result())))
+    edit(doc)
+    with pytest.raises(UsageError) as err:
+        from_json(doc, source="cluster.json")
+    assert str(err.value) == f"cluster.json: damaged conncap result ({where})"

@@ -26,6 +26,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import socket
+import sys
 import threading
 import time
 from typing import Any
@@ -106,7 +107,8 @@ class Agent:
         )
 
     def info(self) -> dict[str, Any]:
-        """This node's limits, its plan, Ray's cost and the predicted ceiling of its share."""
+        """This node's limits, its plan, Ray's cost and the predicted ceiling of its share (and
+        its OS: the ceiling's advice is that OS's)."""
         if self._info is not None:
             return self._info
         from conncap.engine.connector import read_port_range, read_reserved_ports
@@ -134,6 +136,7 @@ class Agent:
         prediction = predict(plan, nofile, limits, ports_in_use=len(in_range))
         self._info = {
             "hostname": socket.gethostname(),
+            "os": sys.platform,
             "ip": _own_ip(plan_targets(plan)),
             "pid": os.getpid(),
             "share": plan.count,

@@ -11,11 +11,32 @@ then on the run's time line: seconds since the common start.
 
 from __future__ import annotations
 
+import dataclasses
+import datetime as dt
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, TypedDict
+from typing import Any, Protocol
+
+from conncap import __version__
+from conncap.errors import UsageError
+from conncap.result import (
+    SIDES,
+    Ceiling,
+    Host,
+    JsonObject,
+    Node,
+    Prediction,
+    Result,
+    Sample,
+    ServerFigures,
+    Side,
+    json_object,
+    prediction_from_json,
+    sample_from_json,
+)
 
 #: Seconds between two polls of the agents for new samples.
 POLL_S = 0.5
@@ -353,18 +374,29 @@ def merge_timeline(run: ClusterRun) -> list[dict[str, Any]]:
     return rows
 
 
-def total_series(merged: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """The cluster's held count over time: at each sample's time, the sum of every node's
-    latest ``held`` (a node not heard from yet counts 0; a lost node keeps its last)."""
-    last: dict[str, int] = {}
-    out: list[dict[str, Any]] = []
+def total_series(merged: Sequence[Mapping[str, Any]]) -> list[Sample]:
+    """The cluster's figures over time: at each sample's time, the sum of every node's latest
+    ``held``, ``failures``, ``failures_by_cause`` and ``rate`` (a node not heard from yet
+    counts 0; a lost node keeps its last)."""
+    last: dict[str, Mapping[str, Any]] = {}
+    out: list[Sample] = []
     for row in merged:
-        last[str(row["node"])] = int(row.get("held") or 0)
-        total = sum(last.values())
-        if out and out[-1]["t"] == row["t"]:
-            out[-1]["held"] = total
+        last[str(row["node"])] = row
+        by_cause: dict[str, int] = {}
+        for r in last.values():
+            for cause, n in (r.get("failures_by_cause") or {}).items():
+                by_cause[str(cause)] = by_cause.get(str(cause), 0) + int(n)
+        total = Sample(
+            t=float(row["t"]),
+            held=sum(int(r.get("held") or 0) for r in last.values()),
+            failures=sum(int(r.get("failures") or 0) for r in last.values()),
+            rate=round(sum(float(r.get("rate") or 0.0) for r in last.values()), 3),
+            failures_by_cause=dict(sorted(by_cause.items())),
+        )
+        if out and out[-1].t == total.t:
+            out[-1] = total
         else:
-            out.append({"t": row["t"], "held": total})
+            out.append(total)
     return out
 
 
@@ -391,125 +423,157 @@ def stopped_at(nr: NodeRun, start_at: float) -> float | None:
 # ---- the result ---------------------------------------------------------------------------------
 
 
-class NodePrediction(TypedDict):
-    count: int | None
-    cause: str | None
+def _int(v: object) -> int | None:
+    return v if isinstance(v, int) and not isinstance(v, bool) else None
 
 
-class NodeCeiling(TypedDict):
-    reached: bool
-    count: int | None
-    cause: str | None
-    side: str | None
-    errno: str | None
+def _str(v: object) -> str | None:
+    return v if isinstance(v, str) else None
 
 
-class NodeResult(TypedDict):
-    node_id: str
-    address: str
-    hostname: str | None
-    share: int | None
-    held: int
-    prediction: NodePrediction
-    ceiling: NodeCeiling
-    matches_prediction: bool | None
-    failures_by_cause: dict[str, int]
-    failures: dict[str, int]
-    ray_cost: dict[str, Any]
-    limits: dict[str, Any]
-    clock_offset_s: float | None
-    clock_rtt_s: float | None
-    stopped_at_s: float | None
-    lost: bool
-    lost_reason: str | None
-    error: str | None
+def _counts(v: object) -> dict[str, int]:
+    if not isinstance(v, Mapping):
+        return {}
+    return {str(k): int(n) for k, n in sorted(v.items()) if _int(n) is not None}
 
 
-class ClusterResult(TypedDict, total=False):
-    command: str
-    cluster: dict[str, Any]
-    nodes: list[NodeResult]
-    total_held: int
-    total_predicted: int | None
-    requested: int
-    stop_reason: str
-    first_stop: dict[str, Any] | None
-    lost_nodes: list[str]
-    timeline: list[dict[str, Any]]
-    total_timeline: list[dict[str, Any]]
-    duration_s: float
-    server_held: int
-    notes: list[str]
+def _json_part(v: object, what: str) -> JsonObject | None:
+    """A free-form part the agent sent (its limits, Ray's cost), or None when it has none or
+    it is not JSON."""
+    if not isinstance(v, Mapping) or not v:
+        return None
+    try:
+        return json_object(v, what)
+    except ValueError:
+        return None
 
 
-def _prediction(info: Mapping[str, Any]) -> NodePrediction:
-    p = info.get("prediction") or {}
-    count = p.get("count")
-    return {"count": int(count) if count is not None else None, "cause": p.get("cause")}
+def _prediction(info: Mapping[str, Any]) -> Prediction:
+    """The node's prediction as its agent sent it (empty when it sent none)."""
+    p = info.get("prediction")
+    if not isinstance(p, Mapping) or not p:
+        return Prediction()
+    keep = {k: v for k, v in p.items() if k in ("count", "cause", "side", "bounds", "reason")}
+    try:
+        return prediction_from_json(keep, source="the agent's prediction")
+    except UsageError as exc:
+        return Prediction.unknown(str(exc))
 
 
-def _ceiling(final: Mapping[str, Any]) -> NodeCeiling:
+def _side(v: object) -> Side:
+    return next((s for s in SIDES if s == v), "unknown")
+
+
+def _ceiling(final: Mapping[str, Any], os_name: str | None) -> Ceiling:
+    """The node's verdict, rebuilt with the one ceiling builder (the catalogue's advice for
+    the node's OS)."""
     c = final.get("ceiling") or {}
-    return {
-        "reached": bool(c.get("reached")),
-        "count": c.get("count"),
-        "cause": c.get("cause"),
-        "side": c.get("side"),
-        "errno": c.get("errno"),
-    }
+    if not c.get("reached"):
+        return Ceiling.none()
+    return Ceiling.reached_at(
+        count=_int(c.get("count")),
+        cause=_str(c.get("cause")) or "unknown",
+        side=_side(c.get("side")),
+        errno=_str(c.get("errno")),
+        op=_str(c.get("op")),
+        evidence=_str(c.get("evidence")),
+        os_name=os_name,
+    )
 
 
-def node_result(nr: NodeRun, start_at: float) -> NodeResult:
+def node_timeline(nr: NodeRun, start_at: float) -> tuple[Sample, ...]:
+    """A node's own samples on the run's time line (a sample the codec refuses is left out:
+    the agent is conncap's, so that would be a bug, not a reason to lose the run)."""
+    out: list[Sample] = []
+    for row in node_times(nr, start_at):
+        doc = {"failures": 0, "rate": 0.0, "failures_by_cause": {}}
+        doc.update({k: v for k, v in row.items() if k != "node" and v is not None})
+        try:
+            out.append(sample_from_json(doc, source=f"node {nr.node.node_id}"))
+        except UsageError:
+            continue
+    return tuple(out)
+
+
+def node_result(nr: NodeRun, start_at: float) -> Node:
     """One node's verdict: what it held, what the model said, what stopped it."""
     info = nr.info
     final = nr.final or {}
     last = nr.samples[-1] if nr.samples else {}
     held = int(final.get("held", last.get("held", 0)) or 0)
     pred = _prediction(info)
-    ceil = _ceiling(final)
+    ceil = _ceiling(final, _str(info.get("os")))
     match: bool | None = None
-    if pred["count"] is not None and ceil["reached"]:
-        match = ceil["count"] == pred["count"] and ceil["cause"] == pred["cause"]
+    if pred.count is not None and ceil.reached:
+        match = ceil.count == pred.count and ceil.cause == pred.cause
     off = nr.offset
-    return {
-        "node_id": nr.node.node_id,
-        "address": nr.node.address,
-        "hostname": info.get("hostname"),
-        "share": info.get("share"),
-        "held": held,
-        "prediction": pred,
-        "ceiling": ceil,
-        "matches_prediction": match,
-        "failures_by_cause": dict(
-            sorted((final.get("failures_by_cause") or last.get("failures_by_cause") or {}).items())
-        ),
-        "failures": dict(sorted((final.get("failures") or {}).items())),
-        "ray_cost": dict(info.get("ray_cost") or {}),
-        "limits": dict(info.get("limits") or {}),
-        "clock_offset_s": round(off.offset, 6) if off else None,
-        "clock_rtt_s": round(off.rtt, 6) if off else None,
-        "stopped_at_s": stopped_at(nr, start_at),
-        "lost": nr.lost,
-        "lost_reason": nr.lost_why,
-        "error": final.get("error"),
-    }
+    return Node(
+        node_id=nr.node.node_id,
+        address=nr.node.address,
+        hostname=_str(info.get("hostname")),
+        share=_int(info.get("share")),
+        held=held,
+        attempts=_int(final.get("attempts")),
+        prediction=pred,
+        ceiling=ceil,
+        matches_prediction=match,
+        failures=_counts(final.get("failures")),
+        failures_by_cause=_counts(final.get("failures_by_cause") or last.get("failures_by_cause")),
+        limits=_json_part(info.get("limits"), "limits"),
+        ray_cost=_json_part(info.get("ray_cost"), "ray_cost"),
+        clock_offset_s=round(off.offset, 6) if off else None,
+        clock_rtt_s=round(off.rtt, 6) if off else None,
+        stopped_at_s=stopped_at(nr, start_at),
+        lost=nr.lost,
+        lost_reason=nr.lost_why,
+        error=_str(final.get("error")),
+        timeline=node_timeline(nr, start_at),
+    )
 
 
-def first_stop(nodes: Sequence[NodeResult]) -> dict[str, Any] | None:
-    """The node whose ceiling came first on the common time line, and why."""
-    stopped = [n for n in nodes if n["ceiling"]["reached"] and n["stopped_at_s"] is not None]
-    if not stopped:
-        return None
-    n = min(stopped, key=lambda x: (x["stopped_at_s"], x["node_id"]))
-    return {
-        "node_id": n["node_id"],
-        "address": n["address"],
-        "t": n["stopped_at_s"],
-        "held": n["ceiling"]["count"],
-        "cause": n["ceiling"]["cause"],
-        "side": n["ceiling"]["side"],
-        "errno": n["ceiling"]["errno"],
-    }
+def cluster_ceiling(nodes: Sequence[Node], held: int) -> Ceiling:
+    """The cluster's ceiling. Reached when any node (not lost) reached one: the cluster then
+    held less than it asked for. Its cause, side, errno and op are the verdict most of those
+    nodes reached, a tie going to the verdict of the node that stopped first; ``count`` is
+    what the whole cluster held at the end; ``evidence`` names every node's count and
+    cause."""
+    reached = [n for n in nodes if n.ceiling.reached and not n.lost]
+    if not reached:
+        return Ceiling.none()
+    order = sorted(
+        reached, key=lambda n: (n.stopped_at_s is None, n.stopped_at_s or 0.0, n.node_id)
+    )
+
+    def verdict(n: Node) -> tuple[str | None, str | None, str | None]:
+        return (n.ceiling.cause, n.ceiling.side, n.ceiling.errno)
+
+    votes = Counter(verdict(n) for n in order)
+    most = max(votes.values())
+    lead = next(n for n in order if votes[verdict(n)] == most)
+    evidence = f"{len(reached)} of {len(nodes)} nodes reached a ceiling: " + "; ".join(
+        f"{n.address} held {n.held:,} "
+        f"({'lost' if n.lost else n.ceiling.cause if n.ceiling.reached else 'no ceiling'})"
+        for n in nodes
+    )
+    return dataclasses.replace(lead.ceiling, count=held, evidence=evidence)
+
+
+def cluster_prediction(nodes: Sequence[Node]) -> Prediction:
+    """The sum of the nodes' predictions, when every node has one (its cause and side when
+    every node's agree)."""
+    if not nodes:
+        return Prediction.unknown("no node ran")
+    missing = [n.address for n in nodes if n.prediction.count is None]
+    if missing:
+        return Prediction.unknown(f"no prediction for {', '.join(missing)}")
+    causes = {n.prediction.cause for n in nodes}
+    sides = {n.prediction.side for n in nodes}
+    return Prediction(
+        count=sum(n.prediction.count or 0 for n in nodes),
+        cause=causes.pop() if len(causes) == 1 else None,
+        side=sides.pop() if len(sides) == 1 else None,
+        notes=(f"the sum of the {len(nodes)} nodes' predictions",),
+    )
 
 
 def cluster_result(
@@ -517,35 +581,56 @@ def cluster_result(
     *,
     requested: int,
     address: str,
+    plan: Mapping[str, Any] | None = None,
     server_held: int | None = None,
+    host: Host | None = None,
     notes: Sequence[str] = (),
-) -> ClusterResult:
-    """The one place the cluster's result is built: a plain JSON-able dict (docs/cluster.md).
-    ``server_held``: what the target held, when the caller knows (a conncap server)."""
+) -> Result:
+    """The one place the cluster's result is built (docs/cluster.md): an ``open`` result
+    whose ``nodes`` hold each node's verdict and timeline, whose ``timeline`` is the cluster's
+    total, and whose ``summary`` is what the terminal prints. ``plan``: what was asked (the
+    cluster's address and node count are added); ``server_held``: what the target held,
+    when the caller knows (a conncap server); ``host``: the driver's machine."""
     start = run.start_at if run.start_at is not None else 0.0
-    nodes = [node_result(nr, start) for nr in run.nodes]
-    merged = merge_timeline(run)
-    preds = [n["prediction"]["count"] for n in nodes]
-    out: ClusterResult = {
-        "command": "open --cluster",
-        "cluster": {"address": address, "nodes": len(nodes)},
-        "nodes": nodes,
-        "total_held": sum(n["held"] for n in nodes if not n["lost"]),
-        "total_predicted": sum(p for p in preds if p is not None)
-        if preds and all(p is not None for p in preds)
+    nodes = tuple(node_result(nr, start) for nr in run.nodes)
+    timeline = tuple(total_series(merge_timeline(run)))
+    held = sum(n.held for n in nodes if not n.lost)
+    failures: Counter[str] = Counter()
+    by_cause: Counter[str] = Counter()
+    for n in nodes:
+        failures.update(n.failures)
+        by_cause.update(n.failures_by_cause)
+    attempts = [n.attempts for n in nodes]
+    ok = any(not n.lost and n.error is None for n in nodes)
+    result = Result(
+        conncap_version=__version__,
+        command="open",
+        started_at=dt.datetime.fromtimestamp(run.start_at, dt.UTC).isoformat(
+            timespec="milliseconds"
+        )
+        if run.start_at is not None
         else None,
-        "requested": requested,
-        "stop_reason": run.stop_reason,
-        "first_stop": first_stop(nodes),
-        "lost_nodes": [n["node_id"] for n in nodes if n["lost"]],
-        "timeline": merged,
-        "total_timeline": total_series(merged),
-        "duration_s": round((run.ended_at or start) - start, 3) if run.start_at else 0.0,
-        "notes": [*run.notes, *notes],
-    }
-    if server_held is not None:
-        out["server_held"] = server_held
-    return out
+        duration_s=round((run.ended_at or start) - start, 3) if run.start_at else 0.0,
+        host=host,
+        plan=json_object(
+            {"cluster": address, "nodes": len(nodes), "count": requested, **(plan or {})}, "plan"
+        ),
+        requested=requested,
+        established_peak=max([held, *(s.held for s in timeline)]),
+        held_at_end=held,
+        attempts=sum(a or 0 for a in attempts) if all(a is not None for a in attempts) else None,
+        failures=dict(sorted(failures.items())),
+        failures_by_cause=dict(sorted(by_cause.items())),
+        stop_reason=run.stop_reason,
+        ceiling=cluster_ceiling(nodes, held),
+        prediction=cluster_prediction(nodes),
+        timeline=timeline,
+        server=ServerFigures(held=server_held) if server_held is not None else None,
+        nodes=nodes,
+        notes=(*run.notes, *notes),
+        error=None if ok else "no node finished: every one was lost or failed",
+    )
+    return dataclasses.replace(result, summary=tuple(verdict_lines(result)))
 
 
 # ---- what the terminal shows ---------------------------------------------------------------------
@@ -585,8 +670,8 @@ def node_table(run: ClusterRun) -> list[list[str]]:
                 _n(lim.get("nofile")),
                 _n(info.get("workers")),
                 _n(info.get("share")),
-                "lost" if nr.lost else _n(pred["count"]),
-                str(nr.lost_why) if nr.lost else str(pred["cause"]),
+                "lost" if nr.lost else _n(pred.count),
+                str(nr.lost_why) if nr.lost else str(pred.cause),
                 _n((info.get("ray_cost") or {}).get("listeners_in_range")),
                 f"{off.offset * 1000:+.1f} ms (rtt {off.rtt * 1000:.1f})" if off else "?",
             ]
@@ -594,41 +679,43 @@ def node_table(run: ClusterRun) -> list[list[str]]:
     return rows
 
 
-def verdict_lines(result: ClusterResult) -> list[str]:
+def verdict_lines(result: Result) -> list[str]:
     """The verdict in words: per node, the total, which node stopped first and why."""
     lines: list[str] = []
-    for n in result["nodes"]:
-        c, p = n["ceiling"], n["prediction"]
-        head = f"node {n['node_id'][:8]} ({n['address']})"
-        if n["lost"]:
-            lines.append(f"{head}: LOST ({n['lost_reason']}), last held {_n(n['held'])}")
+    for n in result.nodes:
+        c, p = n.ceiling, n.prediction
+        head = f"node {n.node_id[:8]} ({n.address})"
+        if n.lost:
+            lines.append(f"{head}: LOST ({n.lost_reason}), last held {_n(n.held)}")
             continue
-        if n["error"]:
-            lines.append(f"{head}: failed: {n['error']}")
+        if n.error:
+            lines.append(f"{head}: failed: {n.error}")
             continue
-        if c["reached"]:
-            mark = {True: "= model", False: "≠ model", None: ""}[n["matches_prediction"]]
+        if c.reached:
+            mark = {True: "= model", False: "≠ model", None: ""}[n.matches_prediction]
             lines.append(
-                f"{head}: held {_n(n['held'])}, stopped by {c['cause']} ({c['side']}, "
-                f"{c['errno']}); predicted {_n(p['count'])} ({p['cause']}) {mark}".rstrip()
+                f"{head}: held {_n(n.held)}, stopped by {c.cause} ({c.side}, "
+                f"{c.errno}); predicted {_n(p.count)} ({p.cause}) {mark}".rstrip()
             )
         else:
             lines.append(
-                f"{head}: held {_n(n['held'])} of its share {_n(n['share'])}, no ceiling; "
-                f"predicted {_n(p['count'])} ({p['cause']})"
+                f"{head}: held {_n(n.held)} of its share {_n(n.share)}, no ceiling; "
+                f"predicted {_n(p.count)} ({p.cause})"
             )
-    total = f"total held {_n(result['total_held'])} of {_n(result['requested'])} requested"
-    if result.get("total_predicted") is not None:
-        total += f" (predicted ceiling {_n(result['total_predicted'])})"
-    if "server_held" in result:
-        total += f"; the server holds {_n(result['server_held'])}"
-    lines.append(total + f"; stopped by {result['stop_reason']}")
-    fs = result.get("first_stop")
-    if fs:
+    total = f"total held {_n(result.held_at_end)} of {_n(result.requested)} requested"
+    if result.prediction.count is not None:
+        total += f" (predicted ceiling {_n(result.prediction.count)})"
+    if result.server is not None and result.server.held is not None:
+        total += f"; the server holds {_n(result.server.held)}"
+    lines.append(total + f"; stopped by {result.stop_reason}")
+    fs = result.first_stop
+    if fs is not None:
+        c = fs.ceiling
         lines.append(
-            f"first to stop: node {fs['node_id'][:8]} ({fs['address']}) at {fs['t']:.2f} s, "
-            f"{_n(fs['held'])} held: {fs['cause']} ({fs['side']}, {fs['errno']})"
+            f"first to stop: node {fs.node_id[:8]} ({fs.address}) at {fs.stopped_at_s or 0.0:.2f}"
+            f" s, {_n(c.count)} held: {c.cause} ({c.side}, {c.errno})"
         )
-    if result["lost_nodes"]:
-        lines.append(f"lost: {', '.join(x[:8] for x in result['lost_nodes'])}")
+    lost = [n.node_id[:8] for n in result.nodes if n.lost]
+    if lost:
+        lines.append(f"lost: {', '.join(lost)}")
     return lines

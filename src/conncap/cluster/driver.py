@@ -11,7 +11,6 @@ at ERROR, the workers' output is not forwarded (``log_to_driver=False``).
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import logging
 import os
 import signal
@@ -29,12 +28,10 @@ from conncap.cluster.coordinate import (
     cluster_result,
     node_table,
     split_count,
-    verdict_lines,
 )
 from conncap.errors import RunFailed, UsageError
+from conncap.result import Result
 
-#: The schema of the document ``open --cluster --json`` writes (docs/cluster.md).
-SCHEMA = "conncap.cluster/1"
 #: Seconds to wait for the agents' actors to be placed and answer ``info``.
 PLACE_TIMEOUT_S = 60.0
 #: Seconds to wait for ``--nodes N`` alive nodes (nodes still joining).
@@ -183,8 +180,9 @@ def node_specs(
     ]
 
 
-def run_open(args: argparse.Namespace, say: Callable[[str], None]) -> tuple[dict[str, Any], int]:
-    """One coordinated ``open`` over the cluster: the result document and the exit status."""
+def run_open(args: argparse.Namespace, say: Callable[[str], None]) -> tuple[Result, int]:
+    """One coordinated ``open`` over the cluster: its result (``conncap.result/2`` with
+    ``nodes``, written with ``--json``) and the exit status."""
     from conncap.engine.results import host_info
     from conncap.exitcodes import ExitStatus
     from conncap.result import write_atomic
@@ -194,7 +192,6 @@ def run_open(args: argparse.Namespace, say: Callable[[str], None]) -> tuple[dict
     if args.count < 1:
         raise UsageError("--count must be at least 1")
     ray = import_ray()
-    started = dt.datetime.now(dt.UTC)
     stop = threading.Event()
 
     def on_signal(_signum: int, _frame: object) -> None:
@@ -226,22 +223,37 @@ def run_open(args: argparse.Namespace, say: Callable[[str], None]) -> tuple[dict
         if agents is not None:
             agents.kill()
         ray.shutdown()
-    result = cluster_result(run, requested=args.count, address=args.cluster)
-    doc: dict[str, Any] = {
-        "schema": SCHEMA,
-        "started_at": started.isoformat(timespec="seconds"),
-        "start_wall": run.start_at,
-        "driver": host_info(),
-        **result,
-    }
-    for line in verdict_lines(result):
+    result = cluster_result(
+        run,
+        requested=args.count,
+        address=args.cluster,
+        plan=open_plan(args),
+        host=host_info(),
+    )
+    for line in result.summary:
         say(line)
     if args.json:
-        write_atomic(args.json, doc)
+        write_atomic(args.json, result)
     code = ExitStatus.INTERRUPTED if run.stop_reason == "interrupted" else ExitStatus.SUCCESS
-    if not any(not n["lost"] and not n["error"] for n in result["nodes"]):
+    if result.error is not None:
         code = ExitStatus.FAILURE
-    return doc, int(code)
+    return result, int(code)
+
+
+def open_plan(args: argparse.Namespace) -> dict[str, Any]:
+    """What ``open --cluster`` was asked (the result's ``plan``; each node's own plan is its
+    share of it)."""
+    return {
+        "targets": [str(t) for t in args.targets],
+        "count": args.count,
+        "rate": args.rate,
+        "hold_s": args.hold,
+        "timeout_s": args.timeout,
+        "bind_mode": args.bind_mode,
+        "workers": str(args.workers),
+        "source_ips": [str(s) for s in args.source_ip or []],
+        "nofile": args.nofile,
+    }
 
 
 def _print_table(run: ClusterRun, say: Callable[[str], None]) -> None:

@@ -159,6 +159,9 @@ def _run_cluster(args: argparse.Namespace) -> int:
 
     from conncap.cluster.driver import run_open
 
+    if args.count is None:  # the default, as without --cluster
+        args.count = 1000
+
     def say(line: str) -> None:
         sys.stdout.write(line + "\n")
         sys.stdout.flush()

@@ -472,6 +472,31 @@ def _step(o: _Obj) -> m.Step:
     )
 
 
+def _node(o: _Obj) -> m.Node:
+    return m.Node(
+        node_id=o.str_("node_id"),
+        address=o.str_("address"),
+        held=o.int_("held"),
+        prediction=_prediction(o.obj("prediction")),
+        ceiling=_ceiling(o.obj("ceiling")),
+        hostname=o.str_or_none("hostname"),
+        share=o.int_or_none("share"),
+        attempts=o.int_or_none("attempts"),
+        matches_prediction=o.bool_or_none("matches_prediction"),
+        failures=o.counts("failures"),
+        failures_by_cause=o.counts("failures_by_cause"),
+        limits=o.json_obj("limits"),
+        ray_cost=o.json_obj("ray_cost"),
+        clock_offset_s=o.num_or_none("clock_offset_s"),
+        clock_rtt_s=o.num_or_none("clock_rtt_s"),
+        stopped_at_s=o.num_or_none("stopped_at_s"),
+        lost=o.bool_or_none("lost") or False,
+        lost_reason=o.str_or_none("lost_reason"),
+        error=o.str_or_none("error"),
+        timeline=o.objs("timeline", _sample),
+    )
+
+
 def _expectation(o: _Obj) -> m.Expectation:
     kind = o.choice("kind", m.EXPECTATION_KINDS)
     assert kind is not None
@@ -523,6 +548,7 @@ def _result(o: _Obj) -> m.Result:
         server=_optional(o, "server", _server),
         client=_optional(o, "client", _client),
         steps=o.objs("steps", _step),
+        nodes=o.objs("nodes", _node),
         memory=_optional(o, "memory", _memory),
         churn=o.json_obj("churn"),
         limits=o.json_obj("limits"),

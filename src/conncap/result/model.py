@@ -42,6 +42,12 @@ ObservedJson: TypeAlias = JsonObject
 #: ``churn``: the churn run of ``open --lifetime`` (``engine.results.churn_json``; the
 #: "churn object" of docs/result-schema.md).
 ChurnJson: TypeAlias = JsonObject
+#: ``nodes[].limits``: what a cluster node's agent read of its limits (``port_range``,
+#: ``nofile``, ``mem_available``, ``files_open``, ``files_max``; docs/cluster.md).
+NodeLimitsJson: TypeAlias = JsonObject
+#: ``nodes[].ray_cost``: Ray's footprint on a cluster node (``listeners_in_range``, ``ports``,
+#: ``object_store_bytes``, ``agent_fds``; docs/cluster.md).
+RayCostJson: TypeAlias = JsonObject
 
 SCHEMA_V1 = "conncap.result/1"
 SCHEMA_V2 = "conncap.result/2"
@@ -393,6 +399,37 @@ class Scenario:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class Node:
+    """One node of ``open --cluster`` (``nodes[]``): its share, what it held, what the model
+    predicted for it and what stopped it. ``ceiling.count``: what this node held when it hit
+    its ceiling; ``stopped_at_s``: when, and ``timeline``: its own samples, both in seconds on
+    the result's time line. ``held``: its last count (a lost node's is not in the result's
+    ``held_at_end``). ``clock_offset_s``: its clock less the driver's, good to
+    ``clock_rtt_s / 2``."""
+
+    node_id: str
+    address: str
+    hostname: str | None = None
+    share: int | None = None
+    held: int
+    attempts: int | None = None
+    prediction: Prediction
+    ceiling: Ceiling
+    matches_prediction: bool | None = None
+    failures: Mapping[str, int] = field(default_factory=dict)
+    failures_by_cause: Mapping[str, int] = field(default_factory=dict)
+    limits: NodeLimitsJson | None = None
+    ray_cost: RayCostJson | None = None
+    clock_offset_s: float | None = None
+    clock_rtt_s: float | None = None
+    stopped_at_s: float | None = None
+    lost: bool = False
+    lost_reason: str | None = None
+    error: str | None = None
+    timeline: tuple[Sample, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Result:
     """A whole ``conncap.result/2`` document (docs/result-schema.md). Required: ``command``,
     ``duration_s``, ``requested``, ``established_peak``, ``held_at_end``, ``failures``,
@@ -422,6 +459,7 @@ class Result:
     server: ServerFigures | None = None
     client: ClientFigures | None = None
     steps: tuple[Step, ...] = ()
+    nodes: tuple[Node, ...] = ()
     expectations: tuple[Expectation, ...] = ()
     memory: Memory | None = None
     churn: ChurnJson | None = None
@@ -470,6 +508,13 @@ class Result:
             if v is not None:
                 out.append((s.t, v))
         return out
+
+    @property
+    def first_stop(self) -> Node | None:
+        """``open --cluster``: the node whose ceiling came first on the result's time line
+        (the smallest ``stopped_at_s`` of the nodes that reached one; ties by ``node_id``)."""
+        stopped = [n for n in self.nodes if n.ceiling.reached and n.stopped_at_s is not None]
+        return min(stopped, key=lambda n: (n.stopped_at_s or 0.0, n.node_id), default=None)
 
     @property
     def checks(self) -> Sequence[Expectation]:

@@ -15,7 +15,8 @@ anything still inside them, by pid); ``conncap cleanup`` finds Ray's processes t
 
 from __future__ import annotations
 
-import json
+import dataclasses
+import datetime as dt
 import os
 import shutil
 import signal
@@ -24,12 +25,18 @@ import sys
 import tempfile
 import threading
 import time
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
 from conncap.errors import RunFailed
-from conncap.result import SIDES, Attribution, Ceiling, Prediction, ServerFigures, json_object
+from conncap.result import (
+    Attribution,
+    Node,
+    Result,
+    ServerFigures,
+    json_object,
+    load_result,
+)
 from conncap.scenarios import expect as ex
 from conncap.scenarios.framework import ScenarioRun
 from conncap.scenarios.step import Step
@@ -123,7 +130,7 @@ def run(sr: ScenarioRun) -> None:
     log = open(Path(temp) / "conncap-ray-start.log", "w")  # noqa: SIM115 (closed below)
     ray_procs: list[subprocess.Popen[Any]] = []
     driver: subprocess.Popen[str] | None = None
-    result: dict[str, Any] | None = None
+    result: Result | None = None
     peak: dict[str, Any] = {"held": 0, "per_source_ip": {}}
     t_ray = time.monotonic()
     try:
@@ -187,7 +194,7 @@ def run(sr: ScenarioRun) -> None:
             raise RunFailed(f"the driver did not finish within {DRIVER_MAX_S + 60:.0f} s")
         reader.join(5)
         if out_json.exists():
-            result = json.loads(out_json.read_text())
+            result = load_result(out_json)
         if driver.returncode != 0 or result is None:
             last = said[-1].strip() if said else "no output"
             raise RunFailed(f"conncap open --cluster exited {driver.returncode}: {last}")
@@ -211,40 +218,39 @@ def run(sr: ScenarioRun) -> None:
 
     # ---- checks -----------------------------------------------------------------------------
     step_name = "cluster"
-    by_ip = {n["address"]: n for n in result["nodes"]}
+    by_ip = {n.address: n for n in result.nodes}
     for host, ip, r, w in zip(mc.clients, mc.client_ips, ranges, widths, strict=True):
         node = by_ip.get(ip)
         label = f"{host.role} ({ip}, ports {r[0]}-{r[1]})"
         if node is None:
             sr.check(ex.holds(f"{label}: an agent ran", False, "an agent", "none"))
             continue
-        sr.check(ex.same(f"{label}: not lost", False, node["lost"], step=step_name))
-        pred = node["prediction"]
+        sr.check(ex.same(f"{label}: not lost", False, node.lost, step=step_name))
+        pred = node.prediction
+        sr.check(ex.equal(f"{label}: the model predicts its range", w, pred.count, step=step_name))
         sr.check(
-            ex.equal(f"{label}: the model predicts its range", w, pred["count"], step=step_name)
-        )
-        sr.check(
-            ex.equal(f"{label}: held its predicted ceiling", pred["count"], node["held"],
+            ex.equal(f"{label}: held its predicted ceiling", pred.count, node.held,
                      step=step_name)
         )  # fmt: skip
-        c = node["ceiling"]
+        c = node.ceiling
         sr.check(
             ex.same(
                 f"{label}: stopped by its own ports",
                 ("ephemeral-ports", "client", "EADDRNOTAVAIL"),
-                (c["cause"], c["side"], c["errno"]),
+                (c.cause, c.side, c.errno),
                 step=step_name,
             )
         )
+        listeners = (node.ray_cost or {}).get("listeners_in_range")
         sr.check(
             ex.equal(
                 f"{label}: Ray holds no port of its range",
                 0,
-                (node["ray_cost"] or {}).get("listeners_in_range"),
+                listeners if isinstance(listeners, int) else None,
                 step=step_name,
             )
         )
-        off, rtt = node["clock_offset_s"], node["clock_rtt_s"]
+        off, rtt = node.clock_offset_s, node.clock_rtt_s
         sr.check(
             ex.holds(
                 f"{label}: clock offset within the round trip (one machine, one clock)",
@@ -254,7 +260,7 @@ def run(sr: ScenarioRun) -> None:
                 step=step_name,
             )
         )
-    total = int(result["total_held"])
+    total = result.held_at_end
     sr.check(
         ex.equal("the cluster holds the sum of the ranges", total_ports, total, step=step_name)
     )
@@ -267,37 +273,26 @@ def run(sr: ScenarioRun) -> None:
             step=step_name,
         )
     )
-    fs = result.get("first_stop") or {}
+    fs = result.first_stop
     sr.check(
         ex.note(
             "first to stop",
-            f"{fs.get('address')} at {fs.get('t', 0):.2f} s with {fs.get('held')} "
-            f"({fs.get('cause')})",
+            f"{fs.address} at {fs.stopped_at_s or 0.0:.2f} s with {fs.ceiling.count} "
+            f"({fs.ceiling.cause})"
+            if fs is not None
+            else "none",
             "timing is not promised; the smallest range usually ends first",
             step=step_name,
         )
     )
     sr.check(ex.equal("no Ray process left in the client hosts", 0, n_left, step=step_name))
 
-    nodes = result["nodes"]
-    failures: dict[str, int] = {}
-    by_cause: dict[str, int] = {}
-    for node in nodes:
-        for key, into in (("failures", failures), ("failures_by_cause", by_cause)):
-            for name, v in (node.get(key) or {}).items():
-                into[name] = into.get(name, 0) + int(v)
-    causes = [(str(n["ceiling"].get("cause")), str(n["ceiling"].get("side"))) for n in nodes]
-    (cause, side), _ = Counter(causes).most_common(1)[0] if causes else (("unknown", "unknown"), 0)
-    errnos = [str(e) for n in nodes if (e := n["ceiling"].get("errno"))]
-    ceiling = Ceiling.reached_at(
-        count=total,
-        cause=cause,
-        side=next((s for s in SIDES if s == side), "unknown"),
-        errno=Counter(errnos).most_common(1)[0][0] if errnos else None,
-        evidence="; ".join(
-            f"{n['address']}: {n['held']} ({n['ceiling'].get('cause')})" for n in nodes
-        ),
-    )
+    # The cluster's result is an ``open`` result with nodes: its ceiling (the verdict most
+    # nodes reached, at the cluster's total), its prediction (the nodes' sum) and its failures
+    # are the step's; its nodes go on the scenario's time line.
+    ceiling = result.ceiling
+    shift = _shift(sr, result, t_start)
+    sr.nodes.extend(_on_scenario_time(n, shift) for n in result.nodes)
     sr.steps.append(
         Step(
             name=step_name,
@@ -307,22 +302,51 @@ def run(sr: ScenarioRun) -> None:
             requested=count,
             held=total,
             established_peak=total,
-            attempts=0,
-            failures=failures,
-            failures_by_cause=by_cause,
+            attempts=result.attempts or 0,
+            failures=dict(result.failures),
+            failures_by_cause=dict(result.failures_by_cause),
             ceiling=ceiling,
-            prediction=Prediction(count=result.get("total_predicted"), cause=cause, side=side),
-            attribution=Attribution(cause, ceiling.side or "unknown", ceiling.evidence or ""),
+            prediction=result.prediction,
+            attribution=Attribution(
+                ceiling.cause or "unknown", ceiling.side or "unknown", ceiling.evidence or ""
+            ),
             server=ServerFigures(held=peak["held"], per_source_ip=dict(peak["per_source_ip"])),
             counters={},
-            plan=dict(json_object({"cluster": result.get("cluster"), "count": count}, "plan")),
-            stop_reason=str(result.get("stop_reason")),
+            plan=dict(result.plan or {}),
+            stop_reason=str(result.stop_reason),
             observed={
                 "cluster": json_object(
-                    {k2: v for k2, v in result.items() if k2 != "timeline"}, "cluster"
+                    {
+                        "summary": list(result.summary),
+                        "first_stop": fs.address if fs is not None else None,
+                    },
+                    "cluster",
                 )
             },
         )
+    )
+
+
+def _shift(sr: ScenarioRun, result: Result, t_start: float) -> float:
+    """Seconds from the scenario's start to the cluster's common start (the cluster result's
+    ``started_at``, to the millisecond; one machine, one clock). Without it: the driver's
+    launch."""
+    if result.started_at is None:
+        return t_start
+    try:
+        common = dt.datetime.fromisoformat(result.started_at)
+    except ValueError:
+        return t_start
+    return round((common - sr.started_at).total_seconds(), 3)
+
+
+def _on_scenario_time(node: Node, shift: float) -> Node:
+    """A node with its samples and its stop moved from the cluster's time line (0 = the
+    common start) to the scenario's."""
+    return dataclasses.replace(
+        node,
+        timeline=tuple(dataclasses.replace(s, t=round(s.t + shift, 3)) for s in node.timeline),
+        stopped_at_s=None if node.stopped_at_s is None else round(node.stopped_at_s + shift, 3),
     )
 
 

@@ -13,6 +13,7 @@ from conncap.result import (
     Ceiling,
     Host,
     JsonValue,
+    Node,
     Prediction,
     Result,
     Sample,
@@ -59,10 +60,12 @@ def build_result(
     headline: str | None = None,
     interrupted: bool = False,
     error: str | None = None,
+    nodes: Sequence[Node] = (),
 ) -> Result:
     """One scenario's result. The top-level ``ceiling`` and ``prediction`` are those of the
     ``headline`` step (default: the last one); ``requested``, ``attempts`` and ``failures``
-    add up every step; ``established_peak`` is the most held at once over the timeline."""
+    add up every step; ``established_peak`` is the most held at once over the timeline;
+    ``nodes``: a cluster run's nodes (the ``cluster`` scenario)."""
     chosen = next((s for s in steps if s.name == headline), steps[-1] if steps else None)
     peak = max(
         [*(s.held for s in timeline), *(s.established_peak for s in steps)],
@@ -118,6 +121,7 @@ def build_result(
         timeline=tuple(timeline),
         server=last_server,
         steps=tuple(steps),
+        nodes=tuple(nodes),
         expectations=tuple(e.result() for e in expectations),
         notes=tuple(notes),
         error=error,

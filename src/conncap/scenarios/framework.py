@@ -22,7 +22,15 @@ from typing import TYPE_CHECKING, Any
 from conncap.measure import Launch as PoolLaunch
 from conncap.measure import Measurement
 from conncap.measure.verdict import evidence
-from conncap.result import Attribution, Prediction, Sample, ServerFigures, json_object
+from conncap.result import (
+    Attribution,
+    JsonValue,
+    Node,
+    Prediction,
+    Sample,
+    ServerFigures,
+    json_object,
+)
 from conncap.scenarios import observe
 from conncap.scenarios.expect import Expectation, n
 from conncap.scenarios.step import Launch, Step
@@ -68,10 +76,12 @@ class ScenarioRun:
         self.t0 = self.m.t0
         self.timeline: list[Sample] = self.m.timeline
         self.steps: list[Step] = []
+        #: ``open --cluster``'s nodes, on the scenario's time line (the ``cluster`` scenario).
+        self.nodes: list[Node] = []
         self.expectations: list[Expectation] = []
         self.notes: list[str] = []
-        self.settings: dict[str, Any] = {}
-        self.layout: dict[str, Any] = {}
+        self.settings: dict[str, JsonValue] = {}
+        self.layout: dict[str, Any] = {}  # free-form JSON; scenarios fill nested parts in place
         self.headline: str | None = None
         self.interrupted = False
         self.error: str | None = None

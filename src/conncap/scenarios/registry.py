@@ -167,6 +167,7 @@ def run_scenario(
                 headline=sr.headline,
                 interrupted=sr.interrupted,
                 error=sr.error,
+                nodes=sr.nodes,
             )
             if json_path is not None and (sr.steps or sr.interrupted):
                 try:
