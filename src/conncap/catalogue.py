@@ -11,11 +11,18 @@ from __future__ import annotations
 
 import errno as _errno
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Literal, TypeAlias
 
 from conncap.errors import UsageError
+
+#: A JSON value: :data:`conncap.result.JsonValue`, named here because ``conncap.result``
+#: imports this module.
+_JsonValue: TypeAlias = (
+    "bool | int | float | str | list[_JsonValue] | Mapping[str, _JsonValue] | None"
+)
 
 
 class Cause(StrEnum):
@@ -154,7 +161,7 @@ class Entry:
         """The cause of this code when ``op`` (connect, accept, bind, listen, ...) returned it."""
         return dict(self.by_op).get(op, self.cause)
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> dict[str, _JsonValue]:
         return {
             "name": self.name,
             "numbers": list(self.numbers),
@@ -189,7 +196,7 @@ class Advice:
     checks: tuple[str, ...] = ()
     note: str = ""
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> dict[str, _JsonValue]:
         return {
             "cause": str(self.cause),
             "os": self.os,

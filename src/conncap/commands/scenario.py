@@ -83,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
     from conncap.scenarios.registry import get, run_scenario
 
     get(args.name)  # an unknown name is a usage error before anything is built
-    options: dict[str, object] = {}
+    options: dict[str, int | str] = {}
     if args.nodes is not None:
         if args.name != "cluster":
             raise UsageError("--nodes is an option of the cluster scenario")

@@ -24,7 +24,15 @@ from conncap.engine.protocol import server_worker_fds
 from conncap.errors import RunFailed, UsageError
 from conncap.limits import HostLimits
 from conncap.measure import Launch, Measurement
-from conncap.result import Ceiling, Prediction, Result, Sample, ServerFigures, json_object
+from conncap.result import (
+    Ceiling,
+    JsonValue,
+    Prediction,
+    Result,
+    Sample,
+    ServerFigures,
+    json_object,
+)
 from conncap.run import ports as portmod
 from conncap.run import steps as st
 from conncap.run import verdict
@@ -627,7 +635,7 @@ class Experiment:
         )
         return dataclasses.replace(result, summary=tuple(summary_lines(result)))
 
-    def _plan_json(self) -> dict[str, Any]:
+    def _plan_json(self) -> dict[str, JsonValue]:
         cfg = self.config
         ports = [int(p) for p in self.server.ports] if self.server is not None else []
         last = self.steps[-1].spec if self.steps else None

@@ -16,12 +16,13 @@ import ipaddress
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TypedDict
 
 from conncap import model, result
 from conncap.catalogue import Cause
 from conncap.errors import UsageError
 from conncap.limits import Fact, HostLimits
+from conncap.result import JsonValue
 
 #: Causes whose count the model knows exactly (no estimate): a miss there needs a reason.
 EXACT_CAUSES = frozenset({Cause.EPHEMERAL_PORTS, Cause.FILE_DESCRIPTORS})
@@ -47,7 +48,7 @@ class StepSpec:
     def destinations(self) -> list[tuple[str, int]]:
         return [(self.host, p) for p in self.ports]
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> dict[str, JsonValue]:
         return {
             "name": self.name,
             "title": self.title,
@@ -175,13 +176,22 @@ def with_nofile(limits: HostLimits, nofile: int | None) -> HostLimits:
     return dataclasses.replace(limits, nofile_soft=fact, nofile_hard=fact)
 
 
+class SingleProcessBound(TypedDict):
+    """What one client process would hit: its descriptor bound (``single_process``)."""
+
+    count: int
+    cause: str
+    detail: str
+    binds_first: bool
+
+
 @dataclass(frozen=True, slots=True)
 class StepPrediction:
     """The model's answer for a step, its one-line description, and what one process would hit."""
 
-    doc: dict[str, Any]
+    doc: dict[str, JsonValue]
     line: str
-    single_process: dict[str, Any] | None = None
+    single_process: SingleProcessBound | None = None
 
     @property
     def count(self) -> int | None:
@@ -197,11 +207,16 @@ class StepPrediction:
     def estimate(self) -> bool:
         return bool(self.doc.get("estimate"))
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> dict[str, JsonValue]:
         out = dict(self.doc)
         out["line"] = self.line
-        if self.single_process is not None:
-            out["single_process"] = self.single_process
+        if (sp := self.single_process) is not None:
+            out["single_process"] = {
+                "count": sp["count"],
+                "cause": sp["cause"],
+                "detail": sp["detail"],
+                "binds_first": sp["binds_first"],
+            }
         return out
 
     def result(self) -> result.Prediction:
@@ -235,7 +250,7 @@ def predict_step(
         )
         pred = model.two_sided(limits, server_limits or limits, plan, server_plan)
     doc = model.to_json(pred)
-    single: dict[str, Any] | None = None
+    single: SingleProcessBound | None = None
     one = model.predict(limits, _replace_processes(plan, 1))
     fd = next((b for b in one.client.bounds if b.cause is Cause.FILE_DESCRIPTORS), None)
     if fd is not None and fd.count is not None:

@@ -59,7 +59,7 @@ class ScenarioRun:
         *,
         scale: str = "full",
         out: Out | None = None,
-        options: Mapping[str, Any] | None = None,
+        options: Mapping[str, int | str] | None = None,
     ) -> None:
         """``options``: scenario-specific settings from the command line (``--nodes``)."""
         if scale not in SCALES:
@@ -69,7 +69,7 @@ class ScenarioRun:
         self.topo = topo
         self.scale = scale
         self.small = scale == "small"
-        self.options: dict[str, Any] = dict(options or {})
+        self.options: dict[str, int | str] = dict(options or {})
         self.out: Out = out if out is not None else (lambda _line: None)
         self.started_at = dt.datetime.now(dt.UTC)
         self.m = Measurement(probe=self)
@@ -282,7 +282,7 @@ class ScenarioRun:
             host.name, probes.netns_reader(host.name), conntrack=conntrack
         )
 
-    def read(self, sample: Mapping[str, Any], *, force: bool = False) -> dict[str, int | None]:
+    def read(self, sample: Mapping[str, object], *, force: bool = False) -> dict[str, int | None]:
         """The watched namespaces' counters (the measurement's probe)."""
         return self._read_counters(force)
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import importlib
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -121,7 +121,7 @@ def run_scenario(
     scale: str = "full",
     out: Callable[[str], None] | None = None,
     json_path: str | Path | None = None,
-    options: dict[str, Any] | None = None,
+    options: Mapping[str, int | str] | None = None,
 ) -> Outcome:
     """Build the scenario's namespaces, run it, remove everything, and return (and write,
     with ``json_path``) its conncap.result/1 document. On Ctrl-C the document of what was
