@@ -93,3 +93,54 @@ def poison(value: Any, key: str = "", counter: list[int] | None = None) -> Any:
 
 def svgs(page: str) -> list[str]:
     return re.findall(r"<svg\b.*?</svg>", page, re.S)
+
+
+def cluster() -> Result:
+    """An ``open --cluster`` result as ``cluster_result`` builds it (no Ray): three nodes
+    ramping 100 connections/s to 50, 80 and 120 ports, the third lost after 1 s."""
+    from conncap.cluster.coordinate import ClusterRun, NodeRef, NodeRun, Offset, cluster_result
+
+    runs = []
+    for i, (ports, lost) in enumerate(((50, False), (80, False), (120, True))):
+        nr = NodeRun(NodeRef(f"node{i}-0123456789", f"10.0.0.{i + 1}"), offset=Offset(0.0, 0.001))
+        nr.info = {
+            "hostname": f"cli{i}",
+            "share": 160,
+            "os": "linux",
+            "limits": {"port_range": [40000, 40000 + ports - 1], "nofile": 1024},
+            "ray_cost": {"listeners_in_range": 0, "ports": [], "object_store_bytes": 8 << 20},
+            "prediction": {"count": ports, "cause": "ephemeral-ports", "side": "client"},
+        }
+        end = 1.0 if lost else 2.0
+        nr.samples = [
+            {
+                "t_wall": 100.0 + t / 4,
+                "held": min(ports, 25 * t),
+                "failures": 3 if 25 * t > ports else 0,
+                "rate": 100.0,
+                "failures_by_cause": {"ephemeral-ports": 3} if 25 * t > ports else {},
+            }
+            for t in range(int(end * 4) + 1)
+        ]
+        if lost:
+            nr.lost, nr.lost_why = True, "The actor died unexpectedly (node died)"
+        else:
+            nr.final = {
+                "held": ports,
+                "attempts": ports + 3,
+                "failures": {"EADDRNOTAVAIL": 3},
+                "failures_by_cause": {"ephemeral-ports": 3},
+                "ceiling": {
+                    "reached": True,
+                    "count": ports,
+                    "cause": "ephemeral-ports",
+                    "side": "client",
+                    "errno": "EADDRNOTAVAIL",
+                    "op": "connect",
+                },
+            }
+        runs.append(nr)
+    run = ClusterRun(runs, start_at=100.0, stop_reason="ramp-over", ended_at=102.5)
+    return cluster_result(
+        run, requested=480, address="10.0.0.1:20379", plan={"targets": ["10.0.9.1:8080"]}
+    )

@@ -20,6 +20,7 @@ from report_fixtures import (
     OPEN,
     RUN,
     SCENARIO,
+    cluster,
     generator,
     load,
     poison,
@@ -31,7 +32,7 @@ from conncap.errors import UsageError
 from conncap.report import html as report
 from conncap.report import plots
 from conncap.report import scenario as report_scenario
-from conncap.result import SCHEMA_V1, load_result
+from conncap.result import SCHEMA_V1, from_json, load_result, to_json
 
 
 def render(doc: dict[str, Any]) -> str:
@@ -456,3 +457,41 @@ def test_failed_write_keeps_the_old_report(tmp_path: Path, monkeypatch: pytest.M
         report.write_text_atomic(target, "new")
     assert target.read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["r.html"]
+
+
+def test_a_cluster_result_has_a_node_table_and_a_plot_per_node() -> None:
+    result = cluster()
+    assert from_json(to_json(result), source="cluster.json") == result  # what report loads
+    page = report.render(result)
+    assert "<h2>Nodes of the cluster</h2>" in page
+    assert len(svgs(page)) == 4  # held, rate, failures, held per node
+    assert 'aria-label="connections held over time per node"' in page
+    table = page.split("<h2>Nodes of the cluster</h2>", 1)[1].split("<figure>", 1)[0]
+    rows = re.findall(r"<tr[^>]*>(.*?)</tr>", table)
+    assert len(rows) == 4  # the header and one row per node
+    cells = [re.findall(r"<t[dh][^>]*>(.*?)</t[dh]>", r) for r in rows]
+    assert cells[0] == [
+        "node", "address", "predicted", "held", "cause", "side", "errno", "matches", "lost",
+    ]  # fmt: skip
+    assert cells[1] == [
+        "node0-01 (first to stop)", "10.0.0.1", "50 (ephemeral-ports)", "50",
+        "ephemeral-ports", "client", "EADDRNOTAVAIL", "yes", "no",
+    ]  # fmt: skip
+    assert cells[2][1:4] == ["10.0.0.2", "80 (ephemeral-ports)", "80"]
+    assert cells[3][-1] == "lost: The actor died unexpectedly (node died)"
+    assert cells[3][4] == "no ceiling"
+    # the summary is the lines open --cluster printed
+    assert "first to stop: node node0-01 (10.0.0.1) at 0.50 s, 50 held" in page
+    assert "total held 130 of 480 requested (predicted ceiling 250)" in page
+    # every node's own line is in the plot, with its address as its label
+    plot = plots.plot_nodes(result)
+    assert plot is not None
+    for address in ("10.0.0.1", "10.0.0.2", "10.0.0.3 (lost)", "cluster total"):
+        assert address in plot
+
+
+def test_results_without_nodes_have_no_node_section() -> None:
+    for path in (RUN, OPEN, SCENARIO):
+        result = load_result(path)
+        assert not result.nodes and plots.plot_nodes(result) is None
+        assert "Nodes of the cluster" not in report.render(result)

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from report_fixtures import NAT, OPEN, RUN, SCENARIO, load, poison, typed
+from report_fixtures import NAT, OPEN, RUN, SCENARIO, cluster, load, poison, typed
 
 from conncap import report
 
@@ -137,4 +137,15 @@ def test_open_result_and_this_hosts_real_limits_render(tmp_path: Path) -> None:
     assert len(re.findall(r"<svg\b", dom)) == 2
     assert "not measured (`conncap open` does not sample memory)" in dom
     assert "port_range" in dom and "nofile_soft" in dom
+    assert console_lines(done.stderr) == []
+
+
+def test_a_cluster_result_renders_with_a_silent_console(tmp_path: Path) -> None:
+    page = report.write_text_atomic(tmp_path / "cluster.html", report.render(cluster()))
+    done = chromium(tmp_path, page, "--dump-dom")
+    assert done.returncode == 0, done.stderr[-2000:]
+    dom = done.stdout
+    assert "<h2>Nodes of the cluster</h2>" in dom
+    assert len(re.findall(r"<svg\b", dom)) == 4  # held, rate, failures, held per node
+    assert 'aria-label="connections held over time per node"' in dom
     assert console_lines(done.stderr) == []

@@ -22,7 +22,7 @@ from conncap.analysis import cause_of_name
 from conncap.errors import UsageError
 from conncap.report import summary as prose
 from conncap.report.markup import e, fmt
-from conncap.report.plots import plot_failures, plot_held, plot_memory, plot_rate
+from conncap.report.plots import plot_failures, plot_held, plot_memory, plot_nodes, plot_rate
 from conncap.report.scenario import CSS as SCENARIO_CSS
 from conncap.report.scenario import expectations_html, is_scenario, steps_html, verdict_html
 from conncap.report.summary import about, format_bytes
@@ -340,6 +340,44 @@ def _churn_html(churn: JsonObject) -> str:
     return out
 
 
+def _nodes_html(result: Result) -> str:
+    """``open --cluster``: one row per node (what the model predicted for it, what it held,
+    what stopped it) and each node's held count over time."""
+    first = result.first_stop
+    rows, classes = [], []
+    for n in result.nodes:
+        c, p = n.ceiling, n.prediction
+        matches = {True: "yes", False: "no", None: "—"}[n.matches_prediction]
+        name = n.node_id[:8] + (
+            " (first to stop)" if first is not None and first.node_id == n.node_id else ""
+        )
+        rows.append(
+            (
+                name,
+                n.address,
+                f"{fmt(p.count)} ({fmt(p.cause)})" if p.count is not None else "—",
+                n.held,
+                c.cause if c.reached else ("failed: " + n.error if n.error else "no ceiling"),
+                c.side if c.reached else "—",
+                c.errno if c.reached else "—",
+                matches,
+                f"lost: {n.lost_reason or '?'}" if n.lost else "no",
+            )
+        )
+        classes.append("unknown" if n.lost or n.error or n.matches_prediction is False else "")
+    headers = ("node", "address", "predicted", "held", "cause", "side", "errno", "matches")
+    table = _table((*headers, "lost"), rows, classes)
+    caption = (
+        "Connections each node held, on the run's time line; dashed: the cluster's total; "
+        "a dot where a node reached its ceiling, a star on the first to stop."
+    )
+    return table + _figure_html(
+        plot_nodes(result),
+        caption,
+        "Connections held over time per node: not measured (fewer than 2 samples per node).",
+    )
+
+
 def _any_failure(result: Result) -> bool:
     return any(n > 0 for s in result.timeline for n in s.failures_by_cause.values())
 
@@ -407,6 +445,7 @@ def render(result: Result) -> str:
                 no_failures,
             ),
         ),
+        *([("Nodes of the cluster", _nodes_html(result))] if result.nodes else []),
         *([("Steps: attribution and what was observed", steps_html(result))] if scenario else []),
         ("Failures and ceiling", _failures_html(result)),
         *(

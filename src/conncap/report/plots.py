@@ -321,3 +321,39 @@ def plot_memory(result: Result) -> str | None:
         ax.xaxis.set_major_formatter(_thousands())
         ax.legend(loc="upper left", fontsize=8, frameon=False)
     return _svg(fig, "memory", "kernel and user memory against connections held")
+
+
+@_plotting
+def plot_nodes(result: Result) -> str | None:
+    """``open --cluster``: each node's connections held over time (its own samples), its
+    stop marked, and the cluster's total."""
+    nodes = [n for n in result.nodes if len(n.timeline) >= 2]
+    if not nodes:
+        return None
+    fig = _figure(3.6)
+    ax = fig.add_subplot()
+    _style_axes(ax)
+    ts, held = _series(result, "held")
+    if len(ts) >= 2:
+        ax.plot(ts, held, color="#9ca3af", linewidth=1.2, linestyle="--", label="cluster total")
+    first = result.first_stop
+    for i, n in enumerate(nodes):
+        colour = f"C{i % 10}"
+        label = _short(f"{n.address}{' (lost)' if n.lost else ''}")
+        ax.plot(
+            [s.t for s in n.timeline],
+            [s.held for s in n.timeline],
+            color=colour,
+            linewidth=1.6,
+            label=label,
+        )
+        if n.stopped_at_s is not None and n.ceiling.reached:
+            mark = "*" if first is not None and first.node_id == n.node_id else "o"
+            ax.plot([n.stopped_at_s], [n.ceiling.count or n.held], mark, color=colour, zorder=3)
+    _step_lines(ax, result)
+    ax.set_xlabel("time (s)")
+    ax.set_ylabel("connections held")
+    ax.set_ylim(bottom=0)
+    ax.yaxis.set_major_formatter(_thousands())
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
+    return _svg(fig, "nodes", "connections held over time per node")
