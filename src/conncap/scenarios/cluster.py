@@ -293,6 +293,7 @@ def run(sr: ScenarioRun) -> None:
     ceiling = result.ceiling
     shift = _shift(sr, result, t_start)
     sr.nodes.extend(_on_scenario_time(n, shift) for n in result.nodes)
+    _fill_held(sr, result, shift)
     sr.steps.append(
         Step(
             name=step_name,
@@ -338,6 +339,31 @@ def _shift(sr: ScenarioRun, result: Result, t_start: float) -> float:
     except ValueError:
         return t_start
     return round((common - sr.started_at).total_seconds(), 3)
+
+
+def _fill_held(sr: ScenarioRun, result: Result, shift: float) -> None:
+    """The scenario's own samples hold no client (the clients are the Ray nodes): give each
+    the cluster's total at that time (held, rate and failures: its latest sample before), while
+    the cluster's timeline lasts."""
+    totals = [(s.t + shift, s) for s in result.timeline]
+    if not totals:
+        return
+    for i, s in enumerate(sr.timeline):
+        if s.t > totals[-1][0]:
+            break
+        latest = None
+        for t, total in totals:
+            if t > s.t:
+                break
+            latest = total
+        if latest is not None:
+            sr.timeline[i] = dataclasses.replace(
+                s,
+                held=latest.held,
+                rate=latest.rate,
+                failures=latest.failures,
+                failures_by_cause=dict(latest.failures_by_cause),
+            )
 
 
 def _on_scenario_time(node: Node, shift: float) -> Node:
