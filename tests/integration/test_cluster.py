@@ -15,6 +15,7 @@ import pytest
 
 from conncap.cluster.agent import Agent
 from conncap.engine import ServerPool
+from conncap.result import load_result
 
 RAY_MISSING = (
     None
@@ -114,10 +115,15 @@ def test_scenario_cluster_three_nodes(tmp_path: Path) -> None:
     outcome = run_scenario(
         "cluster", scale="small", options={"nodes": 3}, json_path=tmp_path / "c.json", out=print
     )
-    failed = [e for e in outcome.doc["expectations"] if e["ok"] is False]
+    failed = [e for e in outcome.result.expectations if e.ok is False]
     assert outcome.passed, failed
-    step = outcome.doc["steps"][0]
-    assert step["held"] == 250 and step["server"]["held"] == 250
+    step = outcome.result.steps[0]
+    assert step.held == 250 and step.server is not None and step.server.held == 250
+    # the cluster's nodes, each with its own timeline, reach the scenario's result
+    nodes = outcome.result.nodes
+    assert sorted(n.held for n in nodes) == [50, 80, 120]
+    assert all(n.timeline and n.timeline[-1].held == n.held for n in nodes)
+    assert load_result(tmp_path / "c.json").nodes == nodes
     # no Ray process anywhere in this session's namespaces, no temp dir left
     left = subprocess.run(["pgrep", "-f", "conncap-.*-cli"], capture_output=True, text=True)
     assert left.stdout.strip() == ""
