@@ -111,6 +111,7 @@ class ClientPool:
             "autostart": False,
             "lifetime": p.lifetime,
             "close": p.close,
+            "send": p.send.hex() if p.send else None,
         }
 
     def start(self) -> None:
@@ -219,7 +220,10 @@ class ClientPool:
             pids=self._set.pids(),
             rss_bytes=sum(s.get("rss", 0) for s in snaps),
             workers=len(snaps),
-            extra=self._churn_extra(snaps) if self.plan.lifetime is not None else {},
+            extra={
+                **(self._churn_extra(snaps) if self.plan.lifetime is not None else {}),
+                **server_close_extra(snaps),
+            },
         )
 
     def _churn_extra(self, snaps: list[dict[str, Any]]) -> dict[str, Any]:
@@ -331,3 +335,39 @@ class ClientPool:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def server_close_extra(snaps: list[dict[str, Any]]) -> dict[str, Any]:
+    """What the server did to connections after their handshake, summed over workers:
+    ``lifetimes`` (the log-bucket histogram of connections it closed, bucket k holding
+    [2^(k-1), 2^k) ms), ``messages`` (its first bytes: [text, seen, then closed], merged by
+    text, most seen first; "" is "other messages"), ``icmp`` ({"icmp 3/13": n}) and
+    ``unacked`` (``--send``: first messages never acknowledged). Absent keys: nothing seen."""
+    out: dict[str, Any] = {}
+    life: list[int] = []
+    msgs: dict[str, list[int]] = {}
+    icmp: dict[str, int] = {}
+    unacked = 0
+    for s in snaps:
+        for i, n in enumerate(s.get("life") or ()):
+            if i >= len(life):
+                life.extend([0] * (i + 1 - len(life)))
+            life[i] += int(n)
+        for text, seen, closed in s.get("msgs") or ():
+            m = msgs.setdefault(str(text), [0, 0])
+            m[0] += int(seen)
+            m[1] += int(closed)
+        for k, n in (s.get("icmp") or {}).items():
+            icmp[str(k)] = icmp.get(str(k), 0) + int(n)
+        unacked += int(s.get("unacked", 0))
+    if any(life):
+        out["lifetimes"] = life
+    if msgs:
+        out["messages"] = sorted(
+            ([t, n, c] for t, (n, c) in msgs.items()), key=lambda m: (m[0] == "", -m[1], m[0])
+        )
+    if icmp:
+        out["icmp"] = icmp
+    if unacked:
+        out["unacked"] = unacked
+    return out
