@@ -34,6 +34,9 @@ class Cause(StrEnum):
     TIMEOUT = "timeout"
     NETWORK = "network"
     PERMISSION = "permission"
+    #: A packet filter (nftables, iptables, a cloud security group, Windows Firewall) drops or
+    #: rejects the connection in front of a listening server.
+    FIREWALL = "firewall"
     UNKNOWN = "unknown"
 
 
@@ -79,6 +82,7 @@ CAUSE_SIDE: dict[Cause, Side] = {
     Cause.CONNTRACK: "network",
     Cause.TIMEOUT: "network",
     Cause.NETWORK: "network",
+    Cause.FIREWALL: "network",
 }
 
 #: Causes a client's own kernel names by errno on connect(): the client's side (ports,
@@ -497,6 +501,53 @@ _FIXES: dict[Cause, _Fix] = {
         ),
         checks_macos=("sudo pfctl -s rules",),
         checks_windows=("netsh int ipv4 show excludedportrange protocol=tcp",),
+    ),
+    Cause.FIREWALL: _Fix(
+        knob="a packet filter rule that drops or rejects the port (nftables, iptables, a cloud "
+        "security group, Windows Firewall)",
+        names=(
+            "netfilter rules (nft list ruleset, iptables -S) and cloud security groups",
+            "pf rules (pfctl -s rules) and the Application Firewall",
+            "Windows Defender Firewall rules (netsh advfirewall, Get-NetFirewallRule)",
+        ),
+        linux=(
+            "nft -a list ruleset | grep -n 'dport PORT'  # then: nft delete rule FAMILY TABLE "
+            "CHAIN handle N",
+            "iptables -S | grep -e '--dport PORT'  # then: iptables -D CHAIN RULE (the -A line "
+            "with -A replaced by -D)",
+            "iptables -I INPUT -p tcp --dport PORT -j ACCEPT  # or allow the port ahead of the "
+            "rule",
+            "cloud: allow inbound TCP PORT from the client's addresses in the security group / "
+            "network ACL (aws ec2 authorize-security-group-ingress, gcloud compute "
+            "firewall-rules create, az network nsg rule create)",
+        ),
+        macos=(
+            "sudo pfctl -s rules | grep PORT  # then edit /etc/pf.conf and: sudo pfctl -f "
+            "/etc/pf.conf",
+            "/usr/libexec/ApplicationFirewall/socketfilterfw --listapps",
+        ),
+        windows=(
+            "netsh advfirewall firewall show rule name=all dir=in | findstr PORT",
+            'netsh advfirewall firewall add rule name="allow PORT" dir=in action=allow '
+            "protocol=TCP localport=PORT",
+            "Get-NetFirewallRule -Action Block -Enabled True | Get-NetFirewallPortFilter",
+        ),
+        windows_line="Windows Defender Firewall: netsh advfirewall firewall add rule "
+        'name="allow PORT" dir=in action=allow protocol=TCP localport=PORT (a blocked port '
+        "times out, WSAETIMEDOUT 10060)",
+        checks_linux=(
+            "nft list ruleset",
+            "iptables -S; iptables -t raw -S",
+            "nstat -az TcpExtListenOverflows  # 0 while connects fail: not the server's queue",
+        ),
+        checks_macos=("sudo pfctl -s rules",),
+        checks_windows=("netsh advfirewall show allprofiles",),
+        note="a DROP rule makes connects time out (ETIMEDOUT; the server's counters do not "
+        "move); a REJECT answers with an RST (ECONNREFUSED, as if nothing listened) or an ICMP "
+        "error (icmp-admin-prohibited: type 3 code 13, which Linux reports as EHOSTUNREACH); a "
+        "drop in the client's own OUTPUT chain gives EPERM at once. Between hosts, a cloud "
+        "security group or network ACL drops silently: check it when the server listens and "
+        "its counters show nothing",
     ),
     Cause.UNKNOWN: _Fix(knob="", note="not a catalogued limit"),
 }
