@@ -437,7 +437,9 @@ _FIXES: dict[Cause, _Fix] = {
         "net.ipv4.tcp_abort_on_overflow=1 (Linux) or a full backlog (Windows)",
     ),
     Cause.SERVER_CLOSED: _Fix(
-        knob="the server's own limits (its descriptors, memory, idle timeouts)",
+        knob="the server application's connection limit or timeout (redis maxclients, "
+        "memcached -c, nginx worker_connections, haproxy maxconn, postgres max_connections, "
+        "idle/auth timeouts) and its descriptors",
         windows_line="look at the server's limits and logs; Windows reports it as "
         "WSAECONNRESET (10054)",
         checks_linux=("ss -tn state close-wait", "nstat -az TcpExtTCPAbortOnData"),

@@ -254,6 +254,7 @@ class Connector:
         self.max_attempts = ATTEMPTS_PER_QUOTA * quota + self.streak_limit
         # closed by the server after the handshake: lifetimes, first bytes, the close streak
         self.lost = 0
+        self.last_close = EOF
         self.life = array("I", bytes(4 * LIFE_BUCKETS))
         self.msgs: list[list[Any]] = []  # [text, seen, closed]
         self.msg_slot: dict[bytes, int] = {}
@@ -535,6 +536,8 @@ class Connector:
             if self.held > self.peak:
                 self.peak = self.held
             self._dirty = True
+        if self.lost != self._mark_lost:
+            self._close_streak()
 
     def _schedule_close(self, fd: int, due: float) -> None:
         """Churn: close ``fd`` at ``due`` (appended to the ring; deadlines only grow)."""
@@ -644,20 +647,24 @@ class Connector:
         ms = int(max(0.0, now - born) * 1000.0)
         self.life[min(ms.bit_length(), LIFE_BUCKETS - 1)] += 1
         self.lost += 1
+        self.last_close = code
         self._dirty = True
-        if self.churn:
+
+    def _close_streak(self) -> None:
+        """The server closes as fast as we open (``streak`` closes while held grew by fewer):
+        held no longer grows, the server's ceiling. Checked once per batch of events."""
+        lost = self.lost - self._mark_lost
+        if lost < self.streak_limit:
             return
-        # the server closes as fast as we open: held no longer grows (the server's ceiling)
-        if self.lost - self._mark_lost >= self.streak_limit:
-            gained = self.held - self._mark_held
-            if gained < self.lost - self._mark_lost and self.ceiling is None:
-                self.last_op = "recv"
-                self._ceiling(
-                    code,
-                    f"the server closed {self.lost - self._mark_lost:,} connections after "
-                    f"their handshake while held grew by {max(gained, 0):,} (now {self.held:,})",
-                )
-            self._mark_lost, self._mark_held = self.lost, self.held
+        gained = self.held - self._mark_held
+        if gained < lost and self.ceiling is None and not self.churn:
+            self.last_op = "recv"
+            self._ceiling(
+                self.last_close,
+                f"the server closed {lost:,} connections after their handshake while held "
+                f"grew by {max(gained, 0):,} (to {self.held:,})",
+            )
+        self._mark_lost, self._mark_held = self.lost, self.held
 
     def _send_first(self, fd: int) -> None:
         """``send``: write the first message; held once answered or acknowledged."""

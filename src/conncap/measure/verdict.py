@@ -111,6 +111,8 @@ def evidence(facts: StepFacts) -> CeilingEvidence:
     failures = dict(facts.client_failures)
     if not failures:
         for w in facts.client_stops:
+            if w.op == "recv":
+                continue  # the server closed them: the closes are the evidence
             failures[w.errno] = failures.get(w.errno, 0) + 1
     c = facts.counters
     return CeilingEvidence(
