@@ -443,8 +443,14 @@ _FIXES: dict[Cause, _Fix] = {
         windows_line="look at the server's limits and logs; Windows reports it as "
         "WSAECONNRESET (10054)",
         checks_linux=("ss -tn state close-wait", "nstat -az TcpExtTCPAbortOnData"),
-        note="the peer reset or closed the connection: often the server hit its own "
-        "descriptor or memory limit, or exited",
+        note="the server accepted the connection and then closed it (FIN) or reset it (RST): "
+        "an application connection limit that refuses by answering and closing (redis "
+        "'-ERR max number of clients reached', memcached 'ERROR Too many open connections'), "
+        "one that closes without a word (nginx past worker_connections), an idle or "
+        "authentication timeout (connections closed after a steady lifetime), eviction of "
+        "older connections, its own descriptor or memory limit, or an exit. `conncap open "
+        "--send TEXT` records the server's first reply; raise the server's limit (maxclients, "
+        "-c, worker_connections, maxconn, max_connections) together with its RLIMIT_NOFILE",
     ),
     Cause.CONNTRACK: _Fix(
         knob="the connection tracking table (net.netfilter.nf_conntrack_max)",
@@ -960,6 +966,47 @@ def lookup(code: str | int) -> Entry:
             "Winsock code (10048, WSAEADDRINUSE); `conncap explain --list` lists them"
         )
     return entry
+
+
+#: The words users paste (strerror texts, Winsock's messages, "EOF") -> the code or cause id
+#: ``conncap explain`` shows. Matched case-insensitively as a part of the pasted text.
+MESSAGES: tuple[tuple[str, str], ...] = (
+    ("cannot assign requested address", "EADDRNOTAVAIL"),
+    ("too many open files in system", "ENFILE"),
+    ("too many open files", "EMFILE"),
+    ("connection reset by peer", "ECONNRESET"),
+    ("connection refused", "ECONNREFUSED"),
+    ("connection timed out", "ETIMEDOUT"),
+    ("address already in use", "EADDRINUSE"),
+    ("no route to host", "EHOSTUNREACH"),
+    ("network is unreachable", "ENETUNREACH"),
+    ("no buffer space available", "ENOBUFS"),
+    ("broken pipe", "EPIPE"),
+    ("operation not permitted", "EPERM"),
+    ("only one usage of each socket address", "WSAEADDRINUSE"),
+    ("lacked sufficient buffer space or because a queue was full", "WSAENOBUFS"),
+    ("lacked sufficient buffer space", "WSAENOBUFS"),
+    ("the requested address is not valid in its context", "WSAEADDRNOTAVAIL"),
+    ("an existing connection was forcibly closed", "WSAECONNRESET"),
+    ("actively refused", "WSAECONNREFUSED"),
+    ("did not properly respond after a period of time", "WSAETIMEDOUT"),
+    ("too many open sockets", "WSAEMFILE"),
+    ("max number of clients reached", str(Cause.SERVER_CLOSED)),
+    ("too many open connections", str(Cause.SERVER_CLOSED)),
+    ("worker_connections are not enough", str(Cause.SERVER_CLOSED)),
+    ("administratively prohibited", str(Cause.FIREWALL)),
+    ("eof", str(Cause.SERVER_CLOSED)),
+    ("end of file", str(Cause.SERVER_CLOSED)),
+)
+
+
+def code_of_message(text: str) -> str | None:
+    """The errno/Winsock name or cause id behind a pasted error message (None: not known)."""
+    low = " ".join(text.lower().split())
+    for phrase, code in MESSAGES:
+        if phrase in low:
+            return code
+    return None
 
 
 def errno_name(number: int) -> str:

@@ -192,6 +192,12 @@ def attribute(ev: CeilingEvidence) -> Attribution:
             return Attribution(cause, CAUSE_SIDE[cause], f"{what}: {_WHAT[cause]}")
     stall = what or "the client's connects stalled"
     fds = out_of_descriptors(target)
+    reading = read_closes(ev.closes) if ev.closes is not None else None
+    if reading is not None and reading.pattern == "message":  # the server's own words first
+        also = f"; {fds}" if fds is not None else ""
+        return Attribution(
+            Cause.SERVER_CLOSED, "server", f"{reading.text}{also}{_held_gap(ev)}{src}"
+        )
     if fds is not None:
         return Attribution(
             Cause.FILE_DESCRIPTORS,
@@ -213,7 +219,6 @@ def attribute(ev: CeilingEvidence) -> Attribution:
             f"{stall}, and a netfilter rule on this host drops or rejects {port}"
             f"{_rules(target)}{src}",
         )
-    reading = read_closes(ev.closes) if ev.closes is not None else None
     if reading is not None and (dom is None or dom.cause in _CLOSE_SYMPTOMS):
         return Attribution(
             Cause.SERVER_CLOSED,

@@ -129,6 +129,13 @@ def run(args: argparse.Namespace) -> int:
                 elif stop_reason == "count":
                     stop_reason = "hold"
         final = m.client_totals()
+        if verdict.reached and verdict.count is not None and verdict.count < final.held:
+            # held means held: the rest exist only at the client (read on the server's side)
+            notes.append(
+                f"{final.held - verdict.count:,} connections established at the client only "
+                "(not on the server's side): not counted as held"
+            )
+            final.held = verdict.count
         peak = max((s.held for s in m.timeline), default=0)
     finally:
         _, problems = m.close()

@@ -150,8 +150,15 @@ def decide(facts: StepFacts, *, short_is_ceiling: bool = False) -> Verdict:
     stops = facts.client_stops
     short = facts.client_held < facts.requested
     closed = facts.closes is not None and facts.closes.closed > 0
+    t = facts.target
+    client_only = (
+        t is not None
+        and t.established is not None
+        and facts.client_held > t.established + IN_FLIGHT_SLACK
+    )
     if (
         stops
+        or client_only
         or (short_is_ceiling and short and facts.stop_reason == "max-duration")
         or (short and closed)
     ):
@@ -164,7 +171,6 @@ def decide(facts: StepFacts, *, short_is_ceiling: bool = False) -> Verdict:
         if first is not None and first.evidence and first.evidence not in text:
             text = f"{text}; client: {first.evidence}"
         count = facts.client_held
-        t = facts.target
         if t is not None and t.established is not None:
             if server_held is None:
                 server_held = t.established
