@@ -41,6 +41,9 @@ class Cause(StrEnum):
     TIMEOUT = "timeout"
     NETWORK = "network"
     PERMISSION = "permission"
+    #: A packet filter (nftables, iptables, a cloud security group, Windows Firewall) drops or
+    #: rejects the connection in front of a listening server.
+    FIREWALL = "firewall"
     UNKNOWN = "unknown"
 
 
@@ -86,6 +89,7 @@ CAUSE_SIDE: dict[Cause, Side] = {
     Cause.CONNTRACK: "network",
     Cause.TIMEOUT: "network",
     Cause.NETWORK: "network",
+    Cause.FIREWALL: "network",
 }
 
 #: Causes a client's own kernel names by errno on connect(): the client's side (ports,
@@ -440,12 +444,20 @@ _FIXES: dict[Cause, _Fix] = {
         "net.ipv4.tcp_abort_on_overflow=1 (Linux) or a full backlog (Windows)",
     ),
     Cause.SERVER_CLOSED: _Fix(
-        knob="the server's own limits (its descriptors, memory, idle timeouts)",
+        knob="the server application's connection limit or timeout (redis maxclients, "
+        "memcached -c, nginx worker_connections, haproxy maxconn, postgres max_connections, "
+        "idle/auth timeouts) and its descriptors",
         windows_line="look at the server's limits and logs; Windows reports it as "
         "WSAECONNRESET (10054)",
         checks_linux=("ss -tn state close-wait", "nstat -az TcpExtTCPAbortOnData"),
-        note="the peer reset or closed the connection: often the server hit its own "
-        "descriptor or memory limit, or exited",
+        note="the server accepted the connection and then closed it (FIN) or reset it (RST): "
+        "an application connection limit that refuses by answering and closing (redis "
+        "'-ERR max number of clients reached', memcached 'ERROR Too many open connections'), "
+        "one that closes without a word (nginx past worker_connections), an idle or "
+        "authentication timeout (connections closed after a steady lifetime), eviction of "
+        "older connections, its own descriptor or memory limit, or an exit. `conncap open "
+        "--send TEXT` records the server's first reply; raise the server's limit (maxclients, "
+        "-c, worker_connections, maxconn, max_connections) together with its RLIMIT_NOFILE",
     ),
     Cause.CONNTRACK: _Fix(
         knob="the connection tracking table (net.netfilter.nf_conntrack_max)",
@@ -504,6 +516,53 @@ _FIXES: dict[Cause, _Fix] = {
         ),
         checks_macos=("sudo pfctl -s rules",),
         checks_windows=("netsh int ipv4 show excludedportrange protocol=tcp",),
+    ),
+    Cause.FIREWALL: _Fix(
+        knob="a packet filter rule that drops or rejects the port (nftables, iptables, a cloud "
+        "security group, Windows Firewall)",
+        names=(
+            "netfilter rules (nft list ruleset, iptables -S) and cloud security groups",
+            "pf rules (pfctl -s rules) and the Application Firewall",
+            "Windows Defender Firewall rules (netsh advfirewall, Get-NetFirewallRule)",
+        ),
+        linux=(
+            "nft -a list ruleset | grep -n 'dport PORT'  # then: nft delete rule FAMILY TABLE "
+            "CHAIN handle N",
+            "iptables -S | grep -e '--dport PORT'  # then: iptables -D CHAIN RULE (the -A line "
+            "with -A replaced by -D)",
+            "iptables -I INPUT -p tcp --dport PORT -j ACCEPT  # or allow the port ahead of the "
+            "rule",
+            "cloud: allow inbound TCP PORT from the client's addresses in the security group / "
+            "network ACL (aws ec2 authorize-security-group-ingress, gcloud compute "
+            "firewall-rules create, az network nsg rule create)",
+        ),
+        macos=(
+            "sudo pfctl -s rules | grep PORT  # then edit /etc/pf.conf and: sudo pfctl -f "
+            "/etc/pf.conf",
+            "/usr/libexec/ApplicationFirewall/socketfilterfw --listapps",
+        ),
+        windows=(
+            "netsh advfirewall firewall show rule name=all dir=in | findstr PORT",
+            'netsh advfirewall firewall add rule name="allow PORT" dir=in action=allow '
+            "protocol=TCP localport=PORT",
+            "Get-NetFirewallRule -Action Block -Enabled True | Get-NetFirewallPortFilter",
+        ),
+        windows_line="Windows Defender Firewall: netsh advfirewall firewall add rule "
+        'name="allow PORT" dir=in action=allow protocol=TCP localport=PORT (a blocked port '
+        "times out, WSAETIMEDOUT 10060)",
+        checks_linux=(
+            "nft list ruleset",
+            "iptables -S; iptables -t raw -S",
+            "nstat -az TcpExtListenOverflows  # 0 while connects fail: not the server's queue",
+        ),
+        checks_macos=("sudo pfctl -s rules",),
+        checks_windows=("netsh advfirewall show allprofiles",),
+        note="a DROP rule makes connects time out (ETIMEDOUT; the server's counters do not "
+        "move); a REJECT answers with an RST (ECONNREFUSED, as if nothing listened) or an ICMP "
+        "error (icmp-admin-prohibited: type 3 code 13, which Linux reports as EHOSTUNREACH); a "
+        "drop in the client's own OUTPUT chain gives EPERM at once. Between hosts, a cloud "
+        "security group or network ACL drops silently: check it when the server listens and "
+        "its counters show nothing",
     ),
     Cause.UNKNOWN: _Fix(knob="", note="not a catalogued limit"),
 }
@@ -914,6 +973,47 @@ def lookup(code: str | int) -> Entry:
             "Winsock code (10048, WSAEADDRINUSE); `conncap explain --list` lists them"
         )
     return entry
+
+
+#: The words users paste (strerror texts, Winsock's messages, "EOF") -> the code or cause id
+#: ``conncap explain`` shows. Matched case-insensitively as a part of the pasted text.
+MESSAGES: tuple[tuple[str, str], ...] = (
+    ("cannot assign requested address", "EADDRNOTAVAIL"),
+    ("too many open files in system", "ENFILE"),
+    ("too many open files", "EMFILE"),
+    ("connection reset by peer", "ECONNRESET"),
+    ("connection refused", "ECONNREFUSED"),
+    ("connection timed out", "ETIMEDOUT"),
+    ("address already in use", "EADDRINUSE"),
+    ("no route to host", "EHOSTUNREACH"),
+    ("network is unreachable", "ENETUNREACH"),
+    ("no buffer space available", "ENOBUFS"),
+    ("broken pipe", "EPIPE"),
+    ("operation not permitted", "EPERM"),
+    ("only one usage of each socket address", "WSAEADDRINUSE"),
+    ("lacked sufficient buffer space or because a queue was full", "WSAENOBUFS"),
+    ("lacked sufficient buffer space", "WSAENOBUFS"),
+    ("the requested address is not valid in its context", "WSAEADDRNOTAVAIL"),
+    ("an existing connection was forcibly closed", "WSAECONNRESET"),
+    ("actively refused", "WSAECONNREFUSED"),
+    ("did not properly respond after a period of time", "WSAETIMEDOUT"),
+    ("too many open sockets", "WSAEMFILE"),
+    ("max number of clients reached", str(Cause.SERVER_CLOSED)),
+    ("too many open connections", str(Cause.SERVER_CLOSED)),
+    ("worker_connections are not enough", str(Cause.SERVER_CLOSED)),
+    ("administratively prohibited", str(Cause.FIREWALL)),
+    ("eof", str(Cause.SERVER_CLOSED)),
+    ("end of file", str(Cause.SERVER_CLOSED)),
+)
+
+
+def code_of_message(text: str) -> str | None:
+    """The errno/Winsock name or cause id behind a pasted error message (None: not known)."""
+    low = " ".join(text.lower().split())
+    for phrase, code in MESSAGES:
+        if phrase in low:
+            return code
+    return None
 
 
 def errno_name(number: int) -> str:

@@ -169,8 +169,7 @@ linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="ne
 def test_the_reader_sees_what_ss_sees_on_loopback() -> None:
     import subprocess
 
-    srv = socket.socket()
-    srv.bind(("127.0.0.1", 0))
+    srv = _listener_outside_the_ephemeral_range()
     srv.listen(16)
     port = srv.getsockname()[1]
     held = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(5)]
@@ -188,3 +187,17 @@ def test_the_reader_sees_what_ss_sees_on_loopback() -> None:
         for s in held:
             s.close()
         srv.close()
+
+
+def _listener_outside_the_ephemeral_range() -> socket.socket:
+    """A socket bound below the ephemeral range: no other program's connect() on this host
+    can take its port as a local port, so the counts by port are this test's alone."""
+    for port in range(20000, 20500):
+        s = socket.socket()
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            s.close()
+            continue
+        return s
+    raise AssertionError("no free port in 20000-20499")

@@ -75,15 +75,16 @@ def test_rate_spends_one_token_per_attempt(listener: socket.socket) -> None:
     c = Connector(
         [Pair(None, "127.0.0.1", port)], 1000, rate=100, max_fd=4096, clock=lambda: now[0]
     )
+    peers: list[tuple[socket.socket, Any]] = []
     try:
         for _ in range(100):
             now[0] += 0.01
             c.step(0.0)
-            drain(listener)
+            peers += drain(listener)  # kept open: a server that closes is another test
         # 100 tokens accrue over the simulated second, plus a burst of at most rate/10.
         assert 90 <= c.attempts <= 110
     finally:
-        for conn, _ in drain(listener):
+        for conn, _ in peers + drain(listener):
             conn.close()
         c.close_all()
 
@@ -239,9 +240,11 @@ def test_cap_pause_and_drops_are_honoured(listener: socket.socket) -> None:
         assert len(peers) == 20
         for conn, _ in peers[:3]:  # the server closes three: the client sees them go
             conn.close()
-        run_until(c.step, lambda: c.held == 17)
-        assert c.dropped.get(0) == 3
-        assert c.ok == 20, "dropped connections are not reopened (never more than the count)"
+        run_until(c.step, lambda: c.dropped.get(0) == 3)
+        # held means held: the worker opens three more to hold its quota again
+        run_until(c.step, lambda: c.held == 20 and c.phase == "done")
+        assert c.ok == 23 and c.lost == 3 and sum(c.life) == 3
+        peers += drain(listener)
         for conn, _ in peers[3:]:
             conn.close()
     finally:
@@ -354,3 +357,81 @@ def test_coalescing_only_with_a_deep_accept_queue(monkeypatch: pytest.MonkeyPatc
     assert acceptor.effective_coalesce(0.005, 16) == 0.005
     monkeypatch.setattr(acceptor, "read_somaxconn", lambda default=4096: 128)
     assert acceptor.effective_coalesce(None, None) == 0.0
+
+
+# ---- servers that close (held means held) --------------------------------------------------
+
+
+def _serve_then_close(
+    listener: socket.socket, keep: int, say: bytes, rst: bool
+) -> Callable[[], list[socket.socket]]:
+    """A fake application server: holds the first ``keep`` it accepts; every later one gets
+    ``say`` and is closed (FIN, or RST with ``rst``)."""
+    kept: list[socket.socket] = []
+
+    def tick() -> list[socket.socket]:
+        for conn, _ in drain(listener):
+            if len(kept) < keep:
+                kept.append(conn)
+                continue
+            if say:
+                conn.send(say)
+            if rst:
+                conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\0\0\0\0\0\0\0")
+            conn.close()
+        return kept
+
+    return tick
+
+
+@pytest.mark.parametrize("rst", [False, True])
+def test_a_server_that_refuses_by_closing_is_a_ceiling(listener: socket.socket, rst: bool) -> None:
+    """redis past maxclients: accept, write an error, close. The worker keeps opening until it
+    holds its quota, so it meets the refusals, stops at a ceiling within its attempt cap, and
+    holds what the server holds; the message is quoted once with its count."""
+    port = listener.getsockname()[1]
+    tick = _serve_then_close(listener, 10, b"-ERR max number of clients reached\r\n", rst)
+    c = Connector([Pair(None, "127.0.0.1", port)], 50, max_fd=4096, window=8)
+    kept: list[socket.socket] = []
+    try:
+
+        def step(t: float) -> None:
+            c.step(t)
+            kept[:] = tick()
+
+        run_until(step, lambda: c.phase == "ceiling")
+        for _ in range(5):
+            step(0.01)
+        assert c.held == 10 == len(kept)
+        assert c.attempts <= 4 * 50 + 32
+        assert c.ceiling is not None and c.ceiling["errno"] in (0, errno.ECONNRESET)
+        st = c.stats()
+        lost = c.lost
+        assert lost >= 32 and sum(st["life"]) == lost
+        closes = c.dropped.get(0, 0) + c.dropped.get(errno.ECONNRESET, 0)
+        assert closes == lost
+        if not rst:  # an RST may discard the unread message; a FIN delivers it
+            text, seen, closed = st["msgs"][0]
+            assert text == "-ERR max number of clients reached\\r\\n"
+            assert seen == closed and closed >= 32
+    finally:
+        for k in kept:
+            k.close()
+        c.close_all()
+
+
+def test_first_bytes_table_is_bounded() -> None:
+    from conncap.engine.connector import MSG_SLOTS, escape
+
+    assert escape(b"a\r\n\x00\\") == "a\\r\\n\\x00\\\\"
+    c = Connector([Pair(None, "127.0.0.1", 9)], 1, max_fd=64)
+    try:
+        for i in range(MSG_SLOTS + 5):
+            c._note_message(10, b"msg %d" % i)
+            c.msg_of[10] = 0
+        c._note_message(11, b"msg 0")
+        st = c.stats()
+        assert len(st["msgs"]) == MSG_SLOTS + 1  # 8 distinct + "other"
+        assert st["msgs"][0] == ["msg 0", 2, 0] and st["msgs"][-1] == ["", 5, 0]
+    finally:
+        c.close_all()

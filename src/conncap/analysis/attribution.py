@@ -7,6 +7,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
+from conncap.analysis.closes import (
+    filter_icmp,
+    out_of_descriptors,
+    queue_full,
+    read_closes,
+    where,
+)
 from conncap.analysis.timeline import (
     Dominant,
     Timeline,
@@ -15,7 +22,7 @@ from conncap.analysis.timeline import (
     positive,
 )
 from conncap.catalogue import CAUSE_SIDE, CLIENT_REPORTED, SERVER_RESOURCE_CAUSES, Cause
-from conncap.result import Result, Sample
+from conncap.result import Certainty, Result, Sample, ServerCloses, TargetSide
 
 # --- attribution --------------------------------------------------------------------------------
 
@@ -49,15 +56,18 @@ class CeilingEvidence:
     conntrack_count: int | None = None  # a level, not a growth
     conntrack_max: int | None = None
     stop_reason: str | None = None
+    closes: ServerCloses | None = None  # what the server did to established connections
+    target: TargetSide | None = None  # the server's side, read on this host
 
 
 class Attribution(NamedTuple):
-    """Which limit set the ceiling, on which side (client, server, network, host, unknown), and
-    a one-line account of the evidence."""
+    """Which limit set the ceiling, on which side (client, server, network, host, unknown), a
+    one-line account of the evidence, and whether that reading is certain or only likely."""
 
     cause: str
     side: str
     evidence: str
+    certainty: Certainty = "certain"
 
 
 def _held_gap(ev: CeilingEvidence) -> str:
@@ -120,19 +130,35 @@ def _conntrack_evidence(ev: CeilingEvidence, *, failed: bool) -> str | None:
 
 
 def attribute(ev: CeilingEvidence) -> Attribution:
-    """Decide the cause of a ceiling from the client's failures and the server-side counters.
+    """Decide the cause of a ceiling from the client's failures, what the server did to
+    established connections, and the server-side evidence (its counters; on this host its
+    listener, process and firewall rules).
 
     Failures the client's own kernel reports (EADDRNOTAVAIL, EMFILE, ENFILE, ENOBUFS/ENOMEM)
-    name the cause directly. Stalls, timeouts and refusals are symptoms: the server's accept
-    errors, conntrack (a full table, or SNAT port exhaustion at a NAT gateway) or a growing
-    ListenOverflows counter explain them, in that order (a server out of descriptors stops
-    accepting, which fills its backlog).
+    name the cause directly, and so does an ICMP "administratively prohibited" (a firewall).
+    Stalls, timeouts, refusals and closes are symptoms: the server process's descriptors, its
+    accept errors, a firewall rule for the port, the server closing what it accepted (with
+    its words, or by the lifetimes), conntrack, a full accept queue (ListenOverflows) explain
+    them, in that order (a server out of descriptors stops accepting, which fills its backlog).
+    Each reading says whether it is ``certain`` or only ``likely``.
     """
     if ev.stop_reason == "memory-guard":
         return Attribution(
             Cause.MEMORY,
             "host",
             "conncap stopped at its memory guard: MemAvailable fell below the reserve",
+        )
+    target = ev.target
+    src = where(target)
+    port = f"port {target.port}" if target is not None else "the port"
+    icmp = filter_icmp(ev.closes.icmp) if ev.closes is not None else None
+    if icmp is not None:
+        key, n = icmp
+        return Attribution(
+            Cause.FIREWALL,
+            "network",
+            f"ICMP destination unreachable, administratively prohibited ({key}) ×{n:,} "
+            f"answered the connects: a firewall rejects {port}{_rules(target)}{src}",
         )
     client = positive(ev.client_failures)
     dom = dominant_failure(client) if client else None
@@ -146,10 +172,38 @@ def attribute(ev: CeilingEvidence) -> Attribution:
     if dom is not None:
         label = dom.errno or dom.cause
         what = f"{label} ×{dom.count:,} ({dom.share:.0%} of client failures)"
+        if dom.cause in (Cause.PERMISSION, Cause.NETWORK) and target is not None and target.rules:
+            return Attribution(
+                Cause.FIREWALL,
+                "network",
+                f"{what}: a netfilter rule on this host drops or rejects {port}"
+                f"{_rules(target)}{src}",
+            )
+        if dom.cause == Cause.PERMISSION and dom.errno in ("EPERM", "EACCES"):
+            return Attribution(
+                Cause.FIREWALL,
+                "network",
+                f"{what}: connect() was refused locally, as a packet filter's drop in the "
+                "client's OUTPUT chain does",
+                "likely",
+            )
         if dom.cause in CLIENT_REPORTED:
             cause = Cause(dom.cause)
             return Attribution(cause, CAUSE_SIDE[cause], f"{what}: {_WHAT[cause]}")
     stall = what or "the client's connects stalled"
+    fds = out_of_descriptors(target)
+    reading = read_closes(ev.closes) if ev.closes is not None else None
+    if reading is not None and reading.pattern == "message":  # the server's own words first
+        also = f"; {fds}" if fds is not None else ""
+        return Attribution(
+            Cause.SERVER_CLOSED, "server", f"{reading.text}{also}{_held_gap(ev)}{src}"
+        )
+    if fds is not None:
+        return Attribution(
+            Cause.FILE_DESCRIPTORS,
+            "server",
+            f"{fds}: the server cannot accept more; {stall}{_held_gap(ev)}{src}",
+        )
     server = positive(ev.server_errors)
     for cause in SERVER_RESOURCE_CAUSES:
         if server.get(cause):
@@ -158,15 +212,36 @@ def attribute(ev: CeilingEvidence) -> Attribution:
                 "server",
                 f"server accept() failed ×{server[cause]:,} ({cause}); {stall}{_held_gap(ev)}",
             )
+    if target is not None and target.rules and dom is not None:
+        return Attribution(
+            Cause.FIREWALL,
+            "network",
+            f"{stall}, and a netfilter rule on this host drops or rejects {port}"
+            f"{_rules(target)}{src}",
+        )
+    if reading is not None and (dom is None or dom.cause in _CLOSE_SYMPTOMS):
+        return Attribution(
+            Cause.SERVER_CLOSED,
+            "server",
+            f"{reading.text}{_held_gap(ev)}{src}",
+            reading.certainty,
+        )
     conntrack = _conntrack_evidence(ev, failed=dom is not None)
     if conntrack is not None:
         return Attribution(Cause.CONNTRACK, "network", f"{conntrack}; {stall}")
+    full = queue_full(target)
+    if full is not None:
+        overflows = f"; ListenOverflows +{ev.listen_overflows:,}" if ev.listen_overflows else ""
+        return Attribution(
+            Cause.SERVER_BACKLOG, "server", f"{full}{overflows}; {stall}{_held_gap(ev)}{src}"
+        )
     if ev.listen_overflows:
         return Attribution(
             Cause.SERVER_BACKLOG,
             "server",
             f"ListenOverflows +{ev.listen_overflows:,}: the server's accept queue was full; "
             f"{stall}{_held_gap(ev)}",
+            "certain" if target is not None else "likely",
         )
     if ev.abort_on_memory:
         return Attribution(
@@ -177,19 +252,64 @@ def attribute(ev: CeilingEvidence) -> Attribution:
         )
     if dom is not None:
         if dom.cause == Cause.SERVER_REFUSED:
-            return Attribution(dom.cause, "server", f"{what}: nothing accepted the connection")
+            if target is not None and target.listening is False:
+                return Attribution(
+                    dom.cause,
+                    "server",
+                    f"{what}: nothing listens on {target.host}:{target.port}{src}",
+                )
+            if target is not None and target.listening:
+                return Attribution(
+                    Cause.FIREWALL,
+                    "network",
+                    f"{what}, yet a server listens on {port}: something rejects the "
+                    f"connections with a reset in front of it (a REJECT rule){src}",
+                    "likely",
+                )
+            return Attribution(
+                dom.cause,
+                "server",
+                f"{what}: nothing accepted the connection (nothing listens, or a firewall "
+                "rejects with a reset: from the client they look the same)",
+                "likely",
+            )
         if dom.cause == Cause.SERVER_CLOSED:
             return Attribution(dom.cause, "server", f"{what}: the server reset or closed them")
         if dom.cause == Cause.TIMEOUT:
+            if target is not None and target.listening:
+                return Attribution(
+                    Cause.FIREWALL,
+                    "network",
+                    f"{what}: a server listens on {port} with room in its accept queue and "
+                    f"no counter moved, so the SYNs were dropped on the way (a firewall DROP; "
+                    f"no matching rule was readable here){src}",
+                    "likely",
+                )
             return Attribution(
-                dom.cause, "network", f"{what}, and no server-side counter explains it"
+                dom.cause,
+                "network",
+                f"{what}, and no server-side counter explains it (a firewall DROP, a full "
+                "SYN queue or a lost route look the same from the client)",
+                "likely",
             )
-        return Attribution(dom.cause, "unknown", what)
+        return Attribution(dom.cause, "unknown", what, "likely")
     return Attribution(
         Cause.UNKNOWN,
         "unknown",
         "held stopped growing without failures or server-side evidence" + _held_gap(ev),
+        "likely",
     )
+
+
+#: Client failures that a server closing connections explains (the close is the evidence).
+_CLOSE_SYMPTOMS = frozenset({Cause.SERVER_CLOSED, Cause.TIMEOUT, Cause.SERVER_REFUSED})
+
+
+def _rules(target: TargetSide | None) -> str:
+    if target is None or not target.rules:
+        return ""
+    more = f" (+{len(target.rules) - 1} more)" if len(target.rules) > 1 else ""
+    return f": rule `{target.rules[0]}`{more}"
 
 
 def _delta(timeline: Timeline, key: str, start: int, end: int) -> int | None:
@@ -233,4 +353,6 @@ def evidence_from_result(result: Result, start: int = 0, end: int | None = None)
         conntrack_count=_level(last_sample, "conntrack_count"),
         conntrack_max=_level(last_sample, "conntrack_max"),
         stop_reason=result.stop_reason,
+        closes=result.closes if whole else None,
+        target=result.target,
     )

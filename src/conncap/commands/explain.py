@@ -21,7 +21,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         nargs="?",
         metavar="CODE",
         help="errno name or number of this OS (EMFILE, 24), Winsock code (10048, "
-        "WSAEADDRINUSE), or a cause id (ephemeral-ports)",
+        "WSAEADDRINUSE), a cause id (ephemeral-ports, server-closed, firewall), EOF, or the "
+        "message you saw ('Cannot assign requested address', 'Connection reset by peer')",
     )
     parser.add_argument("--json", action="store_true", help="print the entry as JSON")
     parser.add_argument(
@@ -56,7 +57,10 @@ def run(args: argparse.Namespace) -> int:
     if not args.code:
         raise UsageError("explain needs a CODE (e.g. `conncap explain EMFILE`) or --list")
 
-    cause = _as_cause(args.code)
+    code = args.code
+    if _as_cause(code) is None and not _is_code(code):
+        code = catalogue.code_of_message(code) or code  # a pasted message ("Connection refused")
+    cause = _as_cause(code)
     if cause is not None:
         per_os = {os: catalogue.advice(cause, os) for os in ("linux", "macos", "windows")}
         if args.json:
@@ -66,13 +70,25 @@ def run(args: argparse.Namespace) -> int:
             sys.stdout.write(_cause_text(cause, per_os))
         return ExitStatus.SUCCESS
 
-    entry = catalogue.lookup(args.code)
+    entry = catalogue.lookup(code)
     if args.json:
         json.dump(entry.to_json(), sys.stdout, indent=2)
         sys.stdout.write("\n")
     else:
         sys.stdout.write(entry_text(entry))
     return ExitStatus.SUCCESS
+
+
+def _is_code(text: str) -> bool:
+    """An errno or Winsock name or number the catalogue knows."""
+    from conncap import catalogue
+    from conncap.errors import UsageError
+
+    try:
+        catalogue.lookup(text)
+    except UsageError:
+        return False
+    return True
 
 
 def _as_cause(text: str) -> Cause | None:

@@ -6,9 +6,12 @@ import argparse
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from rich.console import Console
 
-    from conncap.result import Result, Sample
+    from conncap.measure import Probe
+    from conncap.result import Result, Sample, TargetSide
 
 HELP = "open and hold connections fast, from many source IPs to many ports; find the ceiling"
 
@@ -51,7 +54,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="S",
         help="stop the whole run after S seconds (default 600)",
     )
-    parser.add_argument("--json", metavar="FILE", help="write the conncap.result/1 document here")
+    parser.add_argument(
+        "--send",
+        metavar="TEXT",
+        help="write TEXT (escapes allowed: 'PING\\r\\n') on every connection and record the "
+        "first reply; a connection whose TEXT is not acknowledged within --timeout is not held",
+    )
+    parser.add_argument("--json", metavar="FILE", help="write the conncap.result/2 document here")
     from conncap.commands.open_churn import add_churn_arguments
 
     add_churn_arguments(parser)
@@ -67,6 +76,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import dataclasses
     import datetime as dt
     import signal
     import threading
@@ -94,6 +104,8 @@ def run(args: argparse.Namespace) -> int:
     if args.count is None:
         args.count = 1000
     plan, notes = build_plan(args)
+    if args.send is not None:
+        plan = dataclasses.replace(plan, send=parse_send(args.send))
     check_plan(plan)
     console = Console(stderr=True)
     for note in notes:
@@ -107,10 +119,13 @@ def run(args: argparse.Namespace) -> int:
 
     old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     started = dt.datetime.now(dt.UTC)
+    probe, read_target = local_target(plan)
     m = Measurement(
         stop=stop,
         deadline_s=args.max_duration,
         on_sample=lambda s: _progress(console, s, plan.count),
+        probe=probe,
+        target=read_target,
     )
     stop_reason = "error"
     try:
@@ -127,6 +142,13 @@ def run(args: argparse.Namespace) -> int:
                 elif stop_reason == "count":
                     stop_reason = "hold"
         final = m.client_totals()
+        if verdict.reached and verdict.count is not None and verdict.count < final.held:
+            # held means held: the rest exist only at the client (read on the server's side)
+            notes.append(
+                f"{final.held - verdict.count:,} connections established at the client only "
+                "(not on the server's side): not counted as held"
+            )
+            final.held = verdict.count
         peak = max((s.held for s in m.timeline), default=0)
     finally:
         _, problems = m.close()
@@ -147,6 +169,8 @@ def run(args: argparse.Namespace) -> int:
         stop_reason=stop_reason,
         prediction=prediction,
         notes=[*notes, *(f"clean-up: {exc}" for exc in problems)],
+        closes=step.facts.closes if step.facts is not None else None,
+        target=m.target,
     )
     if args.json:
         write_atomic(args.json, result)
@@ -168,6 +192,46 @@ def _run_cluster(args: argparse.Namespace) -> int:
 
     _, code = run_open(args, say)
     return code
+
+
+def parse_send(text: str) -> bytes:
+    """``--send``'s TEXT with Python-style escapes (``\\r``, ``\\n``, ``\\xNN``) as bytes."""
+    import codecs
+
+    from conncap.errors import UsageError
+
+    try:
+        data = codecs.escape_decode(text.encode("utf-8"))[0]
+    except ValueError as exc:
+        raise UsageError(f"--send: bad escape in {text!r} ({exc})") from None
+    if not isinstance(data, bytes) or not data:
+        raise UsageError("--send needs a non-empty TEXT")
+    return data
+
+
+def local_target(plan: object) -> tuple[Probe | None, Callable[[], TargetSide | None] | None]:
+    """For a single target on this host (loopback or an address of this namespace, Linux):
+    the TCP counters as the loop's probe and a reader of the server's side (its listener,
+    process, descriptors, queue, firewall rules); (None, None) otherwise."""
+    import os
+    import sys
+
+    from conncap.engine import OpenPlan
+
+    assert isinstance(plan, OpenPlan)
+    if not sys.platform.startswith("linux") or len(plan.destinations()) != 1:
+        return None, None
+    from conncap.probes.target import CountersProbe, is_local, read_target
+
+    host, port = plan.destinations()[0]
+    if not is_local(host):
+        return None, None
+    me = frozenset({os.getpid()})
+
+    def read() -> TargetSide | None:
+        return read_target(host, port, skip_pids=me)
+
+    return CountersProbe(), read
 
 
 _last_print = [0.0]
@@ -197,10 +261,14 @@ def _summary(console: Console, r: Result) -> None:
     )
     if r.failures:
         console.print("failures: " + ", ".join(f"{k} {v:,}" for k, v in sorted(r.failures.items())))
+    for line in server_lines(r):
+        console.print(line, markup=False)
     if c.reached:
         count = f"{c.count:,}" if c.count is not None else "?"
+        sure = f", {c.certainty}" if c.certainty else ""
         console.print(
-            f"ceiling: {count} connections, cause {c.cause} ({c.errno}, {c.side}): {c.evidence}",
+            f"ceiling: {count} connections, cause {c.cause} ({c.errno}, {c.side}{sure}): "
+            f"{c.evidence}",
             markup=False,
         )
         if c.knob:
@@ -214,3 +282,42 @@ def _summary(console: Console, r: Result) -> None:
         console.print(f"model predicted: {p.count:,} ({p.cause})")
     elif p.reason:
         console.print(f"model prediction: unknown ({p.reason})")
+
+
+def server_lines(r: Result) -> list[str]:
+    """What the server said and did, and where its side was read (terminal summary)."""
+    from conncap.analysis.closes import lifetime_summary
+
+    out: list[str] = []
+    c = r.closes
+    if c is not None:
+        if c.closed:
+            out.append(
+                f"closed by the server: {c.closed:,} (FIN {c.fin:,}, RST {c.rst:,}); "
+                f"lifetimes: {lifetime_summary(c.lifetimes)}"
+            )
+        for msg in c.messages[:3]:
+            text = f'"{msg.text}"' if msg.text else "(other messages)"
+            out.append(f"server said: {text} ×{msg.seen:,} ({msg.closed:,} then closed)")
+        if c.icmp:
+            out.append("ICMP: " + ", ".join(f"{k} ×{n:,}" for k, n in c.icmp.items()))
+        if c.unacked:
+            out.append(f"not acknowledged (held at the client only): {c.unacked:,}")
+    t = r.target
+    if t is not None:
+        who = ", ".join(
+            f"{p.name} pid {p.pid} ({p.fds if p.fds is not None else '?'} of "
+            f"{p.nofile if p.nofile is not None else '?'} descriptors)"
+            for p in t.processes[:3]
+        )
+        queue = (
+            f", accept queue {t.accept_queue} of {t.backlog}" if t.accept_queue is not None else ""
+        )
+        state = "listening" if t.listening else "not listening" if t.listening is False else "?"
+        est = t.established if t.established is not None else "?"
+        out.append(
+            f"server side ({t.host}:{t.port}, read on this host): {state}"
+            f"{': ' + who if who else ''}{queue}, {est} established on the port"
+            + (f"; firewall: {t.rules[0]}" if t.rules else "")
+        )
+    return out

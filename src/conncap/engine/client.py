@@ -55,6 +55,20 @@ class ChurnCounters(TypedDict, total=False):
     first_failure_errno: str | None
 
 
+class ServerCloses(TypedDict, total=False):
+    """``ClientStats.extra``: what the server did to connections after their handshake
+    (:func:`server_close_extra`; absent keys: nothing seen)."""
+
+    lifetimes: list[int]
+    messages: list[list[str | int]]
+    icmp: dict[str, int]
+    unacked: int
+
+
+class ClientExtra(ChurnCounters, ServerCloses, total=False):
+    """``ClientStats.extra``: the churn counters and what the server did."""
+
+
 class TimelineSample(TypedDict):
     """One sample of :meth:`ClientPool.timeline` (``time_wait``, ``closed``: with churn)."""
 
@@ -89,7 +103,7 @@ class ClientStats:
     pids: list[int]
     rss_bytes: int
     workers: int
-    extra: ChurnCounters = field(default_factory=ChurnCounters)
+    extra: ClientExtra = field(default_factory=ClientExtra)
 
 
 class ClientPool:
@@ -122,7 +136,7 @@ class ClientPool:
 
     def _config(self, index: int, quota: int) -> ClientConfig:
         p = self.plan
-        return {
+        config: ClientConfig = {
             "role": "client",
             "pairs": p.pairs(),
             "quota": quota,
@@ -138,6 +152,9 @@ class ClientPool:
             "lifetime": p.lifetime,
             "close": p.close,
         }
+        if p.send:
+            config["send"] = p.send.hex()
+        return config
 
     def start(self) -> None:
         """Start every worker, wait until each is ready, then tell them all to go at once."""
@@ -245,7 +262,10 @@ class ClientPool:
             pids=self._set.pids(),
             rss_bytes=sum(s.get("rss", 0) for s in snaps),
             workers=len(snaps),
-            extra=self._churn_extra(snaps) if self.plan.lifetime is not None else {},
+            extra=ClientExtra(
+                **(self._churn_extra(snaps) if self.plan.lifetime is not None else {}),
+                **server_close_extra(snaps),
+            ),
         )
 
     def _churn_extra(self, snaps: list[ClientSnapshot]) -> ChurnCounters:
@@ -357,3 +377,38 @@ class ClientPool:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def server_close_extra(snaps: list[ClientSnapshot]) -> ServerCloses:
+    """What the server did to connections after their handshake, summed over workers:
+    ``lifetimes`` (the log-bucket histogram of connections it closed, bucket k holding
+    [2^(k-1), 2^k) ms), ``messages`` (its first bytes: [text, seen, then closed], merged by
+    text, most seen first; "" is "other messages"), ``icmp`` ({"icmp 3/13": n}) and
+    ``unacked`` (``--send``: first messages never acknowledged). Absent keys: nothing seen."""
+    out: ServerCloses = {}
+    life: list[int] = []
+    msgs: dict[str, list[int]] = {}
+    icmp: dict[str, int] = {}
+    unacked = 0
+    for s in snaps:
+        for i, n in enumerate(s.get("life") or ()):
+            if i >= len(life):
+                life.extend([0] * (i + 1 - len(life)))
+            life[i] += int(n)
+        for text, seen, closed in s.get("msgs") or ():
+            m = msgs.setdefault(str(text), [0, 0])
+            m[0] += int(seen)
+            m[1] += int(closed)
+        for k, n in (s.get("icmp") or {}).items():
+            icmp[str(k)] = icmp.get(str(k), 0) + int(n)
+        unacked += int(s.get("unacked", 0))
+    if any(life):
+        out["lifetimes"] = life
+    if msgs:
+        ranked = sorted(msgs.items(), key=lambda kv: (kv[0] == "", -kv[1][0], kv[0]))
+        out["messages"] = [[t, n, c] for t, (n, c) in ranked]
+    if icmp:
+        out["icmp"] = icmp
+    if unacked:
+        out["unacked"] = unacked
+    return out

@@ -31,6 +31,20 @@ long, so their deadlines come in the order they were established: a FIFO ring of
 deadline) in two preallocated arrays, no object per connection. A ring entry whose fd was
 closed meanwhile (the server closed first) is recognised by ``started[fd]``, which holds the
 connection's deadline while it is HELD.
+
+**Held means held** (docs/engine.md, "Servers conncap does not own"): a worker opens until it
+*holds* its quota, not until its handshakes reach it, within a cap on attempts
+(:data:`ATTEMPTS_PER_QUOTA` × quota + ``streak``). A connection the server closes after its
+handshake (FIN or RST) is counted by how it ended, its lifetime goes into a fixed log-bucket
+histogram (``life``, bucket k: [2^(k-1), 2^k) ms) and the first bytes the server sent (at
+most :data:`MSG_MAX`, escaped) into a small table of distinct messages (:data:`MSG_SLOTS`,
+the rest counted as "other"), all indexed by descriptor, no object per connection. When the
+server closes ``streak`` connections while held grows by fewer than that, the worker is at a
+ceiling (the server's). ``send``: a first message written on every connection; one whose
+bytes are still unacknowledged after ``timeout`` (TCP_INFO ``tcpi_unacked``) is closed and
+counted as a failure, not held. After a connect fails with an error an ICMP message may
+carry (EHOSTUNREACH, ECONNREFUSED, ...), later sockets set IP_RECVERR so the ICMP type and
+code are read from the error queue (3/13: administratively prohibited, a firewall).
 """
 
 from __future__ import annotations
@@ -60,8 +74,27 @@ PAIR_DEAD_AFTER = 2
 DEFAULT_STREAK = 32
 #: New connects per loop turn at most (then the loop polls for completions).
 BATCH = 128
-#: State bytes, by descriptor.
-FREE, CONNECTING, HELD, CONTROL = 0, 1, 2, 3
+#: State bytes, by descriptor. SENT: established, the first message sent, not yet answered.
+FREE, CONNECTING, HELD, CONTROL, SENT = 0, 1, 2, 3, 4
+#: Attempts a worker may make per connection of its quota (plus ``streak``), so a server that
+#: closes everything cannot keep it opening forever.
+ATTEMPTS_PER_QUOTA = 4
+#: The server's first bytes: at most this many kept per message, at most this many distinct
+#: messages per worker (more are counted as "other").
+MSG_MAX = 256
+MSG_SLOTS = 8
+MSG_OTHER = 255
+#: Buckets of the lifetime histogram of connections the server closed: bucket 0 is under
+#: 1 ms, bucket k is [2^(k-1), 2^k) ms, the last one everything longer (about 2.3 hours).
+LIFE_BUCKETS = 24
+#: Linux IP_RECVERR / IPV6_RECVERR and the sock_extended_err origin of an ICMP message.
+IP_RECVERR, IPV6_RECVERR = 11, 25
+SO_EE_ORIGIN_ICMP, SO_EE_ORIGIN_ICMP6 = 2, 3
+#: connect() errors an ICMP message may have caused (then IP_RECVERR is worth setting).
+ICMP_ERRNOS = frozenset(
+    {errno.EHOSTUNREACH, errno.ENETUNREACH, errno.ECONNREFUSED, errno.EACCES, errno.EPERM}
+)
+_TCP_INFO = getattr(socket, "TCP_INFO", 11)
 #: errno number used in counters for "the peer closed" (an EOF is not an errno).
 EOF = 0
 #: Close modes in churn: a FIN (the closer holds TIME_WAIT) or an RST (SO_LINGER 0).
@@ -166,6 +199,7 @@ class Connector:
         lifetime: float | None = None,
         close: str = "fin",
         time_wait: Callable[[], int | None] = read_time_wait,
+        send: bytes | None = None,
     ) -> None:
         if not pairs:
             raise ValueError("no (source, destination) pair to connect over")
@@ -196,6 +230,8 @@ class Connector:
         self.state = bytearray(size)
         self.started = array("d", bytes(8 * size))
         self.pair_of = array("I", bytes(4 * size))
+        #: Which message slot (1..MSG_SLOTS, MSG_OTHER) a held connection's first bytes took.
+        self.msg_of = bytearray(size)
         # explicit mode: each pair walks the same slice of the port range
         lo, hi = port_range if port_range is not None else read_port_range()
         self.slice = (lo, hi)
@@ -215,6 +251,21 @@ class Connector:
         self.failures: dict[int, int] = {}
         self.dropped: dict[int, int] = {}
         self.streak = 0
+        self.max_attempts = ATTEMPTS_PER_QUOTA * quota + self.streak_limit
+        # closed by the server after the handshake: lifetimes, first bytes, the close streak
+        self.lost = 0
+        self.last_close = EOF
+        self.life = array("I", bytes(4 * LIFE_BUCKETS))
+        self.msgs: list[list[Any]] = []  # [text, seen, closed]
+        self.msg_slot: dict[bytes, int] = {}
+        self.msg_other = [0, 0]
+        self._mark_lost = 0
+        self._mark_held = 0
+        self.send = send or None
+        self.sending = 0
+        self.unacked = 0
+        self.icmp: dict[str, int] = {}
+        self.recverr = False
         self.last_op = "connect"
         self.cap: int | None = None
         self.ceiling: protocol.CeilingReport | None = None
@@ -256,7 +307,7 @@ class Connector:
             return "stopped"
         if self.ceiling is not None:
             return "ceiling" if self.inflight == 0 else "settling"
-        if self.ok >= self.quota:
+        if (self.ok if self.churn else self.held) >= self.quota:
             return "done"
         if not self.running:
             return "wait"
@@ -267,7 +318,17 @@ class Connector:
     def _budget(self, now: float) -> int:
         if not self.running or self.paused or self.ceiling is not None or self.stopping:
             return 0
-        n = min(BATCH, self.window - self.inflight, self.quota - self.ok - self.inflight)
+        have = self.ok if self.churn else self.held  # held means held (module docstring)
+        n = min(BATCH, self.window - self.inflight, self.quota - have - self.inflight)
+        if not self.churn:
+            n = min(n, self.max_attempts - self.attempts)
+            if n <= 0 and self.attempts >= self.max_attempts and have < self.quota:
+                self._ceiling(
+                    EOF if self.lost else (self.first_fail_errno or errno.ETIMEDOUT),
+                    f"{self.attempts:,} attempts for a quota of {self.quota:,}: held "
+                    f"{self.held:,}, {self.lost:,} closed by the server",
+                )
+                return 0
         if self.cap is not None:
             n = min(n, self.cap - self.held - self.inflight)
         if self.rate is not None:
@@ -305,7 +366,7 @@ class Connector:
         now = self.clock()
         if self.ring_len and self.ring_t[self.ring_head] <= now:
             self._close_due(now)
-        if self.inflight and now >= self._next_scan:
+        if (self.inflight or self.sending) and now >= self._next_scan:
             self._expire(now)
             self._next_scan = now + min(0.1, self.timeout / 4)
         if self.ceiling is not None and self.inflight == 0 and not self._ceiling_settled:
@@ -342,6 +403,7 @@ class Connector:
         no_port = _linux()
         ipproto_ip = socket.IPPROTO_IP
         linger = self.churn and self.close_mode == "rst"
+        recverr = self.recverr
         size = len(state)
         rr = self.rr
         launched = 0
@@ -369,6 +431,8 @@ class Connector:
                     s.setblocking(False)
                 if linger:  # churn --close rst: close() will send an RST, no TIME_WAIT
                     s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_0)
+                if recverr:  # an earlier connect failed as an ICMP error would make it fail
+                    _set_recverr(s, families[pi])
                 if explicit:
                     s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                     s.bind((src or _any(families[pi]), port))
@@ -397,6 +461,8 @@ class Connector:
                 register(fd, mask)
                 inflight += 1
             else:
+                if recverr and err in ICMP_ERRNOS:
+                    self._note_icmp(s, families[pi])
                 s.close()
                 self._fail(err, pi, port_error=not explicit)
         self.rr = rr
@@ -428,6 +494,7 @@ class Connector:
         self.state.extend(bytes(extra))
         self.started.extend(array("d", bytes(8 * extra)))
         self.pair_of.extend(array("I", bytes(4 * extra)))
+        self.msg_of.extend(bytes(extra))
 
     def _on_events(self, events: list[tuple[int, int]]) -> None:
         state = self.state
@@ -435,7 +502,10 @@ class Connector:
         bad = pl.ERR | pl.HUP
         ok_n = 0
         churn = self.churn
-        due = self.clock() + (self.lifetime or 0.0) if churn else 0.0
+        now = self.clock()
+        due = now + (self.lifetime or 0.0) if churn else 0.0
+        started = self.started
+        send = self.send
         for fd, ev in events:
             st = state[fd]
             if st == CONNECTING:
@@ -447,11 +517,15 @@ class Connector:
                 ok_n += 1
                 if churn:
                     self._schedule_close(fd, due)
+                else:
+                    started[fd] = now  # established: the start of its lifetime
                 if not edge:
                     self.ep.modify(fd, pl.IN | pl.RDHUP)
+                if send is not None:
+                    self._send_first(fd)
                 if ev & (pl.IN | pl.RDHUP):
                     self._on_held(fd)
-            elif st == HELD:
+            elif st in (HELD, SENT):
                 self._on_held(fd)
             elif st == CONTROL:
                 self._on_control()
@@ -462,6 +536,8 @@ class Connector:
             if self.held > self.peak:
                 self.peak = self.held
             self._dirty = True
+        if self.lost != self._mark_lost:
+            self._close_streak()
 
     def _schedule_close(self, fd: int, due: float) -> None:
         """Churn: close ``fd`` at ``due`` (appended to the ring; deadlines only grow)."""
@@ -512,7 +588,8 @@ class Connector:
                 self.tw_peak = n
 
     def _on_held(self, fd: int) -> None:
-        """The server sent something or closed: drain; on EOF or error the connection is gone."""
+        """The server sent something or closed: drain (its first bytes are noted); on EOF or
+        an error the connection is gone."""
         while True:
             try:
                 data = os.read(fd, 65536)
@@ -524,21 +601,93 @@ class Connector:
             if not data:
                 self._drop(fd, EOF)
                 return
+            if not self.msg_of[fd]:
+                self._note_message(fd, data)
+            if self.state[fd] == SENT:  # answered: held
+                self.state[fd] = HELD
+                self.sending -= 1
             if not self.edge:
                 return
 
+    def _note_message(self, fd: int, data: bytes) -> None:
+        """The first bytes the server sent on ``fd``: counted in the table of messages."""
+        key = data[:MSG_MAX]
+        slot = self.msg_slot.get(key)
+        if slot is None:
+            if len(self.msgs) < MSG_SLOTS:
+                self.msgs.append([escape(key), 0, 0])
+                slot = self.msg_slot[key] = len(self.msgs)
+            else:
+                slot = MSG_OTHER
+        if slot == MSG_OTHER:
+            self.msg_other[0] += 1
+        else:
+            self.msgs[slot - 1][1] += 1
+        self.msg_of[fd] = slot
+        self._dirty = True
+
     def _drop(self, fd: int, code: int) -> None:
-        self.state[fd] = FREE
+        """The server closed ``fd`` (FIN: ``code`` EOF; RST: ECONNRESET) after its handshake."""
+        state = self.state
+        if state[fd] == SENT:
+            self.sending -= 1
+        state[fd] = FREE
         os.close(fd)
         self.held -= 1
         self.dropped[code] = self.dropped.get(code, 0) + 1
+        slot = self.msg_of[fd]
+        if slot:
+            self.msg_of[fd] = 0
+            if slot == MSG_OTHER:
+                self.msg_other[1] += 1
+            else:
+                self.msgs[slot - 1][2] += 1
+        now = self.clock()
+        born = self.started[fd] - (self.lifetime or 0.0) if self.churn else self.started[fd]
+        ms = int(max(0.0, now - born) * 1000.0)
+        self.life[min(ms.bit_length(), LIFE_BUCKETS - 1)] += 1
+        self.lost += 1
+        self.last_close = code
         self._dirty = True
+
+    def _close_streak(self) -> None:
+        """The server closes as fast as we open (``streak`` closes while held grew by fewer):
+        held no longer grows, the server's ceiling. Checked once per batch of events."""
+        lost = self.lost - self._mark_lost
+        if lost < self.streak_limit:
+            return
+        gained = self.held - self._mark_held
+        if gained < lost and self.ceiling is None and not self.churn:
+            self.last_op = "recv"
+            self._ceiling(
+                self.last_close,
+                f"the server closed {lost:,} connections after their handshake while held "
+                f"grew by {max(gained, 0):,} (to {self.held:,})",
+            )
+        self._mark_lost, self._mark_held = self.lost, self.held
+
+    def _send_first(self, fd: int) -> None:
+        """``send``: write the first message; held once answered or acknowledged."""
+        assert self.send is not None
+        # a full buffer or a closed peer: the scan or the close event says more
+        with contextlib.suppress(OSError):
+            os.write(fd, self.send)
+        self.state[fd] = SENT
+        self.sending += 1
+
+    def _note_icmp(self, sock: Any, family: int) -> None:
+        """Count the ICMP type/code behind a failed connect (IP_RECVERR's error queue)."""
+        key = read_icmp(sock, family)
+        if key is not None:
+            self.icmp[key] = self.icmp.get(key, 0) + 1
 
     def _fail_async(self, fd: int) -> None:
         code = errno.ECONNREFUSED
         try:
             probe = socket.socket(fileno=fd)
             try:
+                if self.recverr:
+                    self._note_icmp(probe, self.families[self.pair_of[fd]])
                 code = probe.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) or code
             finally:
                 probe.detach()
@@ -549,10 +698,29 @@ class Connector:
         self._fail(code, self.pair_of[fd], port_error=self.bind_mode != "explicit")
 
     def _expire(self, now: float) -> None:
-        """Connects older than ``timeout``: closed and counted as ETIMEDOUT."""
+        """Connects older than ``timeout``: closed and counted as ETIMEDOUT. ``send``: a
+        first message still unacknowledged after ``timeout`` (the connection exists only at
+        the client): closed, counted as ETIMEDOUT on ``send``; acknowledged: held."""
         limit = now - self.timeout
         state = self.state
         started = self.started
+        if self.sending:
+            fd = state.find(SENT)
+            while fd != -1:
+                if started[fd] <= limit:
+                    self.sending -= 1
+                    if unacked(fd, self.families[self.pair_of[fd]]):
+                        state[fd] = FREE
+                        self.msg_of[fd] = 0
+                        with contextlib.suppress(OSError, ValueError, KeyError):
+                            self.ep.unregister(fd)
+                        os.close(fd)
+                        self.held -= 1
+                        self.unacked += 1
+                        self._fail(errno.ETIMEDOUT, self.pair_of[fd], op="send")
+                    else:
+                        state[fd] = HELD
+                fd = state.find(SENT, fd + 1)
         fd = state.find(CONNECTING)
         while fd != -1:
             if started[fd] <= limit:
@@ -581,6 +749,8 @@ class Connector:
                 if not self.alive:
                     self._ceiling(code, "every (source IP, destination) pair failed to connect")
             return
+        if code in ICMP_ERRNOS and not self.recverr and _linux():
+            self.recverr = True  # later sockets read the ICMP type and code behind it
         if self.streak >= self.streak_limit:
             self._ceiling(code, f"{self.streak} attempts in a row failed, the last with this errno")
 
@@ -632,6 +802,16 @@ class Connector:
 
     def stats(self) -> protocol.ClientSnapshot:
         out = self._stats()
+        if self.lost:
+            out["life"] = list(self.life)
+        if self.msgs or self.msg_other[0]:
+            out["msgs"] = [list(m) for m in self.msgs]
+            if self.msg_other[0]:
+                out["msgs"].append(["", *self.msg_other])
+        if self.icmp:
+            out["icmp"] = dict(self.icmp)
+        if self.unacked:
+            out["unacked"] = self.unacked
         if self.churn:
             out["closed"] = self.closed
             out["tw"] = self.tw
@@ -664,7 +844,7 @@ class Connector:
         linger = struct.pack("ii", 1, 0)
         for fd in range(len(state)):
             st = state[fd]
-            if st in (CONNECTING, HELD):
+            if st in (CONNECTING, HELD, SENT):
                 state[fd] = FREE
                 if reset:
                     try:
@@ -681,6 +861,60 @@ class Connector:
 
     def family_of(self, fd: int) -> int:
         return self.pairs[self.pair_of[fd]].family
+
+
+def escape(data: bytes) -> str:
+    """Bytes as printable text: ASCII kept, ``\\r``, ``\\n``, ``\\t`` and ``\\xNN`` for the rest."""
+    out = []
+    for b in data:
+        if 32 <= b < 127 and b != 92:
+            out.append(chr(b))
+        else:
+            out.append(_ESCAPES.get(b) or f"\\x{b:02x}")
+    return "".join(out)
+
+
+_ESCAPES = {13: "\\r", 10: "\\n", 9: "\\t", 92: "\\\\"}
+
+
+def _set_recverr(sock: Any, family: int) -> None:
+    with contextlib.suppress(OSError):
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, IPV6_RECVERR, 1)
+        else:
+            sock.setsockopt(socket.IPPROTO_IP, IP_RECVERR, 1)
+
+
+def read_icmp(sock: Any, family: int) -> str | None:
+    """``icmp 3/13`` (type/code; ``icmp6 1/1``) from a socket's error queue, None if empty."""
+    try:
+        _, anc, _, _ = sock.recvmsg(1, 512, socket.MSG_ERRQUEUE)
+    except (OSError, AttributeError):
+        return None
+    for _level, _kind, data in anc:
+        if len(data) >= 8:
+            _ee_errno, origin, itype, code = struct.unpack_from("=IBBB", data)
+            if origin == SO_EE_ORIGIN_ICMP:
+                return f"icmp {itype}/{code}"
+            if origin == SO_EE_ORIGIN_ICMP6:
+                return f"icmp6 {itype}/{code}"
+    return None
+
+
+def unacked(fd: int, family: int) -> bool:
+    """Whether the socket ``fd`` has sent bytes the peer has not acknowledged
+    (TCP_INFO ``tcpi_unacked``; False where it cannot be read)."""
+    try:
+        s = socket.socket(family, socket.SOCK_STREAM, 0, fd)
+    except OSError:
+        return False
+    try:
+        info = s.getsockopt(socket.IPPROTO_TCP, _TCP_INFO, 104)
+    except OSError:
+        return False
+    finally:
+        s.detach()
+    return len(info) >= 28 and struct.unpack_from("=I", info, 24)[0] > 0
 
 
 def _linux() -> bool:
@@ -719,6 +953,7 @@ def build(config: protocol.ClientConfig, emit: Emit) -> Connector:
         autostart=bool(config.get("autostart", False)),
         lifetime=None if (life := config.get("lifetime")) is None else float(life),
         close=str(config.get("close") or "fin"),
+        send=bytes.fromhex(config["send"]) if config.get("send") else None,
     )
     conn.full_range = full
     if config.get("cap") is not None:

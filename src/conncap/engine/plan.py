@@ -61,6 +61,8 @@ class OpenPlan:
     close: str = "fin"
     #: Churn: seconds of opening at ``rate`` (``open --duration``).
     duration_s: float | None = None
+    #: ``open --send``: the first message written on every connection (None: none).
+    send: bytes | None = None
 
     @property
     def churn(self) -> bool:
@@ -94,6 +96,7 @@ class OpenPlan:
                 if self.churn
                 else {}
             ),
+            **({"send": self.send.decode("latin-1")} if self.send else {}),
         }
 
 

@@ -129,6 +129,8 @@ class ClientConfig(TypedDict):
     autostart: bool
     lifetime: float | None
     close: str
+    #: ``--send``: the first message of every connection, hex (absent: send nothing).
+    send: NotRequired[str]
     #: Hold at most this many connections from the start (not sent by ClientPool).
     cap: NotRequired[int]
     #: The descriptor limit the worker took (set by the worker itself, not sent).
@@ -185,6 +187,14 @@ class ClientSnapshot(TypedDict, total=False):
     tw_peak: int
     first_fail: float | None
     first_fail_errno: int
+    #: Connections the server closed, by lifetime: bucket k holds [2^(k-1), 2^k) ms.
+    life: list[int]
+    #: The server's first bytes: [text, seen, then closed] ("" text: other messages).
+    msgs: list[list[str | int]]
+    #: ICMP errors seen on connect ("icmp 3/13" -> count).
+    icmp: dict[str, int]
+    #: ``--send``: first messages never acknowledged within the timeout.
+    unacked: int
 
 
 class ServerSnapshot(TypedDict, total=False):

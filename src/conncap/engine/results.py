@@ -23,6 +23,8 @@ from conncap.result import (
     Prediction,
     Result,
     Sample,
+    ServerCloses,
+    TargetSide,
     json_object,
     prediction_from_json,
 )
@@ -238,9 +240,12 @@ def open_result(
     prediction: Prediction,
     notes: Sequence[str] = (),
     churn: Mapping[str, JsonValue] | None = None,
+    closes: ServerCloses | None = None,
+    target: TargetSide | None = None,
 ) -> Result:
     """The result of one ``open`` run (docs/result-schema.md); with a ``churn`` object for
-    ``open --lifetime``."""
+    ``open --lifetime``, what the server did to established connections (``closes``) and its
+    side read on this host (``target``)."""
     return Result(
         conncap_version=__version__,
         command="open",
@@ -262,4 +267,6 @@ def open_result(
         client=ClientFigures(workers=workers, established=totals.established),
         notes=tuple(notes),
         churn=churn,
+        closes=closes,
+        target=target,
     )

@@ -11,6 +11,7 @@ pool it launched and the server it was given.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -20,7 +21,13 @@ from typing import Any, Protocol
 
 from conncap.errors import RunFailed
 from conncap.measure.verdict import ClientStop, StepFacts, Verdict, decide
-from conncap.result import Sample, sample_from_json
+from conncap.result import (
+    Sample,
+    ServerCloses,
+    ServerMessage,
+    TargetSide,
+    sample_from_json,
+)
 
 #: The server's count is final once it has not moved for this long (its workers report a few
 #: times a second), and the settle waits at most this long by default.
@@ -150,9 +157,14 @@ class Measurement:
         clock: Callable[[], float] = time.monotonic,
         make_client: Callable[[Launch], ClientPoolLike] = _make_client_pool,
         on_sample: Callable[[Sample], None] | None = None,
+        target: Callable[[], TargetSide | None] | None = None,
     ) -> None:
         """``deadline_s``: seconds from now after which every ramp and hold stops with
-        ``max-duration``; ``on_sample`` sees every sample (the live view)."""
+        ``max-duration``; ``on_sample`` sees every sample (the live view); ``target`` reads the
+        server's side of a target on this host when a step concludes (a server conncap does
+        not own)."""
+        self.read_target = target
+        self.target: TargetSide | None = None
         self.clock = clock
         self.t0 = clock()
         self.deadline = None if deadline_s is None else self.t0 + deadline_s
@@ -421,6 +433,10 @@ class Measurement:
             levels={k: _int(last.figure(k)) for k in LEVEL_KEYS if last.figure(k) is not None},
             stop_reason="ceiling" if outcome == "ramp-over" and stops else outcome,
         )
+        facts = dataclasses.replace(facts, closes=closes_of(stats))
+        if self.read_target is not None:
+            self.target = self.read_target()
+            facts = dataclasses.replace(facts, target=self.target)
         step.facts = facts
         step.verdict = decide(facts, short_is_ceiling=short_is_ceiling)
         return step.verdict
@@ -477,3 +493,41 @@ def growth(samples: Iterable[Sample], key: str) -> int | None:
 
 def _int(value: float | None) -> int | None:
     return None if value is None else int(value)
+
+
+def closes_of(stats: Sequence[Any]) -> ServerCloses | None:
+    """What the server did to established connections, over client pools' stats (their
+    ``dropped`` by errno name and the ``extra`` keys ``lifetimes``, ``messages``, ``icmp``,
+    ``unacked``); None when it did nothing the client saw."""
+    fin = rst = unacked = 0
+    life: list[int] = []
+    msgs: dict[str, list[int]] = {}
+    icmp: dict[str, int] = {}
+    for cs in stats:
+        fin += int(cs.dropped.get("EOF", 0))
+        rst += int(cs.dropped.get("ECONNRESET", 0)) + int(cs.dropped.get("EPIPE", 0))
+        extra = cs.extra
+        for i, n in enumerate(extra.get("lifetimes") or ()):
+            if i >= len(life):
+                life.extend([0] * (i + 1 - len(life)))
+            life[i] += int(n)
+        for text, seen, closed in extra.get("messages") or ():
+            m = msgs.setdefault(str(text), [0, 0])
+            m[0] += int(seen)
+            m[1] += int(closed)
+        for k, n in (extra.get("icmp") or {}).items():
+            icmp[str(k)] = icmp.get(str(k), 0) + int(n)
+        unacked += int(extra.get("unacked", 0))
+    if not (fin or rst or msgs or icmp or unacked):
+        return None
+    return ServerCloses(
+        fin=fin,
+        rst=rst,
+        lifetimes=tuple(life),
+        messages=tuple(
+            ServerMessage(t, n, c)
+            for t, (n, c) in sorted(msgs.items(), key=lambda kv: (kv[0] == "", -kv[1][0], kv[0]))
+        ),
+        icmp=dict(sorted(icmp.items())),
+        unacked=unacked,
+    )

@@ -8,8 +8,12 @@ One rule for ``open``, ``run`` and every scenario:
   the client and a stall or refusal is explained by the server's evidence.
 - The client got its quota but the server holds fewer and its accept() failed for lack of a
   resource (descriptors, the file table, memory): the server's ceiling.
-- The step was stopped by its deadline short of what it asked for (``short_is_ceiling``): held
-  levelled off below the request, attributed from the same evidence.
+- The step was stopped by its deadline short of what it asked for (``short_is_ceiling``), or
+  the server closed connections after their handshake and held ended below the request:
+  held levelled off below the request, attributed from the same evidence.
+- Held means held: when the server's side was read on this host (``target``) and it holds
+  fewer connections on the port than the client does, the ceiling counts the server's (the
+  rest exist only at the client: their handshake's last ACK met a full accept queue).
 """
 
 from __future__ import annotations
@@ -19,7 +23,11 @@ from dataclasses import dataclass, field
 
 from conncap.analysis import CeilingEvidence, attribute
 from conncap.catalogue import Cause
-from conncap.result import SIDES, Ceiling, Side
+from conncap.result import SIDES, Ceiling, Certainty, ServerCloses, Side, TargetSide
+
+#: Connections the client may hold beyond the server's count before the ceiling counts the
+#: server's (handshakes in flight while both were read).
+IN_FLIGHT_SLACK = 2
 
 #: The server's own resources: accept() failing for one of them bounds what it holds.
 SERVER_RESOURCE_CAUSES = (Cause.FILE_DESCRIPTORS, Cause.SYSTEM_FILE_TABLE, Cause.MEMORY)
@@ -54,6 +62,7 @@ class Verdict:
     op: str | None = None
     evidence: str | None = None
     server_held: int | None = None
+    certainty: Certainty | None = None
 
     @classmethod
     def none(cls, server_held: int | None = None) -> Verdict:
@@ -73,6 +82,7 @@ class Verdict:
             evidence=self.evidence,
             server_held=self.server_held,
             step=step,
+            certainty=self.certainty,
         )
 
 
@@ -91,6 +101,8 @@ class StepFacts:
     counters: Mapping[str, int | None] = field(default_factory=dict)  # growth over the step
     levels: Mapping[str, int | None] = field(default_factory=dict)  # conntrack count/max
     stop_reason: str = "ramp-over"
+    closes: ServerCloses | None = None  # what the server did to established connections
+    target: TargetSide | None = None  # the server's side, read on this host
 
 
 def evidence(facts: StepFacts) -> CeilingEvidence:
@@ -99,6 +111,8 @@ def evidence(facts: StepFacts) -> CeilingEvidence:
     failures = dict(facts.client_failures)
     if not failures:
         for w in facts.client_stops:
+            if w.op == "recv":
+                continue  # the server closed them: the closes are the evidence
             failures[w.errno] = failures.get(w.errno, 0) + 1
     c = facts.counters
     return CeilingEvidence(
@@ -117,6 +131,8 @@ def evidence(facts: StepFacts) -> CeilingEvidence:
         conntrack_count=facts.levels.get("conntrack_count"),
         conntrack_max=facts.levels.get("conntrack_max"),
         stop_reason=facts.stop_reason,
+        closes=facts.closes,
+        target=facts.target,
     )
 
 
@@ -133,7 +149,19 @@ def decide(facts: StepFacts, *, short_is_ceiling: bool = False) -> Verdict:
     server_held = facts.server_held
     stops = facts.client_stops
     short = facts.client_held < facts.requested
-    if stops or (short_is_ceiling and short and facts.stop_reason == "max-duration"):
+    closed = facts.closes is not None and facts.closes.closed > 0
+    t = facts.target
+    client_only = (
+        t is not None
+        and t.established is not None
+        and facts.client_held > t.established + IN_FLIGHT_SLACK
+    )
+    if (
+        stops
+        or client_only
+        or (short_is_ceiling and short and facts.stop_reason == "max-duration")
+        or (short and closed)
+    ):
         att = attribute(evidence(facts))
         first = _most_common(stops)
         cause = str(att.cause)
@@ -142,15 +170,27 @@ def decide(facts: StepFacts, *, short_is_ceiling: bool = False) -> Verdict:
         text = att.evidence
         if first is not None and first.evidence and first.evidence not in text:
             text = f"{text}; client: {first.evidence}"
+        count = facts.client_held
+        if t is not None and t.established is not None:
+            if server_held is None:
+                server_held = t.established
+            if count > t.established + IN_FLIGHT_SLACK:
+                text = (
+                    f"{text}; the client held {count:,} but the server's side of port "
+                    f"{t.port} has {t.established:,} established: {count - t.established:,} "
+                    "exist only at the client (their last ACK met a full accept queue)"
+                )
+                count = t.established
         return Verdict(
             reached=True,
-            count=facts.client_held,
+            count=count,
             cause=cause,
             side=att.side,
             errno=first.errno if first else None,
             op=first.op if first else None,
             evidence=text,
             server_held=server_held,
+            certainty=att.certainty,
         )
     if server_held is None or server_held >= facts.client_held:
         return Verdict.none(server_held)

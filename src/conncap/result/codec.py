@@ -287,6 +287,47 @@ def _ceiling(o: _Obj) -> m.Ceiling:
         evidence=o.str_or_none("evidence", required=True),
         server_held=o.int_or_none("server_held"),
         step=o.str_or_none("step"),
+        certainty=o.choice("certainty", m.CERTAINTIES, null=True, required=False),
+    )
+
+
+def _server_message(o: _Obj) -> m.ServerMessage:
+    return m.ServerMessage(text=o.str_("text"), seen=o.int_("seen"), closed=o.int_("closed"))
+
+
+def _closes(o: _Obj) -> m.ServerCloses:
+    return m.ServerCloses(
+        fin=o.int_or_none("fin") or 0,
+        rst=o.int_or_none("rst") or 0,
+        lifetimes=o.ints("lifetimes"),
+        messages=o.objs("messages", _server_message),
+        icmp=o.counts("icmp"),
+        unacked=o.int_or_none("unacked") or 0,
+    )
+
+
+def _server_process(o: _Obj) -> m.ServerProcess:
+    return m.ServerProcess(
+        pid=o.int_("pid"),
+        name=o.str_("name"),
+        fds=o.int_or_none("fds"),
+        nofile=o.int_or_none("nofile"),
+    )
+
+
+def _target(o: _Obj) -> m.TargetSide:
+    return m.TargetSide(
+        host=o.str_("host"),
+        port=o.int_("port"),
+        listening=o.bool_or_none("listening"),
+        processes=o.objs("processes", _server_process),
+        accept_queue=o.int_or_none("accept_queue"),
+        backlog=o.int_or_none("backlog"),
+        established=o.int_or_none("established"),
+        syn_recv=o.int_or_none("syn_recv"),
+        rules=o.strs("rules"),
+        sources=o.strs("sources"),
+        problems=o.strs("problems"),
     )
 
 
@@ -551,6 +592,8 @@ def _result(o: _Obj) -> m.Result:
         nodes=o.objs("nodes", _node),
         memory=_optional(o, "memory", _memory),
         churn=o.json_obj("churn"),
+        closes=_optional(o, "closes", _closes),
+        target=_optional(o, "target", _target),
         limits=o.json_obj("limits"),
         server_limits=o.json_obj("server_limits"),
         topology=o.json_obj("topology"),

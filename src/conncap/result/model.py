@@ -59,6 +59,12 @@ COMMANDS: tuple[Command, ...] = ("open", "run", "scenario")
 #: ``analysis.attribute`` gives a scenario step: ``host`` (memory both ends share, conncap's
 #: own memory guard) and ``unknown`` (nothing explained the stall).
 Side = Literal["client", "server", "network", "host", "unknown"]
+#: How sure a ceiling's reading is: ``certain`` (the evidence names it: the client's own errno,
+#: the server's words, an ICMP code, a full queue or descriptor table read on this host) or
+#: ``likely`` (the most likely reading of what the client saw: a timeout behind which a firewall,
+#: a full SYN queue or a lost route look the same).
+Certainty = Literal["certain", "likely"]
+CERTAINTIES: tuple[Certainty, ...] = ("certain", "likely")
 SIDES: tuple[Side, ...] = ("client", "server", "network", "host", "unknown")
 
 ExpectationKind = Literal["check", "note"]
@@ -96,6 +102,7 @@ class Ceiling:
     evidence: str | None
     server_held: int | None = None
     step: str | None = None
+    certainty: Certainty | None = None
 
     @classmethod
     def none(cls) -> Ceiling:
@@ -115,6 +122,7 @@ class Ceiling:
         server_held: int | None = None,
         step: str | None = None,
         os_name: str | None = None,
+        certainty: Certainty | None = None,
     ) -> Ceiling:
         """A reached ceiling with the catalogue's knob, advice and Windows line for ``cause`` on
         ``os_name`` (default: this OS). A cause the catalogue does not know has no advice."""
@@ -132,6 +140,7 @@ class Ceiling:
             evidence,
             server_held,
             step,
+            certainty,
         )
 
     def at_step(self, name: str | None) -> Ceiling:
@@ -398,6 +407,68 @@ class Scenario:
     checks: int | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class ServerMessage:
+    """The first bytes a server sent on a connection (at most 256, escaped), how many
+    connections got them, and how many of those the server then closed. ``text`` "" is every
+    message beyond the eight a worker keeps."""
+
+    text: str
+    seen: int
+    closed: int
+
+
+@dataclass(frozen=True, slots=True)
+class ServerCloses:
+    """What the server (or the path to it) did to connections, as the client saw it: closed
+    after the handshake with a FIN (``fin``) or an RST (``rst``), their lifetimes (a log-bucket
+    histogram: bucket 0 under 1 ms, bucket k [2^(k-1), 2^k) ms), the server's first bytes,
+    ICMP errors behind failed connects (``{"icmp 3/13": n}``) and, with ``open --send``, first
+    messages never acknowledged (``unacked``: connections that existed only at the client)."""
+
+    fin: int = 0
+    rst: int = 0
+    lifetimes: tuple[int, ...] = ()
+    messages: tuple[ServerMessage, ...] = ()
+    icmp: Mapping[str, int] = field(default_factory=dict)
+    unacked: int = 0
+
+    @property
+    def closed(self) -> int:
+        return self.fin + self.rst
+
+
+@dataclass(frozen=True, slots=True)
+class ServerProcess:
+    """A process that holds the target's listening socket (read on this host)."""
+
+    pid: int
+    name: str
+    fds: int | None = None
+    nofile: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TargetSide:
+    """The server's side read on this host when the target is local (loopback, an address of
+    this namespace): whether something listens, who (``processes``), the listener's accept
+    queue (``accept_queue`` of ``backlog``), the server-side sockets of that port
+    (``established``, ``syn_recv``), netfilter rules that drop or reject the port (``rules``)
+    and where each fact came from (``sources``); ``problems``: facts it could not read."""
+
+    host: str
+    port: int
+    listening: bool | None = None
+    processes: tuple[ServerProcess, ...] = ()
+    accept_queue: int | None = None
+    backlog: int | None = None
+    established: int | None = None
+    syn_recv: int | None = None
+    rules: tuple[str, ...] = ()
+    sources: tuple[str, ...] = ()
+    problems: tuple[str, ...] = ()
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Node:
     """One node of ``open --cluster`` (``nodes[]``): its share, what it held, what the model
@@ -463,6 +534,8 @@ class Result:
     expectations: tuple[Expectation, ...] = ()
     memory: Memory | None = None
     churn: ChurnJson | None = None
+    closes: ServerCloses | None = None
+    target: TargetSide | None = None
     limits: LimitsJson | None = None
     server_limits: LimitsJson | None = None
     notes: tuple[str, ...] = ()
