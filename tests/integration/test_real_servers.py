@@ -152,6 +152,47 @@ def test_redis_maxclients_answers_and_closes(
     assert doc["target"]["processes"][0]["name"] == "redis-server"
 
 
+def conncap_run_target(ns: str, tmp: Path, *args: str, port: int = PORT) -> dict[str, Any]:
+    """``conncap run --target`` inside ``ns``: the main job against a server it did not start."""
+    out = tmp / "run.json"
+    env = {**os.environ, "PYTHONPATH": SRC}
+    proc = subprocess.run(
+        ["ip", "netns", "exec", ns, sys.executable, "-m", "conncap", "run", "--target",
+         f"127.0.0.1:{port}", "--timeout", "1", "--max-duration", "30", "--plateau", "0.2",
+         "--quiet", "--json", str(out), *args],
+        capture_output=True, text=True, timeout=90, env=env,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    doc: dict[str, Any] = json.loads(out.read_text())
+    doc["_stderr"] = proc.stderr + proc.stdout
+    return doc
+
+
+def test_run_target_against_redis_maxclients(
+    ns: str, tmp_path: Path, servers: list[Server]
+) -> None:
+    exe = need("redis-server")
+    conf = tmp_path / "redis.conf"
+    conf.write_text(
+        f'port {PORT}\nbind 127.0.0.1\nmaxclients 20\nsave ""\nappendonly no\ndir {tmp_path}\n'
+    )
+    start(servers, ns, [exe, str(conf)], tmp_path)
+    doc = conncap_run_target(ns, tmp_path, "--count", "100")
+    assert doc["command"] == "run" and doc["config"]["target_port"] == PORT
+    assert verdict(doc) == ("server-closed", "server")
+    assert "-ERR max number of clients reached" in doc["ceiling"]["evidence"]
+    held_at_most(doc, 20)
+    (step,) = [s for s in doc["steps"] if s["ceiling"]["reached"]]
+    assert step["name"] == "ports"
+    # the prediction is the client's own (the server's limits are not conncap's to know)
+    assert step["prediction"]["side"] == "client"
+    # server-closed on the server's side is not lifted by more source IPs: no step 2
+    assert len(doc["steps"]) == 1
+    assert "-ERR max number of clients reached" in doc["_stderr"]
+    assert doc["closes"]["messages"][0]["text"] == "-ERR max number of clients reached\\r\\n"
+    assert doc["target"]["processes"][0]["name"] == "redis-server"
+
+
 def test_memcached_connection_limit(ns: str, tmp_path: Path, servers: list[Server]) -> None:
     exe = need("memcached")
     start(servers, ns, [exe, "-l", "127.0.0.1", "-p", str(PORT), "-c", "16", "-U", "0",

@@ -6,12 +6,9 @@ import argparse
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
-
     from rich.console import Console
 
-    from conncap.measure import Probe
-    from conncap.result import Result, Sample, TargetSide
+    from conncap.result import Result, Sample
 
 HELP = "open and hold connections fast, from many source IPs to many ports; find the ceiling"
 
@@ -88,6 +85,7 @@ def run(args: argparse.Namespace) -> int:
     from conncap.errors import UsageError
     from conncap.exitcodes import ExitStatus
     from conncap.measure import Launch, Measurement
+    from conncap.probes.target import local_target
     from conncap.result import write_atomic
 
     if not args.max_duration > 0:
@@ -119,7 +117,7 @@ def run(args: argparse.Namespace) -> int:
 
     old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     started = dt.datetime.now(dt.UTC)
-    probe, read_target = local_target(plan)
+    probe, read_target = local_target(plan.destinations())
     m = Measurement(
         stop=stop,
         deadline_s=args.max_duration,
@@ -207,31 +205,6 @@ def parse_send(text: str) -> bytes:
     if not isinstance(data, bytes) or not data:
         raise UsageError("--send needs a non-empty TEXT")
     return data
-
-
-def local_target(plan: object) -> tuple[Probe | None, Callable[[], TargetSide | None] | None]:
-    """For a single target on this host (loopback or an address of this namespace, Linux):
-    the TCP counters as the loop's probe and a reader of the server's side (its listener,
-    process, descriptors, queue, firewall rules); (None, None) otherwise."""
-    import os
-    import sys
-
-    from conncap.engine import OpenPlan
-
-    assert isinstance(plan, OpenPlan)
-    if not sys.platform.startswith("linux") or len(plan.destinations()) != 1:
-        return None, None
-    from conncap.probes.target import CountersProbe, is_local, read_target
-
-    host, port = plan.destinations()[0]
-    if not is_local(host):
-        return None, None
-    me = frozenset({os.getpid()})
-
-    def read() -> TargetSide | None:
-        return read_target(host, port, skip_pids=me)
-
-    return CountersProbe(), read
 
 
 _last_print = [0.0]

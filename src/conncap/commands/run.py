@@ -122,7 +122,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="S",
         help="seconds each step's level is held and sampled (default 1.5)",
     )
-    parser.add_argument("--json", metavar="FILE", help="write the conncap.result/1 document here")
+    parser.add_argument(
+        "--target",
+        metavar="HOST:PORT",
+        help="measure a server conncap does not start (yours: redis, nginx, ...) instead of "
+        "its own; step 2 adds source IPs only. IPv6: [::1]:PORT",
+    )
+    parser.add_argument("--json", metavar="FILE", help="write the conncap.result/2 document here")
     parser.add_argument(
         "--out", metavar="DIR", help="write DIR/result.json and DIR/report.html (plots)"
     )
@@ -231,6 +237,19 @@ def run(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)  # None without --isolated
     if settings is not None and args.source_ips is not None and args.source_ips > MAX_SOURCE_IPS:
         raise UsageError(f"--source-ips: at most {MAX_SOURCE_IPS:,} with --isolated")
+    host, target_port = "127.0.0.1", None
+    if args.target is not None:
+        from conncap.engine.plan import parse_target
+
+        if settings is not None:
+            raise UsageError(
+                "--target and --isolated do not go together: --isolated starts conncap's own "
+                "server in a namespace"
+            )
+        t = parse_target(args.target)
+        if t.lo != t.hi:
+            raise UsageError(f"--target {args.target}: one port, not a range")
+        host, target_port = t.host, t.lo
     config = RunConfig(
         count=args.count,
         max_duration=args.max_duration,
@@ -245,6 +264,8 @@ def run(args: argparse.Namespace) -> int:
         plateau_s=args.plateau,
         client_nofile=args.client_nofile,
         server_nofile=args.server_nofile,
+        host=host,
+        target_port=target_port,
     )
     config.check()
     for flag, nofile in (

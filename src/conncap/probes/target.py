@@ -291,3 +291,24 @@ class CountersProbe:
             "listen_drops": c.listen_drops,
             "syn_retrans": c.syn_retrans,
         }
+
+
+def local_target(
+    destinations: Sequence[tuple[str, int]],
+) -> tuple[CountersProbe | None, Callable[[], TargetSide | None] | None]:
+    """For a single destination on this host (loopback or an address of this namespace,
+    Linux): the TCP counters as the measurement's probe and a reader of the server's side
+    (its listener, process, descriptors, queue, firewall rules); (None, None) otherwise."""
+    import sys
+
+    if not sys.platform.startswith("linux") or len(destinations) != 1:
+        return None, None
+    host, port = destinations[0]
+    if not is_local(host):
+        return None, None
+    me = frozenset({os.getpid()})
+
+    def read() -> TargetSide | None:
+        return read_target(host, port, skip_pids=me)
+
+    return CountersProbe(), read

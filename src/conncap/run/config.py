@@ -55,6 +55,8 @@ class RunConfig:
     client_netns: str | None = None
     server_nofile: int | None = None
     client_nofile: int | None = None
+    #: ``--target HOST:PORT``: a server conncap does not start (``host`` is then its host).
+    target_port: int | None = None
 
     def check(self) -> None:
         """UsageError for values no run can use (one line each)."""
@@ -92,6 +94,20 @@ class RunConfig:
         ):
             if n is not None and n < 64:
                 raise UsageError(f"{name} must be at least 64")
+        if self.target_port is not None:
+            if not 1 <= self.target_port <= 65535:
+                raise UsageError(f"--target: port {self.target_port} is not 1-65535")
+            for flag, value in (
+                ("--ports", self.ports),
+                ("--server-workers", self.server_workers),
+                ("--server-nofile", self.server_nofile),
+                ("--isolated", self.server_netns),
+            ):
+                if value is not None:
+                    raise UsageError(
+                        f"{flag} is for conncap's own server; --target measures a server "
+                        "conncap does not start"
+                    )
         if self.escalate and self.source_ips is not None and self.client_netns is None:
             st.source_addresses(self.host, self.source_ips)  # raises for a bad combination
 
@@ -113,6 +129,7 @@ class RunConfig:
             "client_netns": self.client_netns,
             "server_nofile": self.server_nofile,
             "client_nofile": self.client_nofile,
+            "target_port": self.target_port,
         }
 
 

@@ -30,6 +30,7 @@ from conncap.result import (
     Prediction,
     Result,
     Sample,
+    ServerCloses,
     ServerFigures,
     json_object,
 )
@@ -165,6 +166,7 @@ class Experiment:
         self._n_source_ips = 1
         self._n_ports = 1
         self._final_server: ServerFigures | None = None
+        self._target_ports: list[int] = []
 
     # ---- the run ------------------------------------------------------------------------------
 
@@ -239,7 +241,7 @@ class Experiment:
         fanout = st.auto_fanout(cfg.count, self._port_pool())
         fanout_ips = 1 if ":" in cfg.host else fanout  # IPv6 loopback is one address
         self._n_source_ips = cfg.source_ips or fanout_ips
-        self._n_ports = cfg.ports or fanout
+        self._n_ports = 1 if cfg.target_port is not None else cfg.ports or fanout
         if cfg.escalate and self.isolated is None:
             st.source_addresses(cfg.host, self._n_source_ips)
 
@@ -260,6 +262,9 @@ class Experiment:
 
     def _start_server(self) -> None:
         cfg = self.config
+        if cfg.target_port is not None:
+            self._use_target(cfg.host, cfg.target_port)
+            return
         last: RunFailed | None = None
         for _ in range(SERVER_START_TRIES):
             ports = self._pick_server_ports()
@@ -304,6 +309,30 @@ class Experiment:
             return
         raise RunFailed(f"the server could not start: {last}")
 
+    def _use_target(self, host: str, port: int) -> None:
+        """``--target``: a server conncap does not own. Nothing is started; on this host its
+        side (listener, process, descriptors, queue, firewall rules) is read at each step's
+        end, elsewhere only what the client sees decides."""
+        from conncap.probes.target import local_target
+
+        self._target_ports = [port]
+        _probe, read = local_target([(host, port)])
+        self.m.read_target = read
+        where = (
+            "on this host: its listener, process and counters are read"
+            if read is not None
+            else "elsewhere: only what the client sees decides"
+        )
+        self.observer.event(f"target: {host}:{port}, a server conncap does not own ({where})")
+        if self._port_range is not None and self._port_range[0] <= port <= self._port_range[1]:
+            self._ports_in_use += 1 if read is not None else 0
+
+    def _server_ports(self) -> list[int]:
+        """The ports the client connects to: the server's, or the target's."""
+        if self.server is not None:
+            return [int(p) for p in self.server.ports]
+        return list(self._target_ports)
+
     def _specs(self) -> list[st.StepSpec]:
         sources: tuple[str, ...] | None = None
         if self.isolated is not None and self.config.escalate:
@@ -315,7 +344,7 @@ class Experiment:
                 raise RunFailed(str(exc)) from exc
         return st.plan_steps(
             self.config.host,
-            [int(p) for p in self.server.ports],
+            self._server_ports(),
             escalate=self.config.escalate,
             source_ips=self._n_source_ips,
             sources=sources,
@@ -325,7 +354,7 @@ class Experiment:
         cfg = self.config
         assert self.limits is not None
         self.sampler = self._make_sampler()
-        self.sampler.set_pids(server=self.server.pids())
+        self.sampler.set_pids(server=self.server.pids() if self.server is not None else ())
         self.m.probe = _SamplerProbe(self.sampler)
         specs = self._specs()
         self._n_steps = len(specs)
@@ -400,6 +429,7 @@ class Experiment:
             mplan,
             server_limits=self._server_limits,
             server_fds_in_use=server_worker_fds(self._listeners_per_server_worker()),
+            client_only=cfg.target_port is not None,
         )
         self.observer.event(
             f"step {step.index + 1}/{n_steps} ({spec.title}): {step.prediction.line}"
@@ -557,7 +587,7 @@ class Experiment:
         """The last sample (what was held when the run ended), then clients first (they reset
         their connections), then the server."""
         errors: list[BaseException] = []
-        if self.steps and self.sampler is not None and self.server is not None:
+        if self.steps and self.sampler is not None:
             try:
                 self.m.sample(self.steps[-1].spec.name, phase="end")
             except Exception as exc:  # never skip the clean-up below
@@ -632,12 +662,14 @@ class Experiment:
             notes=tuple(self.notes),
             probe_problems=dict(self.sampler.problems) if self.sampler is not None else {},
             error=self.error,
+            closes=_closes(headline),
+            target=self.m.target,
         )
         return dataclasses.replace(result, summary=tuple(summary_lines(result)))
 
     def _plan_json(self) -> dict[str, JsonValue]:
         cfg = self.config
-        ports = [int(p) for p in self.server.ports] if self.server is not None else []
+        ports = self._server_ports()
         last = self.steps[-1].spec if self.steps else None
         return {
             "targets": [f"{cfg.host}:{p}" for p in ports],
@@ -650,3 +682,10 @@ class Experiment:
             "timeout_s": cfg.timeout_s,
             "bind_mode": "kernel",
         }
+
+
+def _closes(step: StepRun | None) -> ServerCloses | None:
+    """What the server did to the headline step's established connections."""
+    if step is None or step.measured is None or step.measured.facts is None:
+        return None
+    return step.measured.facts.closes

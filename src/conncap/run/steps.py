@@ -12,6 +12,7 @@ include step 1's), so that they compare with what the held curve shows.
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import math
 from collections.abc import Sequence
@@ -230,6 +231,7 @@ def predict_step(
     *,
     server_limits: HostLimits | None = None,
     server_fds_in_use: int | None = None,
+    client_only: bool = False,
 ) -> StepPrediction:
     """``model.predict`` for the step, with the descriptor bound of a single client process
     (what a program that does not spread over processes would hit).
@@ -237,12 +239,14 @@ def predict_step(
     ``limits`` are the client's. With ``server_limits`` (the server's own: another namespace,
     another RLIMIT_NOFILE) or ``server_fds_in_use`` (descriptors a server worker keeps besides
     its connections), each side is predicted from its own limits
-    (:func:`conncap.model.two_sided`)."""
-    if server_limits is None and server_fds_in_use is None:
+    (:func:`conncap.model.two_sided`). ``client_only``: the server is not conncap's
+    (``--target``), whose limits are unknown: the client's ceiling is the prediction."""
+    if client_only:
+        pred = model.predict(limits, plan)
+        pred = dataclasses.replace(pred, overall=pred.client)
+    elif server_limits is None and server_fds_in_use is None:
         pred = model.predict(limits, plan)
     else:
-        import dataclasses
-
         server_plan = (
             dataclasses.replace(plan, fds_in_use_per_process=server_fds_in_use)
             if server_fds_in_use is not None
