@@ -16,6 +16,7 @@ from conncap.catalogue import Cause
 from conncap.engine import classify as cl
 from conncap.engine.plan import OpenPlan, check_plan
 from conncap.engine.procs import WorkerSet
+from conncap.latency import Histogram, merge_all
 from conncap.model.churn import time_wait_dominates
 
 #: Seconds between two timeline samples.
@@ -64,6 +65,8 @@ class ClientStats:
     rss_bytes: int
     workers: int
     extra: dict[str, Any] = field(default_factory=dict)
+    latency: Histogram = field(default_factory=Histogram)
+    """Connect latency over every worker (cumulative; ``conncap.latency``)."""
 
 
 class ClientPool:
@@ -220,6 +223,10 @@ class ClientPool:
             rss_bytes=sum(s.get("rss", 0) for s in snaps),
             workers=len(snaps),
             extra=self._churn_extra(snaps) if self.plan.lifetime is not None else {},
+            latency=merge_all(
+                Histogram.of(s.get("lat", ()), s.get("lat_sum", 0), s.get("lat_max", 0))
+                for s in snaps
+            ),
         )
 
     def _churn_extra(self, snaps: list[dict[str, Any]]) -> dict[str, Any]:
