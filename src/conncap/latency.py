@@ -220,6 +220,15 @@ def cumulative(counts: Sequence[int]) -> list[int]:
     return out
 
 
+def format_ms(ms: float) -> str:
+    """Milliseconds with about three significant figures, never in exponent form."""
+    if ms < 1:
+        return f"{ms:.3f}"
+    if ms < 100:
+        return f"{ms:.2f}" if ms < 10 else f"{ms:.1f}"
+    return f"{ms:,.0f}"
+
+
 def resolution_text() -> str:
     """The resolution in words, for the report and the docs."""
     pct = (RATIO - 1) * 100

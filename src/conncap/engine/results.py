@@ -20,6 +20,7 @@ from conncap.result import (
     ClientFigures,
     Host,
     JsonValue,
+    Latency,
     Prediction,
     Result,
     Sample,
@@ -199,12 +200,14 @@ def open_result(
     prediction: Prediction,
     notes: Sequence[str] = (),
     churn: Mapping[str, JsonValue] | None = None,
+    argv: Sequence[str] = (),
 ) -> Result:
     """The result of one ``open`` run (docs/result-schema.md); with a ``churn`` object for
     ``open --lifetime``."""
     return Result(
         conncap_version=__version__,
         command="open",
+        argv=tuple(argv),
         started_at=started_text(started_at),
         duration_s=round(duration_s, 3),
         host=host_info(),
@@ -221,6 +224,7 @@ def open_result(
         prediction=prediction,
         timeline=tuple(timeline),
         client=ClientFigures(workers=workers, established=totals.established),
+        latency=Latency.of(totals.latency),
         notes=tuple(notes),
         churn=churn,
     )

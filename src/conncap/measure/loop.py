@@ -95,6 +95,8 @@ class ClientTotals:
     """Churn: sockets in TIME_WAIT in the client's namespace (the largest a pool read)."""
     latency: Histogram = field(default_factory=Histogram)
     """Connect latency, cumulative (``conncap.latency``)."""
+    rss_bytes: int = 0
+    """The live pools' workers' resident memory."""
 
 
 @dataclass(slots=True)
@@ -242,6 +244,7 @@ class Measurement:
         for pool in self._live:
             cs = pool.stats()
             latencies.append(_latency_of(cs))
+            t.rss_bytes += int(getattr(cs, "rss_bytes", 0) or 0)
             t.held += int(cs.held)
             t.established += int(cs.established)
             t.attempts += int(cs.attempts)

@@ -14,7 +14,7 @@ import dataclasses
 import datetime as _dt
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from conncap import __version__, analysis
@@ -23,8 +23,16 @@ from conncap.engine import ClientPool, OpenPlan, ServerPool, Target, per_worker_
 from conncap.engine.protocol import server_worker_fds
 from conncap.errors import RunFailed, UsageError
 from conncap.limits import HostLimits
-from conncap.measure import Launch, Measurement
-from conncap.result import Ceiling, Prediction, Result, Sample, ServerFigures, json_object
+from conncap.measure import Launch, Measurement, OnEvent
+from conncap.result import (
+    Ceiling,
+    Latency,
+    Prediction,
+    Result,
+    Sample,
+    ServerFigures,
+    json_object,
+)
 from conncap.run import ports as portmod
 from conncap.run import steps as st
 from conncap.run import verdict
@@ -104,12 +112,15 @@ class Experiment:
         pick_ports: Callable[..., list[int]] = portmod.pick_ports_outside,
         clock: Callable[[], float] = time.monotonic,
         isolated: IsolatedSides | None = None,
+        argv: Sequence[str] = (),
+        on_event: OnEvent | None = None,
     ) -> None:
         """``isolated``: the two namespaces of ``--isolated`` (``config`` then has their
         ``host``, ``server_netns`` and ``client_netns``); limits, source addresses, the
         client's sockets and the server's counters are read from them."""
         config.check()
         self.config = config
+        self.argv = tuple(argv)
         self.limits = limits
         self.isolated = isolated
         self.observer: Observer = observer or Silent()
@@ -135,6 +146,7 @@ class Experiment:
             clock=clock,
             make_client=lambda la: self._make_client(la.plan, netns=la.netns, nofile=la.nofile),
             on_sample=self._on_sample,
+            on_event=on_event,
         )
         self.timeline: list[Sample] = self.m.timeline
         self._current: StepRun | None = None
@@ -589,6 +601,7 @@ class Experiment:
         result = Result(
             conncap_version=__version__,
             command="run",
+            argv=self.argv,
             started_at=started_text(started),
             duration_s=round(duration, 3),
             host=host_info(),
@@ -615,6 +628,7 @@ class Experiment:
                 guard_bytes=self._guard_bytes,
                 mem_start=self._mem_start,
             ),
+            latency=Latency.of(totals.latency),
             limits=limits_to_json(self.limits) if self.limits is not None else None,
             server_limits=(
                 limits_to_json(self._server_limits)
