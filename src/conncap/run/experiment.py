@@ -23,7 +23,7 @@ from conncap.engine import ClientPool, OpenPlan, ServerPool, Target, per_worker_
 from conncap.engine.protocol import server_worker_fds
 from conncap.errors import RunFailed, UsageError
 from conncap.limits import HostLimits
-from conncap.measure import Launch, Measurement, OnEvent
+from conncap.measure import ClientTotals, Launch, Measurement, OnEvent
 from conncap.result import (
     Ceiling,
     Latency,
@@ -114,6 +114,7 @@ class Experiment:
         isolated: IsolatedSides | None = None,
         argv: Sequence[str] = (),
         on_event: OnEvent | None = None,
+        watch: Callable[[Sample, ClientTotals], None] | None = None,
     ) -> None:
         """``isolated``: the two namespaces of ``--isolated`` (``config`` then has their
         ``host``, ``server_netns`` and ``client_netns``); limits, source addresses, the
@@ -121,6 +122,7 @@ class Experiment:
         config.check()
         self.config = config
         self.argv = tuple(argv)
+        self._watch = watch
         self.limits = limits
         self.isolated = isolated
         self.observer: Observer = observer or Silent()
@@ -458,7 +460,10 @@ class Experiment:
     # ---- sampling -------------------------------------------------------------------------
 
     def _on_sample(self, sample: Sample) -> None:
-        """Every sample of the measurement: the step's peak and the live view."""
+        """Every sample of the measurement: the step's peak, the live view, and ``watch``
+        (the event stream and the metrics)."""
+        if self._watch is not None:
+            self._watch(sample, self.m.last_totals)
         step = self._current
         if step is None:
             return
@@ -482,6 +487,8 @@ class Experiment:
                 server_held=sample.server_held or 0,
                 elapsed=self.m.now(),
                 max_duration=self.config.max_duration,
+                latency_p50_ms=sample.latency_p50_ms,
+                latency_p99_ms=sample.latency_p99_ms,
             )
         )
 
