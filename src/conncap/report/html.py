@@ -22,7 +22,8 @@ from conncap.analysis import cause_of_name
 from conncap.errors import UsageError
 from conncap.report import summary as prose
 from conncap.report.markup import e, fmt
-from conncap.report.plots import plot_failures, plot_held, plot_memory, plot_rate
+from conncap.report.observe import latency_html, reproduce_html
+from conncap.report.plots import plot_failures, plot_held, plot_latency, plot_memory, plot_rate
 from conncap.report.scenario import CSS as SCENARIO_CSS
 from conncap.report.scenario import expectations_html, is_scenario, steps_html, verdict_html
 from conncap.report.summary import about, format_bytes
@@ -407,6 +408,7 @@ def render(result: Result) -> str:
                 no_failures,
             ),
         ),
+        ("Connect latency", latency_html(result, plot_latency(result))),
         *([("Steps: attribution and what was observed", steps_html(result))] if scenario else []),
         ("Failures and ceiling", _failures_html(result)),
         *(
@@ -417,6 +419,7 @@ def render(result: Result) -> str:
         ("Memory per connection", _memory_html(result)),
         ("Plan and steps", _plan_html(result)),
         ("Host limits", _limits_html(result)),
+        ("Reproduce this run", reproduce_html(result)),
     ]
     body = "".join(
         f"<section><h2>{e(title)}</h2>{content}</section>" for title, content in sections
@@ -468,6 +471,28 @@ def build(
     if out.resolve() == Path(result_path).resolve():
         raise UsageError(f"{out}: that is the result itself; choose another file with -o")
     text = render(loaded)
+    try:
+        return write_text_atomic(out, text)
+    except OSError as exc:
+        raise UsageError(f"{out}: cannot write the report ({exc.strerror or exc})") from None
+
+
+def build_compare(
+    a_path: str | os.PathLike[str],
+    b_path: str | os.PathLike[str],
+    output: str | os.PathLike[str] | None = None,
+) -> Path:
+    """Load two results, render their comparison (:mod:`conncap.report.compare`), write it
+    atomically (default: A-vs-B.html next to A)."""
+    from conncap.report.compare import render_compare
+
+    a, b = load_result(a_path), load_result(b_path)
+    pa, pb = Path(a_path), Path(b_path)
+    out = Path(output) if output is not None else pa.with_name(f"{pa.stem}-vs-{pb.stem}.html")
+    if out.resolve() in (pa.resolve(), pb.resolve()):
+        raise UsageError(f"{out}: that is one of the results; choose another file with -o")
+    la, lb = (pa.name, pb.name) if pa.name != pb.name else (str(pa), str(pb))
+    text = render_compare(a, b, la, lb)
     try:
         return write_text_atomic(out, text)
     except OSError as exc:
