@@ -56,7 +56,7 @@ def test_run_report_has_latency_and_how_to_reproduce() -> None:
     assert "conncap run --count 100000 --out results/" in page
     # an older result says what it lacks, never invents it
     old = report.render(typed(load(RUN)))
-    assert "Connect latency: not measured" in old and "not recorded" in old
+    assert "Connect latency: none in this result" in old and "not recorded" in old
 
 
 @pytest.mark.browser

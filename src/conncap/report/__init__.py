@@ -5,13 +5,7 @@ in words (:mod:`.summary`)."""
 
 from __future__ import annotations
 
-from conncap.report.html import (
-    CSP,
-    build,
-    build_compare,
-    default_output,
-    render,
-    write_text_atomic,
-)
+from conncap.report.compare import build_compare
+from conncap.report.html import CSP, build, default_output, render, write_text_atomic
 
 __all__ = ["CSP", "build", "build_compare", "default_output", "render", "write_text_atomic"]

@@ -5,14 +5,18 @@ overlaid, the ceilings, memory per connection and the latency percentiles."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
+from pathlib import Path
 
 from conncap import __version__
+from conncap.errors import UsageError
+from conncap.report.html import CSP, write_text_atomic
 from conncap.report.markup import e, fmt
 from conncap.report.observe import MEASURES, latency_table, reproduce_html
 from conncap.report.plots import plot_compare
 from conncap.report.summary import format_bytes
-from conncap.result import Latency, Result
+from conncap.result import Latency, Result, load_result
 
 _CSS = """
 body { margin:0; color:#1f2328; font: 15px/1.5 system-ui, "DejaVu Sans", sans-serif; }
@@ -112,8 +116,6 @@ def _latency_tables(runs: Sequence[tuple[str, Result]]) -> str:
 
 def render_compare(a: Result, b: Result, label_a: str = "A", label_b: str = "B") -> str:
     """The comparison page of two results as one HTML string."""
-    from conncap.report.html import CSP
-
     runs = [(label_a, a), (label_b, b)]
     head = f"<tr><th></th><th>{e(label_a)}</th><th>{e(label_b)}</th></tr>"
     body = "".join(
@@ -169,3 +171,23 @@ def render_compare(a: Result, b: Result, label_a: str = "A", label_b: str = "B")
         f'</header>{html_body}<footer class="meta">rendered by conncap {e(__version__)}'
         "</footer></main></body></html>\n"
     )
+
+
+def build_compare(
+    a_path: str | os.PathLike[str],
+    b_path: str | os.PathLike[str],
+    output: str | os.PathLike[str] | None = None,
+) -> Path:
+    """Load two results, render their comparison (:mod:`conncap.report.compare`), write it
+    atomically (default: A-vs-B.html next to A)."""
+    a, b = load_result(a_path), load_result(b_path)
+    pa, pb = Path(a_path), Path(b_path)
+    out = Path(output) if output is not None else pa.with_name(f"{pa.stem}-vs-{pb.stem}.html")
+    if out.resolve() in (pa.resolve(), pb.resolve()):
+        raise UsageError(f"{out}: that is one of the results; choose another file with -o")
+    la, lb = (pa.name, pb.name) if pa.name != pb.name else (str(pa), str(pb))
+    text = render_compare(a, b, la, lb)
+    try:
+        return write_text_atomic(out, text)
+    except OSError as exc:
+        raise UsageError(f"{out}: cannot write the report ({exc.strerror or exc})") from None

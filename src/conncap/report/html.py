@@ -475,25 +475,3 @@ def build(
         return write_text_atomic(out, text)
     except OSError as exc:
         raise UsageError(f"{out}: cannot write the report ({exc.strerror or exc})") from None
-
-
-def build_compare(
-    a_path: str | os.PathLike[str],
-    b_path: str | os.PathLike[str],
-    output: str | os.PathLike[str] | None = None,
-) -> Path:
-    """Load two results, render their comparison (:mod:`conncap.report.compare`), write it
-    atomically (default: A-vs-B.html next to A)."""
-    from conncap.report.compare import render_compare
-
-    a, b = load_result(a_path), load_result(b_path)
-    pa, pb = Path(a_path), Path(b_path)
-    out = Path(output) if output is not None else pa.with_name(f"{pa.stem}-vs-{pb.stem}.html")
-    if out.resolve() in (pa.resolve(), pb.resolve()):
-        raise UsageError(f"{out}: that is one of the results; choose another file with -o")
-    la, lb = (pa.name, pb.name) if pa.name != pb.name else (str(pa), str(pb))
-    text = render_compare(a, b, la, lb)
-    try:
-        return write_text_atomic(out, text)
-    except OSError as exc:
-        raise UsageError(f"{out}: cannot write the report ({exc.strerror or exc})") from None

@@ -50,8 +50,8 @@ def latency_html(result: Result, plot: str | None) -> str:
     rows += [(f"step {s.name}", s.latency) for s in result.steps if s.latency is not None]
     if not rows:
         return (
-            '<p class="na">Connect latency: not measured (the result was written by a conncap '
-            "that did not measure it, or no connection was established).</p>"
+            '<p class="na">Connect latency: none in this result (written by a conncap from '
+            "before it was measured, or no connection was established).</p>"
         )
     out = latency_table(rows)
     if plot is not None:
