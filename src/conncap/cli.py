@@ -78,6 +78,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run conncap; returns an :class:`ExitStatus` value."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    # the exact command line, for the result (a report says how to reproduce the run)
+    args._argv = ["conncap", *(sys.argv[1:] if argv is None else argv)]
     if args.command is None:
         parser.print_help(sys.stderr)
         return ExitStatus.USAGE

@@ -70,6 +70,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--nodes", type=int, metavar="N", help="with --cluster: use N nodes (default: all)"
     )
+    from conncap.observe import add_observe_arguments
+
+    add_observe_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -85,6 +88,7 @@ def run(args: argparse.Namespace) -> int:
     from conncap.errors import UsageError
     from conncap.exitcodes import ExitStatus
     from conncap.measure import Launch, Measurement
+    from conncap.observe.session import Observers
     from conncap.probes.target import local_target
     from conncap.result import write_atomic
 
@@ -98,6 +102,8 @@ def run(args: argparse.Namespace) -> int:
     from conncap.commands.open_plan import build_plan
 
     if wants_churn(args):  # churn: open --lifetime S --rate R (docs/engine.md)
+        if args.events or args.metrics:
+            raise UsageError("--events and --metrics do not work with --lifetime yet")
         return run_churn(args)
     if args.count is None:
         args.count = 1000
@@ -106,22 +112,32 @@ def run(args: argparse.Namespace) -> int:
         plan = dataclasses.replace(plan, send=parse_send(args.send))
     check_plan(plan)
     console = Console(stderr=True)
+    obs = Observers.from_args(args, "open", say=lambda line: console.print(line, markup=False))
     for note in notes:
         console.print(f"conncap: {note}")
     prediction = predict(plan, args.nofile)
 
     stop = threading.Event()
 
-    def on_signal(_signum: int, _frame: object) -> None:
+    def on_signal(signum: int, _frame: object) -> None:
+        obs.on_signal(signum)
         stop.set()
 
+    argv = getattr(args, "_argv", ())
+    obs.start(argv, plan=plan.to_json())
     old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     started = dt.datetime.now(dt.UTC)
     probe, read_target = local_target(plan.destinations())
+
+    def on_sample(s: Sample) -> None:
+        _progress(console, s, plan.count)
+        obs.on_sample(s, m.last_totals)
+
     m = Measurement(
         stop=stop,
         deadline_s=args.max_duration,
-        on_sample=lambda s: _progress(console, s, plan.count),
+        on_sample=on_sample,
+        on_event=obs.on_event,
         probe=probe,
         target=read_target,
     )
@@ -152,6 +168,7 @@ def run(args: argparse.Namespace) -> int:
         _, problems = m.close()
         for s, h in old.items():
             signal.signal(s, h)
+        obs.close(stop_reason=stop_reason, held_at_end=m.last_totals.held)
     duration = m.now()
     if console.is_terminal:
         console.print()
@@ -169,6 +186,7 @@ def run(args: argparse.Namespace) -> int:
         notes=[*notes, *(f"clean-up: {exc}" for exc in problems)],
         closes=step.facts.closes if step.facts is not None else None,
         target=m.target,
+        argv=argv,
     )
     if args.json:
         write_atomic(args.json, result)
@@ -220,8 +238,42 @@ def _progress(console: Console, sample: Sample, requested: int) -> None:
     by_cause = sample.failures_by_cause
     fails = ", ".join(f"{k} {v:,}" for k, v in sorted(by_cause.items())) or "none"
     console.print(
-        f"held {sample.held:,}/{requested:,} · {sample.rate:,.0f} conn/s · failures {fails}",
+        f"held {sample.held:,}/{requested:,} · {sample.rate:,.0f} conn/s{latency_text(sample)} · "
+        f"failures {fails}",
         end="\r" if console.is_terminal else "\n",
+    )
+
+
+def latency_text(sample: Sample) -> str:
+    """`` · connect p50/p99 A/B ms`` of the sample's interval (empty when none completed)."""
+    p50, p99 = sample.latency_p50_ms, sample.latency_p99_ms
+    if p50 is None or p99 is None:
+        return ""
+    from conncap.latency import format_ms
+
+    return f" · connect p50/p99 {format_ms(p50)}/{format_ms(p99)} ms"
+
+
+def latency_line(r: Result) -> str | None:
+    """The summary's latency line (None: no connection measured)."""
+    from conncap.latency import format_ms
+
+    lat = r.latency
+    if lat is None:
+        return None
+    parts = [
+        f"{name} {format_ms(v)} ms"
+        for name, v in (
+            ("p50", lat.p50_ms),
+            ("p90", lat.p90_ms),
+            ("p99", lat.p99_ms),
+            ("p99.9", lat.p999_ms),
+            ("max", lat.max_ms),
+        )
+        if v is not None
+    ]
+    return f"connect latency (connect() to writable, {lat.count:,} connections): " + ", ".join(
+        parts
     )
 
 
@@ -236,6 +288,9 @@ def _summary(console: Console, r: Result) -> None:
         console.print("failures: " + ", ".join(f"{k} {v:,}" for k, v in sorted(r.failures.items())))
     for line in server_lines(r):
         console.print(line, markup=False)
+    lat = latency_line(r)
+    if lat is not None:
+        console.print(lat, markup=False)
     if c.reached:
         count = f"{c.count:,}" if c.count is not None else "?"
         sure = f", {c.certainty}" if c.certainty else ""

@@ -139,6 +139,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     # --client-nofile/--server-nofile are run's own (above): one flag per setting.
     add_isolated_arguments(parser)
+    from conncap.observe import add_observe_arguments
+
+    add_observe_arguments(parser)
 
 
 def rerun_argv(args: argparse.Namespace) -> list[str]:
@@ -165,9 +168,11 @@ def rerun_argv(args: argparse.Namespace) -> list[str]:
     ):
         if value is not None:
             argv += [flag, str(value)]
-    for flag, path in (("--json", args.json), ("--out", args.out)):
+    if getattr(args, "metrics", None):
+        argv += ["--metrics", args.metrics]
+    for flag, path in (("--json", args.json), ("--out", args.out), ("--events", args.events)):
         if path:
-            argv += [flag, os.path.abspath(path)]
+            argv += [flag, path if path == "-" else os.path.abspath(path)]
     for flag, on in (
         ("--no-escalate", not args.escalate),
         ("--isolated", args.isolated),
@@ -224,8 +229,10 @@ def run(args: argparse.Namespace) -> int:
 
     from conncap.errors import RunFailed, UsageError
     from conncap.exitcodes import ExitStatus
+    from conncap.observe.session import Observers
     from conncap.result import Result, write_atomic
     from conncap.run import Experiment, RunConfig
+    from conncap.run.config import Observer, Progress
     from conncap.run.live import LiveView, print_summary
     from conncap.scenarios.isolated import (
         MAX_SOURCE_IPS,
@@ -285,19 +292,43 @@ def run(args: argparse.Namespace) -> int:
 
         support.check_support().require()  # RunFailed: one line saying what is missing
 
-    console = Console(highlight=False, soft_wrap=True)
+    # with --events -, stdout is the event stream: everything else goes to stderr
+    console = Console(highlight=False, soft_wrap=True, stderr=args.events == "-")
     mode = "quiet" if args.quiet else ("live" if console.is_terminal else "plain")
     stop = threading.Event()
+    obs = Observers.from_args(args, "run", say=lambda line: console.print(line, markup=False))
 
-    def on_signal(_signum: int, _frame: object) -> None:
+    def on_signal(signum: int, _frame: object) -> None:
+        obs.on_signal(signum)
         if stop.is_set():  # a second Ctrl-C: stop waiting (the clean-up still runs)
             raise KeyboardInterrupt
         stop.set()
 
+    class Tee:
+        """The live view, and the event stream for the run's lines."""
+
+        def __init__(self, view: Observer) -> None:
+            self.view = view
+
+        def event(self, text: str) -> None:
+            self.view.event(text)
+            obs.message(text)
+
+        def progress(self, p: Progress) -> None:
+            self.view.progress(p)
+
     doc: Result | None = None
     late: RunFailed | KeyboardInterrupt | None = None
+    argv = getattr(args, "_argv", ())
     try:
         with ExitStack() as stack:
+            obs.start(argv, config=config.to_json())
+            stack.callback(
+                lambda: obs.close(
+                    stop_reason=doc.stop_reason if doc is not None else "error",
+                    held_at_end=doc.held_at_end if doc is not None else None,
+                )
+            )
             # The namespaces exist only inside this block: removed on success, on an error
             # and on Ctrl-C (a Ctrl-C while they are built or removed is a KeyboardInterrupt).
             pair = stack.enter_context(isolated_pair(settings)) if settings is not None else None
@@ -313,7 +344,15 @@ def run(args: argparse.Namespace) -> int:
                 old[sig] = signal.signal(sig, on_signal)
             try:
                 with LiveView(console, mode) as view:
-                    doc = Experiment(config, observer=view, stop_event=stop, isolated=pair).run()
+                    doc = Experiment(
+                        config,
+                        observer=Tee(view),
+                        stop_event=stop,
+                        isolated=pair,
+                        argv=argv,
+                        on_event=obs.on_event,
+                        watch=obs.on_sample,
+                    ).run()
             finally:
                 for sig, handler in old.items():
                     signal.signal(sig, handler)

@@ -34,6 +34,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--nofile", type=int, metavar="N", help="each worker's RLIMIT_NOFILE (default: hard limit)"
     )
     parser.add_argument("--json", metavar="FILE", help="write the server's stats here at the end")
+    from conncap.observe import add_observe_arguments
+
+    add_observe_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -46,9 +49,12 @@ def run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from conncap.engine import ServerPool
+    from conncap.engine.connector import read_time_wait
     from conncap.engine.plan import parse_ports_arg
     from conncap.errors import RunFailed, UsageError
     from conncap.exitcodes import ExitStatus
+    from conncap.observe.figures import from_server
+    from conncap.observe.session import Observers
     from conncap.result import part_to_json, write_atomic
 
     if args.ports:
@@ -71,10 +77,12 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--nofile must be at least 16")
 
     console = Console(stderr=True)
+    obs = Observers.from_args(args, "serve", say=lambda line: console.print(line, markup=False))
     stop = threading.Event()
     why: list[int] = []
 
     def on_signal(signum: int, _frame: object) -> None:
+        obs.on_signal(signum)
         why.append(signum)
         stop.set()
 
@@ -91,6 +99,7 @@ def run(args: argparse.Namespace) -> int:
     )
     timeline: list[dict[str, object]] = []
     try:
+        obs.start(getattr(args, "_argv", ()), bind=args.bind, workers=args.workers, mode=args.mode)
         pool.start()
         shown = pool.ports if len(pool.ports) <= 4 else [pool.ports[0], pool.ports[-1]]
         where = ", ".join(str(p) for p in shown) if len(pool.ports) <= 4 else "{}-{}".format(*shown)
@@ -99,10 +108,12 @@ def run(args: argparse.Namespace) -> int:
             if args.close_after is not None
             else ""
         )
-        console.print(
+        listening = (
             f"conncap serve: listening on {args.bind} port {where}, {args.workers} worker(s), "
-            f"{args.mode} mode{closing}; Ctrl-C stops"
+            f"{args.mode} mode{closing}"
         )
+        console.print(f"{listening}; Ctrl-C stops", markup=False)
+        obs.message(listening)
         t0 = time.monotonic()
         last_acc, last_t, last_print = 0, t0, 0.0
         while not stop.wait(0.25):
@@ -110,15 +121,28 @@ def run(args: argparse.Namespace) -> int:
             st = pool.stats()
             rate = (st.accepted - last_acc) / max(1e-6, now - last_t)
             last_acc, last_t = st.accepted, now
-            timeline.append(
-                {
-                    "t": round(now - t0, 3),
-                    "held": st.held,
-                    "accepted": st.accepted,
-                    "rate": round(rate, 1),
-                    "errors": dict(st.errors_by_cause),
-                }
-            )
+            point: dict[str, object] = {
+                "t": round(now - t0, 3),
+                "held": st.held,
+                "accepted": st.accepted,
+                "rate": round(rate, 1),
+                "errors": dict(st.errors_by_cause),
+            }
+            timeline.append(point)
+            if obs.active:
+                tw = read_time_wait() if obs.metrics_on else None
+                obs.set_figures(
+                    from_server(
+                        held=st.held,
+                        accepted=st.accepted,
+                        errors_by_cause=st.errors_by_cause,
+                        rss_bytes=st.rss_bytes,
+                        time_wait=tw,
+                    )
+                )
+                obs.write(
+                    "sample", **{("sample_t" if k == "t" else k): v for k, v in point.items()}
+                )
             if now - last_print >= (0.5 if console.is_terminal else 5.0):
                 last_print = now
                 console.print(_line(st, rate), end="\r" if console.is_terminal else "\n")
@@ -130,6 +154,7 @@ def run(args: argparse.Namespace) -> int:
         final = pool.stop(timeout=2.0)
         for s, h in old.items():
             signal.signal(s, h)
+        obs.close(held=final.held, accepted=final.accepted)
     if console.is_terminal:
         console.print()
     console.print(_line(final, 0.0, final=True))

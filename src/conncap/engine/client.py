@@ -17,6 +17,7 @@ from conncap.engine import classify as cl
 from conncap.engine.plan import OpenPlan, check_plan
 from conncap.engine.procs import WorkerSet
 from conncap.engine.protocol import ClientConfig, ClientSnapshot
+from conncap.latency import Histogram, merge_all
 from conncap.model.churn import time_wait_dominates
 from conncap.result import JsonValue
 
@@ -104,6 +105,8 @@ class ClientStats:
     rss_bytes: int
     workers: int
     extra: ClientExtra = field(default_factory=ClientExtra)
+    latency: Histogram = field(default_factory=Histogram)
+    """Connect latency over every worker (cumulative; ``conncap.latency``)."""
 
 
 class ClientPool:
@@ -265,6 +268,10 @@ class ClientPool:
             extra=ClientExtra(
                 **(self._churn_extra(snaps) if self.plan.lifetime is not None else {}),
                 **server_close_extra(snaps),
+            ),
+            latency=merge_all(
+                Histogram.of(s.get("lat", ()), s.get("lat_sum", 0), s.get("lat_max", 0))
+                for s in snaps
             ),
         )
 

@@ -56,11 +56,12 @@ import socket
 import struct
 import time
 from array import array
+from bisect import bisect_right
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from conncap import procfs
+from conncap import latency, procfs
 from conncap.engine import poller as pl
 from conncap.engine import protocol
 from conncap.engine.acceptor import rss_bytes
@@ -232,6 +233,11 @@ class Connector:
         self.pair_of = array("I", bytes(4 * size))
         #: Which message slot (1..MSG_SLOTS, MSG_OTHER) a held connection's first bytes took.
         self.msg_of = bytearray(size)
+        # connect latency (conncap.latency): monotonic_ns at connect() by fd, and a histogram
+        self.t_ns = array("q", bytes(8 * size))
+        self.lat = array("Q", bytes(8 * latency.BUCKETS))
+        self.lat_sum = 0
+        self.lat_max = 0
         # explicit mode: each pair walks the same slice of the port range
         lo, hi = port_range if port_range is not None else read_port_range()
         self.slice = (lo, hi)
@@ -404,6 +410,8 @@ class Connector:
         ipproto_ip = socket.IPPROTO_IP
         linger = self.churn and self.close_mode == "rst"
         recverr = self.recverr
+        monotonic_ns = time.monotonic_ns
+        t_ns = self.t_ns
         size = len(state)
         rr = self.rr
         launched = 0
@@ -445,6 +453,7 @@ class Connector:
                 # explicit: that one port is taken (skip it); kernel: the source IP is not usable
                 self._fail(exc.errno or 0, pi, op="bind")
                 continue
+            t_connect = monotonic_ns()
             try:
                 err = s.connect_ex(addrs[pi])
             except OSError as exc:
@@ -454,9 +463,11 @@ class Connector:
                 if fd >= size:
                     self._grow(fd)
                     state, started, pair_of = self.state, self.started, self.pair_of
+                    t_ns = self.t_ns
                     size = len(state)
                 state[fd] = CONNECTING
                 started[fd] = now
+                t_ns[fd] = t_connect
                 pair_of[fd] = pi
                 register(fd, mask)
                 inflight += 1
@@ -495,6 +506,7 @@ class Connector:
         self.started.extend(array("d", bytes(8 * extra)))
         self.pair_of.extend(array("I", bytes(4 * extra)))
         self.msg_of.extend(bytes(extra))
+        self.t_ns.extend(array("q", bytes(8 * extra)))
 
     def _on_events(self, events: list[tuple[int, int]]) -> None:
         state = self.state
@@ -506,6 +518,9 @@ class Connector:
         due = now + (self.lifetime or 0.0) if churn else 0.0
         started = self.started
         send = self.send
+        now_ns = time.monotonic_ns()  # the wake-up that reports these handshakes
+        t_ns, lat, bounds = self.t_ns, self.lat, latency.BOUNDS_NS
+        lat_sum, lat_max = 0, self.lat_max
         for fd, ev in events:
             st = state[fd]
             if st == CONNECTING:
@@ -515,6 +530,11 @@ class Connector:
                     continue
                 state[fd] = HELD
                 ok_n += 1
+                d = now_ns - t_ns[fd]
+                lat[bisect_right(bounds, d)] += 1
+                lat_sum += d
+                if d > lat_max:
+                    lat_max = d
                 if churn:
                     self._schedule_close(fd, due)
                 else:
@@ -530,6 +550,8 @@ class Connector:
             elif st == CONTROL:
                 self._on_control()
         if ok_n:
+            self.lat_sum += lat_sum
+            self.lat_max = lat_max
             self.ok += ok_n
             self.held += ok_n
             self.streak = 0
@@ -835,6 +857,9 @@ class Connector:
             "dropped": {str(k): v for k, v in self.dropped.items()},
             "ceiling": self.ceiling,
             "rss": rss_bytes(),
+            "lat": latency.trimmed(self.lat),
+            "lat_sum": self.lat_sum,
+            "lat_max": self.lat_max,
         }
 
     def close_all(self, reset: bool = True) -> None:

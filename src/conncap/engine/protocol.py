@@ -195,6 +195,10 @@ class ClientSnapshot(TypedDict, total=False):
     icmp: dict[str, int]
     #: ``--send``: first messages never acknowledged within the timeout.
     unacked: int
+    #: Connect latency (``conncap.latency``): bucket counts, sum and max in nanoseconds.
+    lat: list[int]
+    lat_sum: int
+    lat_max: int
 
 
 class ServerSnapshot(TypedDict, total=False):

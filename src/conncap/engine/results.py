@@ -20,6 +20,7 @@ from conncap.result import (
     ClientFigures,
     Host,
     JsonValue,
+    Latency,
     Prediction,
     Result,
     Sample,
@@ -242,6 +243,7 @@ def open_result(
     churn: Mapping[str, JsonValue] | None = None,
     closes: ServerCloses | None = None,
     target: TargetSide | None = None,
+    argv: Sequence[str] = (),
 ) -> Result:
     """The result of one ``open`` run (docs/result-schema.md); with a ``churn`` object for
     ``open --lifetime``, what the server did to established connections (``closes``) and its
@@ -249,6 +251,7 @@ def open_result(
     return Result(
         conncap_version=__version__,
         command="open",
+        argv=tuple(argv),
         started_at=started_text(started_at),
         duration_s=round(duration_s, 3),
         host=host_info(),
@@ -265,6 +268,7 @@ def open_result(
         prediction=prediction,
         timeline=tuple(timeline),
         client=ClientFigures(workers=workers, established=totals.established),
+        latency=Latency.of(totals.latency),
         notes=tuple(notes),
         churn=churn,
         closes=closes,

@@ -5,6 +5,7 @@ from conncap.measure.loop import (
     Launch,
     MeasuredStep,
     Measurement,
+    OnEvent,
     Probe,
     growth,
 )
@@ -16,6 +17,7 @@ __all__ = [
     "Launch",
     "MeasuredStep",
     "Measurement",
+    "OnEvent",
     "Probe",
     "StepFacts",
     "Verdict",

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from conncap.errors import RunFailed
+from conncap.latency import Histogram, merge_all
 from conncap.measure.verdict import ClientStop, StepFacts, Verdict, decide
 from conncap.result import (
     Sample,
@@ -99,6 +100,10 @@ class ClientTotals:
     """Churn: connections the client closed at their lifetime (None: no churn pool)."""
     time_wait: int | None = None
     """Churn: sockets in TIME_WAIT in the client's namespace (the largest a pool read)."""
+    latency: Histogram = field(default_factory=Histogram)
+    """Connect latency, cumulative (``conncap.latency``)."""
+    rss_bytes: int = 0
+    """The live pools' workers' resident memory."""
 
 
 @dataclass(slots=True)
@@ -126,6 +131,20 @@ class MeasuredStep:
 
     def client_stats(self) -> list[Any]:
         return [p.stats() for p in self.pools]
+
+    def latency(self) -> Histogram:
+        """Connect latency of this step's pools (their connections only)."""
+        return merge_all(_latency_of(cs) for cs in self.client_stats())
+
+
+def _latency_of(stats: Any) -> Histogram:
+    """A pool's latency histogram (a pool that measures none: empty)."""
+    h = getattr(stats, "latency", None)
+    return h if isinstance(h, Histogram) else Histogram()
+
+
+#: An event of the measurement for the event stream: its type and its fields.
+OnEvent = Callable[[str, Mapping[str, object]], None]
 
 
 def _add(into: dict[str, int], more: Mapping[str, int]) -> None:
@@ -158,11 +177,13 @@ class Measurement:
         make_client: Callable[[Launch], ClientPoolLike] = _make_client_pool,
         on_sample: Callable[[Sample], None] | None = None,
         target: Callable[[], TargetSide | None] | None = None,
+        on_event: OnEvent | None = None,
     ) -> None:
         """``deadline_s``: seconds from now after which every ramp and hold stops with
-        ``max-duration``; ``on_sample`` sees every sample (the live view); ``target`` reads the
-        server's side of a target on this host when a step concludes (a server conncap does
-        not own)."""
+        ``max-duration``; ``on_sample`` sees every sample (the live view, the event stream,
+        the metrics); ``on_event`` each step's start and end and each ceiling reached;
+        ``target`` reads the server's side of a target on this host when a step concludes (a
+        server conncap does not own)."""
         self.read_target = target
         self.target: TargetSide | None = None
         self.clock = clock
@@ -175,6 +196,9 @@ class Measurement:
         self.server: ServerLike | None = None
         self._make_client = make_client
         self._on_sample = on_sample
+        self._on_event = on_event
+        #: The client's totals at the last sample (the live figures between samples).
+        self.last_totals = ClientTotals()
         self._live: list[ClientPoolLike] = []
         self._done = ClientTotals()
         self._last_established = 0
@@ -228,8 +252,11 @@ class Measurement:
             attempts=self._done.attempts,
             established=self._done.established,
         )
+        latencies = [self._done.latency]
         for pool in self._live:
             cs = pool.stats()
+            latencies.append(_latency_of(cs))
+            t.rss_bytes += int(getattr(cs, "rss_bytes", 0) or 0)
             t.held += int(cs.held)
             t.established += int(cs.established)
             t.attempts += int(cs.attempts)
@@ -241,6 +268,7 @@ class Measurement:
                 t.closed = (t.closed or 0) + int(extra["closed"])
             if "time_wait" in extra:
                 t.time_wait = max(t.time_wait or 0, int(extra["time_wait"]))
+        t.latency = merge_all(latencies)
         return t
 
     def held(self) -> int:
@@ -274,6 +302,13 @@ class Measurement:
             s["time_wait"] = totals.time_wait
         if totals.closed is not None:
             s["closed"] = totals.closed
+        interval = totals.latency.since(self.last_totals.latency)
+        if interval.count:  # the handshakes completed since the last sample
+            for key, q in (("latency_p50_ms", 0.5), ("latency_p99_ms", 0.99)):
+                ns = interval.percentile_ns(q)
+                if ns is not None:
+                    s[key] = round(ns / 1e6, 4)
+        self.last_totals = totals
         if self.server is not None:
             ss = self.server.stats()
             s["server_held"] = ss.held
@@ -304,6 +339,7 @@ class Measurement:
             server_errnos_start=dict(ss.errors) if ss is not None else {},
         )
         self.steps.append(step)
+        self._event("step-start", step=name, requested=step.requested, pools=len(launches))
         for launch in launches:
             pool = self._make_client(launch)
             step.pools.append(pool)
@@ -439,7 +475,38 @@ class Measurement:
             facts = dataclasses.replace(facts, target=self.target)
         step.facts = facts
         step.verdict = decide(facts, short_is_ceiling=short_is_ceiling)
+        self._conclusion_events(step, step.verdict, client_held)
         return step.verdict
+
+    def _event(self, kind: str, **fields: object) -> None:
+        if self._on_event is not None:
+            self._on_event(kind, fields)
+
+    def _conclusion_events(self, step: MeasuredStep, verdict: Verdict, held: int) -> None:
+        if self._on_event is None:
+            return
+        c = verdict.ceiling()
+        if c.reached:
+            self._event(
+                "ceiling",
+                step=step.name,
+                count=c.count,
+                cause=c.cause,
+                side=c.side,
+                errno=c.errno,
+                op=c.op,
+                evidence=c.evidence,
+            )
+        lat = step.latency().summary()
+        self._event(
+            "step-end",
+            step=step.name,
+            outcome=step.outcome,
+            held=held,
+            ceiling=c.cause if c.reached else None,
+            latency_p50_ms=lat.p50_ms,
+            latency_p99_ms=lat.p99_ms,
+        )
 
     # ---- the end --------------------------------------------------------------------------------
 
@@ -458,6 +525,7 @@ class Measurement:
         _add(self._done.failures, final.failures)
         _add(self._done.failures_by_cause, final.failures_by_cause)
         _add(self._done.dropped, final.dropped)
+        self._done.latency = self._done.latency + _latency_of(final)
 
     def pause_clients(self) -> None:
         """Stop opening (held connections stay): the memory guard."""

@@ -22,7 +22,15 @@ from conncap.analysis import cause_of_name
 from conncap.errors import UsageError
 from conncap.report import summary as prose
 from conncap.report.markup import e, fmt
-from conncap.report.plots import plot_failures, plot_held, plot_memory, plot_nodes, plot_rate
+from conncap.report.observe import latency_html, reproduce_html
+from conncap.report.plots import (
+    plot_failures,
+    plot_held,
+    plot_latency,
+    plot_memory,
+    plot_nodes,
+    plot_rate,
+)
 from conncap.report.scenario import CSS as SCENARIO_CSS
 from conncap.report.scenario import expectations_html, is_scenario, steps_html, verdict_html
 from conncap.report.summary import about, format_bytes
@@ -446,6 +454,7 @@ def render(result: Result) -> str:
             ),
         ),
         *([("Nodes of the cluster", _nodes_html(result))] if result.nodes else []),
+        ("Connect latency", latency_html(result, plot_latency(result))),
         *([("Steps: attribution and what was observed", steps_html(result))] if scenario else []),
         ("Failures and ceiling", _failures_html(result)),
         *(
@@ -456,6 +465,7 @@ def render(result: Result) -> str:
         ("Memory per connection", _memory_html(result)),
         ("Plan and steps", _plan_html(result)),
         ("Host limits", _limits_html(result)),
+        ("Reproduce this run", reproduce_html(result)),
     ]
     body = "".join(
         f"<section><h2>{e(title)}</h2>{content}</section>" for title, content in sections

@@ -357,3 +357,82 @@ def plot_nodes(result: Result) -> str | None:
     ax.yaxis.set_major_formatter(_thousands())
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
     return _svg(fig, "nodes", "connections held over time per node")
+
+
+def plot_latency(result: Result) -> str | None:
+    """Connect latency over time: p50 and p99 of each sample interval (log scale)."""
+    t50, p50 = _series(result, "latency_p50_ms")
+    t99, p99 = _series(result, "latency_p99_ms")
+    if len(t50) < 2 and len(t99) < 2:
+        return None
+    fig = _figure(2.8)
+    ax = fig.add_subplot()
+    _style_axes(ax)
+    ax.plot(t99, p99, color="#b45309", linewidth=1.3, marker=".", markersize=3, label="p99")
+    ax.plot(t50, p50, color="#1f4e8c", linewidth=1.3, marker=".", markersize=3, label="p50")
+    _step_lines(ax, result)
+    ax.set_yscale("log")
+    ax.set_xlabel("time (s)")
+    ax.set_ylabel("connect latency (ms)")
+    ax.legend(loc="upper left", fontsize=8, frameon=False)
+    return _svg(fig, "latency", "connect latency over time")
+
+
+def _rc_call(fn: Callable[[], str | None]) -> str | None:
+    import matplotlib
+
+    with matplotlib.rc_context(_RC), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return fn()
+
+
+#: The two runs of a comparison: A solid blue, B dashed orange.
+_RUN_STYLE = (("#1f4e8c", "-"), ("#c2410c", "--"))
+
+
+def plot_compare(
+    runs: Sequence[tuple[str, Result]], key: str, ylabel: str, *, log: bool = False
+) -> str | None:
+    """One timeline figure of every run overlaid (a comparison page); None when no run has
+    two samples of it. ``key`` ``latency``: p50 and p99 of each."""
+
+    def draw() -> str | None:
+        keys = ("latency_p50_ms", "latency_p99_ms") if key == "latency" else (key,)
+        series = [
+            (label, k, _series(r, k)) for label, r in runs for k in keys if len(r.series(k)) >= 2
+        ]
+        if not series:
+            return None
+        fig = _figure(3.0)
+        ax = fig.add_subplot()
+        _style_axes(ax)
+        labels = [label for label, _ in runs]
+        for label, k, (ts, vs) in series:
+            colour, style = _RUN_STYLE[labels.index(label) % 2]
+            tail = " p99" if k.endswith("p99_ms") else " p50" if k.endswith("p50_ms") else ""
+            width = 0.9 if tail == " p50" else 1.5
+            ax.plot(
+                ts, vs, color=colour, linestyle=style, linewidth=width, label=_short(label) + tail
+            )
+        for i, (label, r) in enumerate(runs):
+            c = r.ceiling
+            if key == "held" and c.reached and c.count is not None:
+                colour, _ = _RUN_STYLE[i % 2]
+                ax.axhline(
+                    c.count,
+                    color=colour,
+                    linestyle=":",
+                    linewidth=1.0,
+                    label=f"{_short(label)} ceiling {c.count:,} ({_short(c.cause or '?')})",
+                )
+        if log:
+            ax.set_yscale("log")
+        else:
+            ax.set_ylim(bottom=0)
+            ax.yaxis.set_major_formatter(_thousands())
+        ax.set_xlabel("time since start (s)")
+        ax.set_ylabel(ylabel)
+        ax.legend(loc="best", fontsize=8, frameon=False)
+        return _svg(fig, f"compare-{key}", f"{ylabel} over time, runs overlaid")
+
+    return _rc_call(draw)

@@ -202,6 +202,16 @@ def summary_lines(result: Result) -> list[str]:
     )
     if result.error:
         lines.append(f"Error: {result.error}.")
+    lat = result.latency
+    if lat is not None and lat.p50_ms is not None and lat.p99_ms is not None:
+        from conncap.latency import format_ms
+
+        lines.append(
+            f"Connect latency (connect() to writable, {lat.count:,} connections): p50 "
+            f"{format_ms(lat.p50_ms)} ms, p99 {format_ms(lat.p99_ms)} ms"
+            + (f", max {format_ms(lat.max_ms)} ms" if lat.max_ms is not None else "")
+            + "."
+        )
     lines.extend(memory_lines(result.memory or Memory()))
     lines.extend(advice_lines(result.ceiling, _os_name(result)))
     return lines

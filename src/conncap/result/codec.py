@@ -416,6 +416,8 @@ def _sample(o: _Obj) -> m.Sample:
         conntrack_insert_failed=i("conntrack_insert_failed"),
         time_wait=i("time_wait"),
         closed=i("closed"),
+        latency_p50_ms=o.num_or_none("latency_p50_ms"),
+        latency_p99_ms=o.num_or_none("latency_p99_ms"),
         extra=o.rest(m.SAMPLE_KEYS),
     )
 
@@ -467,6 +469,42 @@ def _memory(o: _Obj) -> m.Memory:
     )
 
 
+def _latency_histogram(o: _Obj) -> m.LatencyHistogram:
+    bounds: list[float] = []
+    for item, path in o.list_("bounds_ms", required=True):
+        if not _is_num(item):
+            raise _Damaged(path, f"expected a number, got {show(item)}")
+        assert isinstance(item, int | float)
+        if bounds and not item > bounds[-1]:
+            raise _Damaged(path, "expected bounds in increasing order")
+        bounds.append(float(item))
+    counts = o.ints("counts")
+    if "counts" not in o.keys:
+        raise _Damaged(o.at("counts"), "missing")
+    if len(counts) not in (len(bounds), len(bounds) + 1):
+        raise _Damaged(
+            o.at("counts"),
+            f"expected {len(bounds)} or {len(bounds) + 1} counts for {len(bounds)} bounds, "
+            f"got {len(counts)}",
+        )
+    if any(n < 0 for n in counts):
+        raise _Damaged(o.at("counts"), "expected counts of 0 or more")
+    return m.LatencyHistogram(bounds_ms=tuple(bounds), counts=counts)
+
+
+def _latency(o: _Obj) -> m.Latency:
+    return m.Latency(
+        count=o.int_("count"),
+        p50_ms=o.num_or_none("p50_ms"),
+        p90_ms=o.num_or_none("p90_ms"),
+        p99_ms=o.num_or_none("p99_ms"),
+        p999_ms=o.num_or_none("p999_ms"),
+        max_ms=o.num_or_none("max_ms"),
+        mean_ms=o.num_or_none("mean_ms"),
+        histogram=_optional(o, "histogram", _latency_histogram),
+    )
+
+
 def _comparison(o: _Obj) -> m.Comparison:
     return m.Comparison(
         predicted=o.int_or_none("predicted", required=True),
@@ -510,6 +548,7 @@ def _step(o: _Obj) -> m.Step:
         server=_optional(o, "server", _server),
         counters=o.maybe_counts("counters"),
         observed=o.json_obj("observed"),
+        latency=_optional(o, "latency", _latency),
     )
 
 
@@ -579,6 +618,7 @@ def _result(o: _Obj) -> m.Result:
         prediction=_prediction(o.obj("prediction")),
         timeline=o.objs("timeline", _sample, required=True),
         conncap_version=o.str_or_none("conncap_version"),
+        argv=o.strs("argv"),
         started_at=o.str_or_none("started_at"),
         host=_optional(o, "host", _host),
         plan=o.json_obj("plan"),
@@ -591,6 +631,7 @@ def _result(o: _Obj) -> m.Result:
         steps=o.objs("steps", _step),
         nodes=o.objs("nodes", _node),
         memory=_optional(o, "memory", _memory),
+        latency=_optional(o, "latency", _latency),
         churn=o.json_obj("churn"),
         closes=_optional(o, "closes", _closes),
         target=_optional(o, "target", _target),

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Literal, TypeAlias
 
 from conncap import catalogue
+from conncap import latency as lat
 
 #: Any JSON value, as ``json.loads`` returns it (objects as mappings, arrays as lists).
 JsonValue: TypeAlias = "bool | int | float | str | list[JsonValue] | Mapping[str, JsonValue] | None"
@@ -261,6 +262,8 @@ class Sample:
     conntrack_insert_failed: int | None = None
     time_wait: int | None = None
     closed: int | None = None
+    latency_p50_ms: float | None = None
+    latency_p99_ms: float | None = None
     extra: Mapping[str, JsonValue] = field(default_factory=dict)
 
     def figure(self, key: str) -> float | None:
@@ -269,6 +272,52 @@ class Sample:
         if isinstance(value, bool) or not isinstance(value, int | float):
             return None
         return value
+
+
+@dataclass(frozen=True, slots=True)
+class LatencyHistogram:
+    """``latency.histogram``: ``counts[i]`` connections took less than ``bounds_ms[i]`` and at
+    least ``bounds_ms[i-1]`` (0 for the first); a count beyond the last bound (``counts`` one
+    longer than ``bounds_ms``) took at least the last bound. Empty buckets at the top are left
+    out."""
+
+    bounds_ms: tuple[float, ...]
+    counts: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Latency:
+    """Connect latency (``latency``, a step's ``latency``): from connect() to the epoll
+    wake-up that reported the handshake complete, per established connection, in
+    milliseconds (``conncap.latency`` says what is included and the resolution)."""
+
+    count: int
+    p50_ms: float | None = None
+    p90_ms: float | None = None
+    p99_ms: float | None = None
+    p999_ms: float | None = None
+    max_ms: float | None = None
+    mean_ms: float | None = None
+    histogram: LatencyHistogram | None = None
+
+    @classmethod
+    def of(cls, h: lat.Histogram) -> Latency | None:
+        """The result's latency of a histogram (None when no connection was measured)."""
+        if h.count == 0:
+            return None
+        s = h.summary()
+        n = len(lat.trimmed(h.counts))
+        bounds = tuple(round(b / 1e6, 6) for b in lat.BOUNDS_NS[:n])
+        return cls(
+            count=s.count,
+            p50_ms=s.p50_ms,
+            p90_ms=s.p90_ms,
+            p99_ms=s.p99_ms,
+            p999_ms=s.p999_ms,
+            max_ms=s.max_ms,
+            mean_ms=round(h.sum_ns / s.count / 1e6, 4) if h.sum_ns else None,
+            histogram=LatencyHistogram(bounds_ms=bounds, counts=tuple(h.counts[:n])),
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -379,6 +428,7 @@ class Step:
     server: ServerFigures | None = None
     counters: Mapping[str, int | None] = field(default_factory=dict)
     observed: ObservedJson | None = None
+    latency: Latency | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -509,6 +559,7 @@ class Result:
     schema: str = SCHEMA_V2
     conncap_version: str | None = None
     command: Command
+    argv: tuple[str, ...] = ()
     scenario: Scenario | None = None
     started_at: str | None = None
     duration_s: float
@@ -533,6 +584,7 @@ class Result:
     nodes: tuple[Node, ...] = ()
     expectations: tuple[Expectation, ...] = ()
     memory: Memory | None = None
+    latency: Latency | None = None
     churn: ChurnJson | None = None
     closes: ServerCloses | None = None
     target: TargetSide | None = None

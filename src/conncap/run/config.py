@@ -153,6 +153,9 @@ class Progress:
     server_held: int
     elapsed: float
     max_duration: float
+    latency_p50_ms: float | None = None
+    latency_p99_ms: float | None = None
+    """Connect latency of the handshakes completed since the last sample."""
 
 
 class Observer(Protocol):

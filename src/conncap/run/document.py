@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from conncap import analysis
 from conncap.engine import OpenPlan
 from conncap.measure import MeasuredStep
-from conncap.result import Ceiling, Memory, Sample, Step, json_object
+from conncap.result import Ceiling, Latency, Memory, Sample, Step, json_object
 from conncap.run import steps as st
 from conncap.run.config import SamplerLike
 
@@ -58,6 +58,7 @@ def step_result(s: StepRun) -> Step:
         ceiling=s.ceiling,
         prediction=s.prediction.result() if s.prediction is not None else None,
         comparison=s.comparison.result() if s.comparison is not None else None,
+        latency=Latency.of(s.measured.latency()) if s.measured is not None else None,
     )
 
 

@@ -14,7 +14,7 @@ import dataclasses
 import datetime as _dt
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from conncap import __version__, analysis
@@ -23,10 +23,11 @@ from conncap.engine import ClientPool, OpenPlan, ServerPool, Target, per_worker_
 from conncap.engine.protocol import server_worker_fds
 from conncap.errors import RunFailed, UsageError
 from conncap.limits import HostLimits
-from conncap.measure import Launch, Measurement
+from conncap.measure import ClientTotals, Launch, Measurement, OnEvent
 from conncap.result import (
     Ceiling,
     JsonValue,
+    Latency,
     Prediction,
     Result,
     Sample,
@@ -113,12 +114,17 @@ class Experiment:
         pick_ports: Callable[..., list[int]] = portmod.pick_ports_outside,
         clock: Callable[[], float] = time.monotonic,
         isolated: IsolatedSides | None = None,
+        argv: Sequence[str] = (),
+        on_event: OnEvent | None = None,
+        watch: Callable[[Sample, ClientTotals], None] | None = None,
     ) -> None:
         """``isolated``: the two namespaces of ``--isolated`` (``config`` then has their
         ``host``, ``server_netns`` and ``client_netns``); limits, source addresses, the
         client's sockets and the server's counters are read from them."""
         config.check()
         self.config = config
+        self.argv = tuple(argv)
+        self._watch = watch
         self.limits = limits
         self.isolated = isolated
         self.observer: Observer = observer or Silent()
@@ -144,6 +150,7 @@ class Experiment:
             clock=clock,
             make_client=lambda la: self._make_client(la.plan, netns=la.netns, nofile=la.nofile),
             on_sample=self._on_sample,
+            on_event=on_event,
         )
         self.timeline: list[Sample] = self.m.timeline
         self._current: StepRun | None = None
@@ -484,7 +491,10 @@ class Experiment:
     # ---- sampling -------------------------------------------------------------------------
 
     def _on_sample(self, sample: Sample) -> None:
-        """Every sample of the measurement: the step's peak and the live view."""
+        """Every sample of the measurement: the step's peak, the live view, and ``watch``
+        (the event stream and the metrics)."""
+        if self._watch is not None:
+            self._watch(sample, self.m.last_totals)
         step = self._current
         if step is None:
             return
@@ -508,6 +518,8 @@ class Experiment:
                 server_held=sample.server_held or 0,
                 elapsed=self.m.now(),
                 max_duration=self.config.max_duration,
+                latency_p50_ms=sample.latency_p50_ms,
+                latency_p99_ms=sample.latency_p99_ms,
             )
         )
 
@@ -627,6 +639,7 @@ class Experiment:
         result = Result(
             conncap_version=__version__,
             command="run",
+            argv=self.argv,
             started_at=started_text(started),
             duration_s=round(duration, 3),
             host=host_info(),
@@ -653,6 +666,7 @@ class Experiment:
                 guard_bytes=self._guard_bytes,
                 mem_start=self._mem_start,
             ),
+            latency=Latency.of(totals.latency),
             limits=limits_to_json(self.limits) if self.limits is not None else None,
             server_limits=(
                 limits_to_json(self._server_limits)

@@ -14,6 +14,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from conncap.latency import format_ms
 from conncap.report.summary import format_bytes
 from conncap.run.config import Progress
 
@@ -35,6 +36,12 @@ def _kernel(p: Progress) -> str:
     return text
 
 
+def _latency(p: Progress) -> str:
+    if p.latency_p50_ms is None or p.latency_p99_ms is None:
+        return "none completed"
+    return f"p50 {format_ms(p.latency_p50_ms)} ms, p99 {format_ms(p.latency_p99_ms)} ms"
+
+
 def render(p: Progress) -> Table:
     """The live panel for one progress snapshot."""
     table = Table.grid(padding=(0, 2))
@@ -46,6 +53,8 @@ def render(p: Progress) -> Table:
         "held", f"{p.held:,} of {p.count:,} ({share:.0%}); server holds {p.server_held:,}"
     )
     table.add_row("rate", f"{p.rate:,.0f} connections/s")
+    if p.latency_p50_ms is not None and p.latency_p99_ms is not None:
+        table.add_row("connect latency", _latency(p))
     table.add_row("failures", _failures(p))
     table.add_row("kernel memory", _kernel(p))
     if p.mem_available is not None:
@@ -112,8 +121,8 @@ def plain_line(p: Progress) -> str:
     """The panel as one line (for logs and pipes)."""
     return (
         f"[{p.elapsed:5.1f} s] step {p.step_index + 1}/{p.step_count} {p.step_name}: "
-        f"held {p.held:,}/{p.count:,}, {p.rate:,.0f}/s, failures {_failures(p)}, "
-        f"kernel {_kernel(p)}"
+        f"held {p.held:,}/{p.count:,}, {p.rate:,.0f}/s, connect {_latency(p)}, "
+        f"failures {_failures(p)}, kernel {_kernel(p)}"
     )
 
 
