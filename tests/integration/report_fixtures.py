@@ -144,3 +144,49 @@ def cluster() -> Result:
     return cluster_result(
         run, requested=480, address="10.0.0.1:20379", plan={"targets": ["10.0.9.1:8080"]}
     )
+
+
+#: What a hostile server says: the report must show it as text.
+HOSTILE_WORDS = "<script>document.body.setAttribute('data-pwned','0')</script>\\r\\n"
+
+
+def against_a_server() -> Result:
+    """An ``open`` against a server conncap does not own (issue 9): it answered with hostile
+    words and closed, FIN and RST, one ICMP filter, its side read on this host with a rule."""
+    import dataclasses
+
+    from conncap.result import Ceiling, ServerCloses, ServerMessage, ServerProcess, TargetSide
+
+    base = typed(load(OPEN))
+    closes = ServerCloses(
+        fin=120,
+        rst=2,
+        lifetimes=(40, 0, 2, 80),
+        messages=(
+            ServerMessage(HOSTILE_WORDS, 122, 120),
+            ServerMessage("", 3, 0),
+        ),
+        icmp={"icmp 3/13": 4},
+        unacked=5,
+    )
+    target = TargetSide(
+        host="127.0.0.1",
+        port=6379,
+        listening=True,
+        processes=(ServerProcess(4242, "redis-<b>server</b>", 29, 32),),
+        accept_queue=0,
+        backlog=511,
+        established=20,
+        syn_recv=0,
+        rules=("-A INPUT -p tcp --dport 6379 -j REJECT <i>x</i>",),
+        sources=("/proc/net/tcp", "ss -ltn", "/proc/PID/fd and limits"),
+    )
+    ceiling = Ceiling.reached_at(
+        count=20,
+        cause="server-closed",
+        side="server",
+        errno="EOF",
+        evidence="the server answered and closed",
+        certainty="certain",
+    )
+    return dataclasses.replace(base, closes=closes, target=target, ceiling=ceiling, summary=())

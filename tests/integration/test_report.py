@@ -16,10 +16,12 @@ from typing import Any
 import pytest
 from report_fixtures import (
     FIXTURES,
+    HOSTILE_WORDS,
     NAT,
     OPEN,
     RUN,
     SCENARIO,
+    against_a_server,
     cluster,
     generator,
     load,
@@ -495,3 +497,42 @@ def test_results_without_nodes_have_no_node_section() -> None:
         result = load_result(path)
         assert not result.nodes and plots.plot_nodes(result) is None
         assert "Nodes of the cluster" not in report.render(result)
+
+
+# --- the server's side (issue 9) ----------------------------------------------------------------
+
+
+def test_the_servers_side_shows_its_words_closes_lifetimes_process_rules_and_sources() -> None:
+    result = against_a_server()
+    page = report.render(result)
+    section = _section(page, "The server&#x27;s side")
+    assert "<script" not in page.lower() and "<b>server" not in page and "<i>x" not in page
+    assert html.escape('"' + HOSTILE_WORDS + '"', quote=True) in section  # quoted, as text
+    assert "FIN 120, RST 2" in section
+    assert "<h3>Lifetimes</h3>" in section and "under 1 ms" in section and "4 ms-8 ms" in section
+    assert "redis-&lt;b&gt;server&lt;/b&gt;" in section and ">29<" in section and ">32<" in section
+    assert "REJECT &lt;i&gt;x&lt;/i&gt;" in section
+    assert "<code>/proc/net/tcp</code>" in section and "0 of 511" in section
+    assert "icmp 3/13" in section and "never acknowledged" in section
+    assert "<strong>certain</strong>" in section
+    # and in the summary, from the same pure lines the run writes
+    summary = _section(page, "Summary")
+    assert "Closed by the server: 122 (FIN 120, RST 2)" in summary
+    assert "The server said &quot;&lt;script&gt;" in summary
+    assert "redis-&lt;b&gt;server&lt;/b&gt; pid 4242 (29 of 32 descriptors)" in summary
+    assert "The ceiling&#x27;s reading is certain." in summary
+
+
+def test_results_without_a_server_side_have_no_such_section() -> None:
+    for path in (RUN, OPEN, SCENARIO):
+        assert "The server&#x27;s side" not in render(load(path))
+
+
+def test_summary_lines_of_a_run_mention_the_servers_side() -> None:
+    from conncap.report.summary import server_side_lines, summary_lines
+
+    result = against_a_server()
+    lines = summary_lines(result)
+    for line in server_side_lines(result):
+        assert line in lines
+    assert server_side_lines(typed(load(RUN))) == []

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from report_fixtures import NAT, OPEN, RUN, SCENARIO, cluster, load, poison, typed
+from report_fixtures import NAT, OPEN, RUN, SCENARIO, against_a_server, cluster, load, poison, typed
 
 from conncap import report
 
@@ -148,4 +148,17 @@ def test_a_cluster_result_renders_with_a_silent_console(tmp_path: Path) -> None:
     assert "<h2>Nodes of the cluster</h2>" in dom
     assert len(re.findall(r"<svg\b", dom)) == 4  # held, rate, failures, held per node
     assert 'aria-label="connections held over time per node"' in dom
+    assert console_lines(done.stderr) == []
+
+
+def test_the_servers_hostile_words_do_not_act(tmp_path: Path) -> None:
+    """Issue 9: what a server said is quoted in the report as text, never as markup."""
+    page = report.write_text_atomic(tmp_path / "server.html", report.render(against_a_server()))
+    done = chromium(tmp_path, page, "--dump-dom")
+    assert done.returncode == 0, done.stderr[-2000:]
+    dom = done.stdout
+    assert "<h2>The server's side</h2>" in dom
+    assert "data-pwned" not in re.search(r"<body[^>]*>", dom).group(0)  # type: ignore[union-attr]
+    assert "<script" not in dom.lower() and "<b>server" not in dom
+    assert "&lt;script&gt;document.body.setAttribute" in dom
     assert console_lines(done.stderr) == []

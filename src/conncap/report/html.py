@@ -33,6 +33,7 @@ from conncap.report.plots import (
 )
 from conncap.report.scenario import CSS as SCENARIO_CSS
 from conncap.report.scenario import expectations_html, is_scenario, steps_html, verdict_html
+from conncap.report.server import has_server_side, server_html
 from conncap.report.summary import about, format_bytes
 from conncap.result import (
     JsonObject,
@@ -186,6 +187,7 @@ def _failures_html(result: Result) -> str:
         "errno": c.errno,
         "knob": c.knob,
         "evidence": c.evidence,
+        "certainty": c.certainty,
         "windows": c.windows,
     }
     parts.append("<h3>Ceiling</h3>" + _kv(fields))
@@ -457,6 +459,7 @@ def render(result: Result) -> str:
         ("Connect latency", latency_html(result, plot_latency(result))),
         *([("Steps: attribution and what was observed", steps_html(result))] if scenario else []),
         ("Failures and ceiling", _failures_html(result)),
+        *([("The server's side", server_html(result))] if has_server_side(result) else []),
         *(
             [("Churn: connections opened and closed", _churn_html(result.churn))]
             if result.churn

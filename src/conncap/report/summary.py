@@ -154,6 +154,57 @@ def advice_lines(ceiling: Ceiling, os_name: str) -> list[str]:
     return out
 
 
+def server_side_lines(result: Result) -> list[str]:
+    """What a server conncap does not own did and what was read of its side (``open`` and
+    ``run --target``): who closed and how, its words (quoted), the listening process's
+    descriptors, the accept queue, firewall rules, where it was read, how sure the ceiling
+    is. Empty when the result has neither ``closes`` nor ``target``."""
+    from conncap.analysis.closes import lifetime_summary, quoted
+
+    out: list[str] = []
+    c = result.closes
+    if c is not None:
+        if c.closed:
+            out.append(
+                f"Closed by the server: {c.closed:,} (FIN {c.fin:,}, RST {c.rst:,}); "
+                f"lifetimes: {lifetime_summary(c.lifetimes)}."
+            )
+        msg = quoted(c.messages) or next((m for m in c.messages if m.text), None)
+        if msg is not None:
+            out.append(
+                f'The server said "{msg.text}" to {msg.seen:,} connections '
+                f"({msg.closed:,} then closed)."
+            )
+        if c.icmp:
+            out.append("ICMP errors: " + ", ".join(f"{k} ×{n:,}" for k, n in c.icmp.items()) + ".")
+        if c.unacked:
+            out.append(f"Not acknowledged by the server (held at the client only): {c.unacked:,}.")
+    t = result.target
+    if t is not None:
+        state = {True: "listening", False: "not listening", None: "listening unknown"}[t.listening]
+        bits = [state]
+        for p in t.processes[:3]:
+            fds = f"{p.fds:,}" if p.fds is not None else "?"
+            lim = f"{p.nofile:,}" if p.nofile is not None else "?"
+            bits.append(f"{p.name} pid {p.pid} ({fds} of {lim} descriptors)")
+        if t.accept_queue is not None:
+            bits.append(f"accept queue {t.accept_queue:,} of {fmt_int(t.backlog)}")
+        if t.rules:
+            bits.append(
+                f"firewall: {t.rules[0]}" + (f" (+{len(t.rules) - 1})" if len(t.rules) > 1 else "")
+            )
+        src = f"; read from {', '.join(t.sources)}" if t.sources else ""
+        out.append(f"Server side ({t.host}:{t.port}, on this host): {', '.join(bits)}{src}.")
+    ceiling = result.ceiling
+    if out and ceiling.reached and ceiling.certainty is not None:
+        out.append(f"The ceiling's reading is {ceiling.certainty}.")
+    return out
+
+
+def fmt_int(n: int | None) -> str:
+    return f"{n:,}" if n is not None else "?"
+
+
 def _os_name(result: Result) -> str:
     return (result.host.os if result.host is not None else None) or "linux"
 
@@ -212,6 +263,7 @@ def summary_lines(result: Result) -> list[str]:
             + (f", max {format_ms(lat.max_ms)} ms" if lat.max_ms is not None else "")
             + "."
         )
+    lines.extend(server_side_lines(result))
     lines.extend(memory_lines(result.memory or Memory()))
     lines.extend(advice_lines(result.ceiling, _os_name(result)))
     return lines
@@ -286,6 +338,7 @@ def summarize(result: Result) -> list[str]:
             text += f" (predicted {sp.count:,}" + (f", {sp.cause})" if sp.cause else ")")
         lines.append(text + ".")
 
+    lines.extend(server_side_lines(result))
     lines.extend(_brief_memory_lines(result.memory or Memory()))
 
     cause = c_cause if ceiling.reached else None
