@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from conncap import __version__ as conncap_version
 from conncap.netns import Host, Topology
 
 pytestmark = pytest.mark.netns
@@ -208,3 +209,85 @@ def test_a_full_accept_queue_is_cause_server_backlog(ns: tuple[Topology, Host]) 
     # the kernel fills the queue to at least the backlog; ss shows the same Recv-Q/Send-Q
     assert listener["accept_queue"] >= 8
     assert [str(listener["accept_queue"]), "8"] == ss[1:3]
+
+
+SCRAPER = r"""
+import sys, time, urllib.request
+url = sys.argv[1]
+end = time.monotonic() + 10
+while time.monotonic() < end:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as resp:
+            text = resp.read().decode()
+    except OSError:
+        time.sleep(0.05)
+        continue
+    if "conncap_pool_ports_in_use" in text:
+        sys.stdout.write(text)
+        break
+    time.sleep(0.05)
+"""
+
+
+def test_watch_metrics_are_scraped_during_a_bounded_watch(ns: tuple[Topology, Host]) -> None:
+    """Issue 14: ``watch --metrics`` serves the doctor's figures (in the namespace it reads);
+    a scrape during a 3-reading watch parses with prometheus_client's own parser."""
+    parser = pytest.importorskip("prometheus_client.parser")
+    topo, host = ns
+    child, pid = _hold(topo, host, "ports")
+    env = {**os.environ, "PYTHONPATH": SRC}
+    argv = ["watch", "--netns", host.name, "--json", "--count", "3", "--interval", "0.2"]
+    watch = subprocess.Popen(
+        [sys.executable, "-m", "conncap", *argv, "--top", "5", "--metrics", "127.0.0.1:0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        assert watch.stderr is not None
+        line = watch.stderr.readline()
+        assert "conncap: metrics at http://127.0.0.1:" in line, line
+        url = line.split("metrics at ", 1)[1].strip()
+        scraped = topo.run(host, [sys.executable, "-c", SCRAPER, url]).stdout
+        out, err = watch.communicate(timeout=30)
+    finally:
+        if watch.poll() is None:
+            watch.kill()
+            watch.wait()
+        _release(child)
+    assert watch.returncode == 0, err
+    assert len(out.splitlines()) == 3  # the JSON sink ran beside the exporter
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for fam in parser.text_string_to_metric_families(scraped)
+        for s in fam.samples
+    }
+    pool = (("pool", "127.0.0.1->127.0.0.1:5000"),)
+    last = json.loads(out.splitlines()[-1])
+    # the exporter's own port 0 came from the namespace's range 40000-40099: a listener's
+    # port in the range counts against every pool, as the doctor's document says too
+    assert last["ports"]["listener_ports_in_range"] == 1
+    assert (
+        samples[("conncap_pool_ports_in_use", pool)]
+        == 90 + 1
+        == last["ports"]["pools"][0]["in_use"]
+    )
+    assert samples[("conncap_pool_time_wait", pool)] == 0
+    assert samples[("conncap_pool_ports_usable", ())] == 100
+    assert samples[("conncap_info", (("command", "watch"), ("version", conncap_version)))] == 1
+    fill = (
+        ("cause", "ephemeral-ports"),
+        ("side", "client"),
+        ("subject", "127.0.0.1 → 127.0.0.1:5000"),
+    )
+    assert samples[("conncap_nearest_ceiling_fill", fill)] == pytest.approx(0.91)
+    listener = (("addr", "127.0.0.1"), ("port", "5000"))
+    assert samples[("conncap_listener_backlog", listener)] == 128
+    assert samples[("conncap_listener_accept_queue", listener)] == 0
+    holder = (("name", "conncap-ports"), ("pid", str(pid)))
+    assert samples[("conncap_process_fds", holder)] >= 181
+    assert ("conncap_file_table_max", ()) in samples
+    # the endpoint went with the command
+    again = topo.run(host, [sys.executable, "-c", SCRAPER.replace("10", "0.3"), url]).stdout
+    assert again == ""

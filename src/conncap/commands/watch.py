@@ -24,6 +24,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--count", type=int, metavar="N", help="stop after N readings")
     parser.add_argument("--duration", type=float, metavar="S", help="stop after S seconds")
+    parser.add_argument(
+        "--metrics",
+        metavar="ADDR:PORT",
+        help="serve each reading for Prometheus at http://ADDR:PORT/metrics (loopback unless "
+        "another address is given; with --netns, inside that namespace; needs pip install "
+        "'conncap[metrics]'; docs/metrics.md)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -48,14 +55,34 @@ def run(args: argparse.Namespace) -> int:
         argv += ["--count", str(args.count)] if args.count is not None else []
         argv += ["--duration", str(args.duration)] if args.duration is not None else []
         argv += ["--json"] if args.json else []
+        argv += ["--metrics", args.metrics] if args.metrics else []
         return run_in_netns(args.netns, [*argv, "--netns", args.netns])
 
     from rich.console import Console
 
     from conncap.doctor.collect import take_reading
-    from conncap.doctor.live import JsonLinesSink, PlainSink, Sink, TerminalSink, watch
+    from conncap.doctor.live import (
+        JsonLinesSink,
+        MetricsSink,
+        PlainSink,
+        Sink,
+        TerminalSink,
+        watch,
+    )
     from conncap.doctor.reading import Counters, Reading
 
+    sinks: list[Sink] = []
+    if args.metrics:
+        exporter = MetricsSink(args.metrics, args.top)  # a bad address: one line, exit 2
+        url = exporter.start()
+        sys.stderr.write(f"conncap: metrics at {url}\n")
+        if not exporter.loopback:
+            sys.stderr.write(
+                f"conncap: warning: --metrics listens on {exporter.host}, not loopback: "
+                "anyone who can reach it can read these figures\n"
+            )
+        sys.stderr.flush()
+        sinks.append(exporter)
     sink: Sink
     if args.json:
         sink = JsonLinesSink(_write_flush, args.top)
@@ -69,9 +96,17 @@ def run(args: argparse.Namespace) -> int:
         # The first reading samples the counters over at most a second for its rates.
         return take_reading(sample_s=min(args.interval, 1.0), baseline=baseline)
 
-    _, interrupted = watch(
-        take, [sink], interval_s=args.interval, count=args.count, duration_s=args.duration
-    )
+    try:
+        _, interrupted = watch(
+            take,
+            [sink, *sinks],
+            interval_s=args.interval,
+            count=args.count,
+            duration_s=args.duration,
+        )
+    finally:
+        for extra in sinks:  # stopped on an error too (close() already ran otherwise)
+            extra.close(None, False)
     if interrupted:
         sys.stderr.write("conncap: interrupted\n")
         return ExitStatus.INTERRUPTED

@@ -1,16 +1,19 @@
 """The ``watch`` loop: a reading every interval, judged against the previous one (rates,
-time to full), handed to sinks. Sinks are the seam for other outputs (a Prometheus exporter
-implements :class:`Sink` and is added to the list); the loop itself does no I/O but sleeping.
+time to full), handed to sinks. Sinks are the seam for other outputs (:class:`MetricsSink`,
+the Prometheus exporter of ``watch --metrics``, is one); the loop itself does no I/O but
+sleeping.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Protocol
 
 from conncap.doctor.reading import Counters, Reading
 from conncap.doctor.verdict import Report, analyse
+from conncap.observe import metrics as prom
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -139,3 +142,36 @@ class JsonLinesSink:
 
     def close(self, last: Report | None, interrupted: bool) -> None:
         return None
+
+
+class MetricsSink:
+    """``watch --metrics ADDR:PORT``: each judged reading served for Prometheus at
+    ``/metrics`` (``conncap.observe.metrics.doctor_families``; docs/metrics.md) until the
+    watch ends. :meth:`start` listens and returns the URL (a bad address is a UsageError line,
+    before the first reading)."""
+
+    def __init__(self, address: str, top: int) -> None:
+        prom.require()
+        host, port = prom.parse_address(address)
+        self.loopback = prom.is_loopback(host)
+        self.host = host
+        self.top = top
+        self._last: Report | None = None
+        self._lock = threading.Lock()
+        self._exporter = prom.Exporter(
+            self._latest, host, port, collect=lambda r: prom.doctor_families(r, top)
+        )
+
+    def _latest(self) -> Report | None:
+        with self._lock:
+            return self._last
+
+    def start(self) -> str:
+        return str(self._exporter.start())
+
+    def show(self, report: Report) -> None:
+        with self._lock:
+            self._last = report
+
+    def close(self, last: Report | None, interrupted: bool) -> None:
+        self._exporter.stop()

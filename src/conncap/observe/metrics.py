@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from conncap import __version__
+from conncap.doctor.sockdiag import TCP_TIME_WAIT
 from conncap.errors import UsageError
 from conncap.latency import BOUNDS_NS, cumulative
 
@@ -150,11 +151,136 @@ def _le(ns: int) -> str:
     return repr(ns / 1e9)
 
 
+def pool_label(src: str, dst: str, dport: int) -> str:
+    """A pool as a label value: ``SRC->DST:PORT`` (ASCII, for PromQL; ``[V6]`` bracketed)."""
+    return f"{src}->{f'[{dst}]' if ':' in dst else dst}:{dport}"
+
+
+def doctor_families(report: Any, top: int) -> Iterator[Any]:
+    """The metric families of one judged doctor reading (``conncap watch --metrics``;
+    docs/metrics.md): the ``top`` fullest pools, processes, listeners and ceilings, the file
+    table; a figure the reading could not read is left out. ``report`` None: only
+    ``conncap_info`` (before the first reading)."""
+    from prometheus_client.core import GaugeMetricFamily, InfoMetricFamily
+
+    yield InfoMetricFamily(
+        "conncap",
+        "conncap's version and the command running",
+        {"version": __version__, "command": "watch"},
+    )
+    if report is None:  # before the first reading
+        return
+    reading = report.reading
+    ports = report.ports
+    if ports is not None:
+        pools = ports.pools[:top]
+        in_use = GaugeMetricFamily(
+            "conncap_pool_ports_in_use",
+            "Ephemeral ports in use in a (source IP, destination IP, destination port) pool, "
+            "TIME_WAIT and ports held by listeners included",
+            labels=["pool"],
+        )
+        tw = GaugeMetricFamily(
+            "conncap_pool_time_wait",
+            "Client sockets of a pool in TIME_WAIT (their ports are still taken)",
+            labels=["pool"],
+        )
+        rate = GaugeMetricFamily(
+            "conncap_pool_ports_per_second",
+            "Ports a pool gained per second since the previous reading",
+            labels=["pool"],
+        )
+        for p in pools:
+            label = [pool_label(p.src, p.dst, p.dport)]
+            in_use.add_metric(label, p.in_use)
+            tw.add_metric(label, p.time_wait)
+            trend = report.trends.get((p.family, p.src, p.dst, p.dport))
+            if trend is not None:
+                rate.add_metric(label, trend.per_s)
+        yield in_use
+        yield GaugeMetricFamily(
+            "conncap_pool_ports_usable",
+            "Usable ephemeral ports of every pool (ip_local_port_range less reserved ports)",
+            value=ports.usable,
+        )
+        yield tw
+        yield rate
+    if reading.sockets is not None:
+        yield GaugeMetricFamily(
+            "conncap_time_wait_sockets",
+            "Sockets in TIME_WAIT in the network namespace read (sock_diag)",
+            value=reading.sockets.by_state[TCP_TIME_WAIT],
+        )
+    d = reading.descriptors
+    if d is not None:
+        fds = GaugeMetricFamily(
+            "conncap_process_fds", "Open file descriptors of a process", labels=["pid", "name"]
+        )
+        lim = GaugeMetricFamily(
+            "conncap_process_fds_limit",
+            "A process's soft RLIMIT_NOFILE (left out when unlimited)",
+            labels=["pid", "name"],
+        )
+        for proc in d.processes[:top]:
+            who = [str(proc.pid), proc.name]
+            if proc.fds is not None:
+                fds.add_metric(who, proc.fds)
+            if proc.soft is not None:
+                lim.add_metric(who, proc.soft)
+        yield fds
+        yield lim
+    limits = reading.limits
+    if limits.files_open.value is not None:
+        yield GaugeMetricFamily(
+            "conncap_file_table_used",
+            "Files open system-wide (fs.file-nr)",
+            value=limits.files_open.value,
+        )
+    if limits.files_max.value is not None:
+        yield GaugeMetricFamily(
+            "conncap_file_table_max", "The system file table's size (fs.file-max)",
+            value=limits.files_max.value,
+        )  # fmt: skip
+    if report.listeners:
+        queue = GaugeMetricFamily(
+            "conncap_listener_accept_queue",
+            "Connections waiting in a listener's accept queue",
+            labels=["addr", "port"],
+        )
+        backlog = GaugeMetricFamily(
+            "conncap_listener_backlog", "A listener's backlog", labels=["addr", "port"]
+        )
+        for view in report.listeners[:top]:
+            where = [view.listener.addr, str(view.listener.port)]
+            queue.add_metric(where, view.listener.accept_queue)
+            backlog.add_metric(where, view.listener.backlog)
+        yield queue
+        yield backlog
+    if report.ceilings:
+        fill = GaugeMetricFamily(
+            "conncap_nearest_ceiling_fill",
+            "How full each of the nearest ceilings is, used / limit (0-1)",
+            labels=["cause", "side", "subject"],
+        )
+        for c in report.ceilings[:top]:
+            fill.add_metric([c.cause, c.side, c.subject], c.fill)
+        yield fill
+
+
 class Exporter:
     """The ``/metrics`` endpoint over ``figures`` (a function that returns the latest)."""
 
-    def __init__(self, figures: Callable[[], Any], host: str, port: int) -> None:
+    def __init__(
+        self,
+        figures: Callable[[], Any],
+        host: str,
+        port: int,
+        collect: Callable[[Any], Iterator[Any]] = families,
+    ) -> None:
+        """``collect``: the metric families of what ``figures`` returns (default: a run's
+        :class:`~conncap.observe.figures.Figures`)."""
         self._figures = figures
+        self._collect = collect
         self.host = host
         self.port = port
         self._server: Any = None
@@ -165,11 +291,11 @@ class Exporter:
         from prometheus_client import CollectorRegistry, start_http_server
         from prometheus_client.registry import Collector
 
-        figures = self._figures
+        figures, collect = self._figures, self._collect
 
         class _Collector(Collector):
             def collect(self) -> Iterator[Any]:
-                yield from families(figures())
+                yield from collect(figures())
 
         registry = CollectorRegistry(auto_describe=False)
         registry.register(_Collector())
