@@ -155,3 +155,72 @@ def test_bad_metrics_address_is_one_line(
     rc = cli.main(["serve", "--metrics", text, "--duration", "1"])
     err = capsys.readouterr().err
     assert rc == 2 and words in err and err.count("\n") == 1
+
+
+def _metrics_url(proc: subprocess.Popen[str]) -> str:
+    """The URL from the command's ``conncap: metrics at URL`` line on stderr."""
+    assert proc.stderr is not None
+    end = time.monotonic() + 20
+    while time.monotonic() < end:
+        line = proc.stderr.readline()
+        if not line:
+            break
+        if "metrics at " in line:
+            return line.split("metrics at ", 1)[1].strip()
+    raise AssertionError("no 'metrics at' line")
+
+
+def _ordered_events(path: Path, command: str) -> list[dict[str, Any]]:
+    docs = [json.loads(line) for line in path.read_text().splitlines()]  # every line is JSON
+    assert docs[0]["type"] == "run-start" and docs[-1]["type"] == "run-end"
+    assert docs[0]["command"] == command
+    ts = [d["t"] for d in docs]
+    assert ts == sorted(ts), "t never goes back"
+    assert all(d["type"] in TYPES and d["ts"].endswith("+00:00") for d in docs)
+    kinds = [d["type"] for d in docs]
+    assert kinds.index("step-start") < kinds.index("step-end") < kinds.index("run-end")
+    return docs
+
+
+def test_churn_takes_events_and_metrics(tmp_path: Path) -> None:
+    """Issue 13: ``open --lifetime`` streams its samples (with TIME_WAIT and closed) and
+    serves /metrics, the same flags as a hold run."""
+    events = tmp_path / "churn.ndjson"
+    with ServerPool(ports=(0,)) as srv:
+        proc = subprocess.Popen(
+            [
+                *(sys.executable, "-m", "conncap", "open", f"127.0.0.1:{srv.ports[0]}"),
+                *("--rate", "100", "--lifetime", "0.2", "--duration", "2.5"),
+                *("--metrics", "127.0.0.1:0", "--events", str(events)),
+            ],
+            stderr=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            text=True,
+        )
+        try:
+            url = _metrics_url(proc)
+            fams: dict[str, Any] = {}
+            end = time.monotonic() + 10
+            while time.monotonic() < end:
+                fams = _scrape(url)
+                if (_value(fams, "conncap_connections_established_total") or 0) >= 50:
+                    break
+                time.sleep(0.2)
+            assert (_value(fams, "conncap_connections_established_total") or 0) >= 50
+            assert fams["conncap_info"].samples[0].labels["command"] == "open"
+            assert "conncap_time_wait_sockets" in fams
+            assert _value(fams, "conncap_connect_latency_seconds_count") is not None
+            assert proc.stderr is not None
+            proc.stderr.read()
+            assert proc.wait(30) == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    docs = _ordered_events(events, "open")
+    assert docs[0]["plan"]["lifetime"] == 0.2 and "churn" in docs[0]
+    samples = [d for d in docs if d["type"] == "sample"]
+    # the churn pool's figures, once its workers report (not in the sample before they start)
+    assert len(samples) > 4 and all("time_wait" in d and "closed" in d for d in samples[-4:])
+    assert samples[-1]["closed"] > 0
+    assert docs[-1]["stop_reason"] in ("count", "ceiling")

@@ -102,8 +102,6 @@ def run(args: argparse.Namespace) -> int:
     from conncap.commands.open_plan import build_plan
 
     if wants_churn(args):  # churn: open --lifetime S --rate R (docs/engine.md)
-        if args.events or args.metrics:
-            raise UsageError("--events and --metrics do not work with --lifetime yet")
         return run_churn(args)
     if args.count is None:
         args.count = 1000

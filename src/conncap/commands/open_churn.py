@@ -115,11 +115,13 @@ def run_churn(args: argparse.Namespace) -> int:
     from conncap.engine.results import churn_json, open_result, predict, predict_churn
     from conncap.exitcodes import ExitStatus
     from conncap.measure import Launch, Measurement
+    from conncap.observe.session import Observers
     from conncap.result import json_object, write_atomic
 
     plan, notes = build_churn_plan(args)
     check_plan(plan)
     console = Console(stderr=True)
+    obs = Observers.from_args(args, "open", say=lambda line: console.print(line, markup=False))
     for note in notes:
         console.print(f"conncap: {note}")
     churn_pred = predict_churn(plan, closer="server" if args.server_closes else "client")
@@ -128,16 +130,26 @@ def run_churn(args: argparse.Namespace) -> int:
 
     stop = threading.Event()
 
-    def on_signal(_signum: int, _frame: object) -> None:
+    def on_signal(signum: int, _frame: object) -> None:
+        obs.on_signal(signum)
         stop.set()
 
+    argv = getattr(args, "_argv", ())
+    obs.start(argv, plan=plan.to_json(), churn=churn_pred)
     old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     started = dt.datetime.now(dt.UTC)
+
+    def on_sample(sample: Sample) -> None:
+        _progress(console, sample, plan.count)
+        obs.on_sample(sample, m.last_totals)
+
     m = Measurement(
         stop=stop,
         deadline_s=args.max_duration,
-        on_sample=lambda sample: _progress(console, sample, plan.count),
+        on_sample=on_sample,
+        on_event=obs.on_event,
     )
+    stop_reason = "error"
     try:
         step = m.begin("churn", [Launch(plan, nofile=args.nofile)])
         stop_reason = _churn_loop(m, step, plan)
@@ -149,6 +161,7 @@ def run_churn(args: argparse.Namespace) -> int:
         _, problems = m.close()
         for s, h in old.items():
             signal.signal(s, h)
+        obs.close(stop_reason=stop_reason, held_at_end=m.last_totals.held)
     if console.is_terminal:
         console.print()
     churn = churn_json(plan, final, m.timeline, churn_pred)
@@ -174,6 +187,7 @@ def run_churn(args: argparse.Namespace) -> int:
         prediction=prediction,
         notes=notes,
         churn=json_object(churn, "churn"),
+        argv=argv,
     )
     if args.json:
         write_atomic(args.json, result)
