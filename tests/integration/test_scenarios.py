@@ -307,3 +307,61 @@ def test_unprivileged_user_reruns_inside_a_user_namespace() -> None:
         assert doc["topology"]["server"]["netns"] not in _namespaces()  # never visible here
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def test_scenario_takes_events_and_metrics(tmp_path: Path) -> None:
+    """Issue 13: ``scenario --events --metrics``: the loop's samples and events in order, one
+    step-end per step with its latency, and /metrics scraped (prometheus_client's parser)
+    while the scenario runs; the endpoint binds the host's loopback."""
+    parser = pytest.importorskip("prometheus_client.parser")
+    events = tmp_path / "scenario.ndjson"
+    env = dict(os.environ, PYTHONPATH=SRC)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "conncap", "scenario", "server-fds", "--scale", "small",
+         "--events", str(events), "--metrics", "127.0.0.1:0"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    held = 0.0
+    try:
+        assert proc.stderr is not None
+        line = proc.stderr.readline()
+        assert "conncap: metrics at http://127.0.0.1:" in line, line
+        url = line.split("metrics at ", 1)[1].strip()
+        import urllib.request
+
+        end = time.monotonic() + 30
+        while held <= 0 and time.monotonic() < end and proc.poll() is None:
+            try:
+                with urllib.request.urlopen(url, timeout=2) as resp:
+                    text = resp.read().decode()
+            except OSError:
+                break
+            for fam in parser.text_string_to_metric_families(text):
+                for s in fam.samples:
+                    if s.name == "conncap_info":
+                        assert s.labels["command"] == "scenario"
+                    if s.name == "conncap_connections_held":
+                        held = float(s.value)
+            time.sleep(0.1)
+        _, err = proc.communicate(timeout=90)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, err
+    assert held > 0
+    docs = [json.loads(ln) for ln in events.read_text().splitlines()]  # every line JSON
+    kinds = [d["type"] for d in docs]
+    assert kinds[0] == "run-start" and kinds[-1] == "run-end"
+    assert docs[0]["command"] == "scenario" and docs[0]["scenario"] == "server-fds"
+    ts = [d["t"] for d in docs]
+    assert ts == sorted(ts)
+    assert kinds.index("step-start") < kinds.index("step-end")
+    assert "sample" in kinds and "message" in kinds
+    ends = [d for d in docs if d["type"] == "step-end"]
+    assert [d["step"] for d in ends] == ["server-ulimit"]
+    assert ends[0]["latency_p99_ms"] is not None  # per-step latency
+    assert docs[-1]["passed"] is True

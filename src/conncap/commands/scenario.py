@@ -32,6 +32,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="K",
         help="cluster: client hosts, each a Ray node (at least 3; default 3)",
     )
+    from conncap.observe import add_observe_arguments
+
+    add_observe_arguments(parser)
 
 
 def _list() -> int:
@@ -57,11 +60,20 @@ def _reexec_in_userns(args: argparse.Namespace) -> int | None:
     support = check_support()
     if not support.userns:
         return None
+    if args.metrics:
+        from conncap.errors import UsageError
+
+        raise UsageError(
+            "--metrics needs root for a scenario: without it the scenario runs inside a "
+            "private network namespace that no scraper outside can reach"
+        )
     argv = [sys.executable, "-m", "conncap", "scenario", args.name, "--scale", args.scale]
     if args.json:
         argv += ["--json", os.path.abspath(args.json)]
     if args.nodes is not None:
         argv += ["--nodes", str(args.nodes)]
+    if args.events:
+        argv += ["--events", args.events if args.events == "-" else os.path.abspath(args.events)]
     env = dict(os.environ, **{USERNS_ENV: "1"})
     sys.stderr.write("conncap: not root; running inside an unprivileged user namespace\n")
     proc = subprocess.Popen(userns_command(argv), env=env)
@@ -97,16 +109,34 @@ def run(args: argparse.Namespace) -> int:
     code = _reexec_in_userns(args)
     if code is not None:
         return code
+    from conncap.observe.session import Observers
+
+    # with --events -, the event stream is the only thing on stdout
+    text = sys.stderr if args.events == "-" else sys.stdout
+    obs = Observers.from_args(args, "scenario")
 
     def out(line: str) -> None:
-        sys.stdout.write(line + "\n")
-        sys.stdout.flush()
+        text.write(line + "\n")
+        text.flush()
+        obs.message(line)
 
-    outcome = run_scenario(
-        args.name, scale=args.scale, out=out, json_path=args.json, options=options
-    )
-    for line in outcome.result.summary:
-        out(line)
-    if args.json:
-        out(f"result written to {args.json} (`conncap report {args.json}` renders it)")
+    obs.start(getattr(args, "_argv", ()), scenario=args.name, scale=args.scale)
+    passed: bool | None = None
+    try:
+        outcome = run_scenario(
+            args.name,
+            scale=args.scale,
+            out=out,
+            json_path=args.json,
+            options=options,
+            on_sample=obs.on_sample,
+            on_event=obs.on_event,
+        )
+        passed = outcome.passed
+        for line in outcome.result.summary:
+            out(line)
+        if args.json:
+            out(f"result written to {args.json} (`conncap report {args.json}` renders it)")
+    finally:
+        obs.close(passed=passed)
     return ExitStatus.SUCCESS if outcome.passed else ExitStatus.FAILURE

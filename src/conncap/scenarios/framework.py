@@ -60,8 +60,12 @@ class ScenarioRun:
         scale: str = "full",
         out: Out | None = None,
         options: Mapping[str, int | str] | None = None,
+        on_sample: Callable[[Sample, Any], None] | None = None,
+        on_event: Callable[[str, Mapping[str, object]], None] | None = None,
     ) -> None:
-        """``options``: scenario-specific settings from the command line (``--nodes``)."""
+        """``options``: scenario-specific settings from the command line (``--nodes``);
+        ``on_sample(sample, totals)`` and ``on_event(kind, fields)``: the measurement loop's
+        samples (with the client's totals then) and events, for ``--events``/``--metrics``."""
         if scale not in SCALES:
             from conncap.errors import UsageError
 
@@ -72,7 +76,11 @@ class ScenarioRun:
         self.options: dict[str, int | str] = dict(options or {})
         self.out: Out = out if out is not None else (lambda _line: None)
         self.started_at = dt.datetime.now(dt.UTC)
-        self.m = Measurement(probe=self)
+        self.m = Measurement(
+            probe=self,
+            on_sample=None if on_sample is None else lambda x: on_sample(x, self.m.last_totals),
+            on_event=on_event,
+        )
         self.t0 = self.m.t0
         self.timeline: list[Sample] = self.m.timeline
         self.steps: list[Step] = []

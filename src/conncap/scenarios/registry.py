@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from conncap.errors import RunFailed, UsageError
-from conncap.result import Result
+from conncap.result import Result, Sample
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,6 +122,8 @@ def run_scenario(
     out: Callable[[str], None] | None = None,
     json_path: str | Path | None = None,
     options: Mapping[str, int | str] | None = None,
+    on_sample: Callable[[Sample, Any], None] | None = None,
+    on_event: Callable[[str, Mapping[str, object]], None] | None = None,
 ) -> Outcome:
     """Build the scenario's namespaces, run it, remove everything, and return (and write,
     with ``json_path``) its conncap.result/1 document. On Ctrl-C the document of what was
@@ -140,7 +142,9 @@ def run_scenario(
     result: Result | None = None
     written = json_path is None
     with Topology() as topo:
-        sr = ScenarioRun(topo, scale=scale, out=say, options=options)
+        sr = ScenarioRun(
+            topo, scale=scale, out=say, options=options, on_sample=on_sample, on_event=on_event
+        )
         try:
             body(sr)
         except KeyboardInterrupt:
