@@ -284,7 +284,9 @@ def _summary(console: Console, r: Result) -> None:
     )
     if r.failures:
         console.print("failures: " + ", ".join(f"{k} {v:,}" for k, v in sorted(r.failures.items())))
-    for line in server_lines(r):
+    from conncap.report.summary import server_side_lines
+
+    for line in server_side_lines(r):
         console.print(line, markup=False)
     lat = latency_line(r)
     if lat is not None:
@@ -308,42 +310,3 @@ def _summary(console: Console, r: Result) -> None:
         console.print(f"model predicted: {p.count:,} ({p.cause})")
     elif p.reason:
         console.print(f"model prediction: unknown ({p.reason})")
-
-
-def server_lines(r: Result) -> list[str]:
-    """What the server said and did, and where its side was read (terminal summary)."""
-    from conncap.analysis.closes import lifetime_summary
-
-    out: list[str] = []
-    c = r.closes
-    if c is not None:
-        if c.closed:
-            out.append(
-                f"closed by the server: {c.closed:,} (FIN {c.fin:,}, RST {c.rst:,}); "
-                f"lifetimes: {lifetime_summary(c.lifetimes)}"
-            )
-        for msg in c.messages[:3]:
-            text = f'"{msg.text}"' if msg.text else "(other messages)"
-            out.append(f"server said: {text} ×{msg.seen:,} ({msg.closed:,} then closed)")
-        if c.icmp:
-            out.append("ICMP: " + ", ".join(f"{k} ×{n:,}" for k, n in c.icmp.items()))
-        if c.unacked:
-            out.append(f"not acknowledged (held at the client only): {c.unacked:,}")
-    t = r.target
-    if t is not None:
-        who = ", ".join(
-            f"{p.name} pid {p.pid} ({p.fds if p.fds is not None else '?'} of "
-            f"{p.nofile if p.nofile is not None else '?'} descriptors)"
-            for p in t.processes[:3]
-        )
-        queue = (
-            f", accept queue {t.accept_queue} of {t.backlog}" if t.accept_queue is not None else ""
-        )
-        state = "listening" if t.listening else "not listening" if t.listening is False else "?"
-        est = t.established if t.established is not None else "?"
-        out.append(
-            f"server side ({t.host}:{t.port}, read on this host): {state}"
-            f"{': ' + who if who else ''}{queue}, {est} established on the port"
-            + (f"; firewall: {t.rules[0]}" if t.rules else "")
-        )
-    return out
