@@ -421,15 +421,15 @@ def test_a_server_that_refuses_by_closing_is_a_ceiling(listener: socket.socket, 
 
 
 def test_first_bytes_table_is_bounded() -> None:
-    from conncap.engine.connector import MSG_SLOTS, escape
+    from conncap.engine.peer import MSG_SLOTS, escape
 
     assert escape(b"a\r\n\x00\\") == "a\\r\\n\\x00\\\\"
     c = Connector([Pair(None, "127.0.0.1", 9)], 1, max_fd=64)
     try:
         for i in range(MSG_SLOTS + 5):
-            c._note_message(10, b"msg %d" % i)
-            c.msg_of[10] = 0
-        c._note_message(11, b"msg 0")
+            c.first.note(10, b"msg %d" % i)
+            c.first.of[10] = 0
+        c.first.note(11, b"msg 0")
         st = c.stats()
         assert len(st["msgs"]) == MSG_SLOTS + 1  # 8 distinct + "other"
         assert st["msgs"][0] == ["msg 0", 2, 0] and st["msgs"][-1] == ["", 5, 0]

@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 
 from conncap.engine import protocol
-from conncap.engine.connector import port_slice
 from conncap.engine.plan import (
     OpenPlan,
     Target,
@@ -16,6 +15,7 @@ from conncap.engine.plan import (
     parse_target,
     per_worker_capacity,
 )
+from conncap.engine.portrange import port_slice
 from conncap.errors import UsageError
 
 

@@ -111,8 +111,8 @@ class Agent:
         its OS: the ceiling's advice is that OS's)."""
         if self._info is not None:
             return self._info
-        from conncap.engine.connector import read_port_range, read_reserved_ports
         from conncap.engine.plan import check_plan
+        from conncap.engine.portrange import read_port_range, read_reserved_ports
         from conncap.engine.results import predict
         from conncap.limits import Fact, read_limits
 

@@ -49,8 +49,8 @@ def run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from conncap.engine import ServerPool
-    from conncap.engine.connector import read_time_wait
     from conncap.engine.plan import parse_ports_arg
+    from conncap.engine.portrange import read_time_wait
     from conncap.errors import RunFailed, UsageError
     from conncap.exitcodes import ExitStatus
     from conncap.observe.figures import from_server

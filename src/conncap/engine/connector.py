@@ -25,26 +25,12 @@ worker then stops opening, keeps holding, and says so, with the count of sockets
 in its namespace at that moment (the evidence for cause ``time-wait``).
 
 **Churn** (``lifetime`` set): every connection is closed ``lifetime`` seconds after its
-handshake, with a FIN (``close="fin"``: the client then holds TIME_WAIT) or an RST
-(``close="rst"``: SO_LINGER 0, set when the socket is made). All connections live equally
-long, so their deadlines come in the order they were established: a FIFO ring of (fd,
-deadline) in two preallocated arrays, no object per connection. A ring entry whose fd was
-closed meanwhile (the server closed first) is recognised by ``started[fd]``, which holds the
-connection's deadline while it is HELD.
-
-**Held means held** (docs/engine.md, "Servers conncap does not own"): a worker opens until it
-*holds* its quota, not until its handshakes reach it, within a cap on attempts
-(:data:`ATTEMPTS_PER_QUOTA` × quota + ``streak``). A connection the server closes after its
-handshake (FIN or RST) is counted by how it ended, its lifetime goes into a fixed log-bucket
-histogram (``life``, bucket k: [2^(k-1), 2^k) ms) and the first bytes the server sent (at
-most :data:`MSG_MAX`, escaped) into a small table of distinct messages (:data:`MSG_SLOTS`,
-the rest counted as "other"), all indexed by descriptor, no object per connection. When the
-server closes ``streak`` connections while held grows by fewer than that, the worker is at a
-ceiling (the server's). ``send``: a first message written on every connection; one whose
-bytes are still unacknowledged after ``timeout`` (TCP_INFO ``tcpi_unacked``) is closed and
-counted as a failure, not held. After a connect fails with an error an ICMP message may
-carry (EHOSTUNREACH, ECONNREFUSED, ...), later sockets set IP_RECVERR so the ICMP type and
-code are read from the error queue (3/13: administratively prohibited, a firewall).
+handshake, on a FIFO ring of deadlines (:mod:`conncap.engine.held`). **Held means held**: a
+worker opens until it *holds* its quota, within a cap on attempts (:data:`ATTEMPTS_PER_QUOTA`
+× quota + ``streak``); what the server does to held connections (closes, first bytes,
+lifetimes, ICMP, ``send`` unacknowledged) is counted as :mod:`conncap.engine.peer` describes.
+When the server closes ``streak`` connections while held grows by fewer than that, the worker
+is at a ceiling (the server's). Counters and the stats line: :mod:`conncap.engine.tally`.
 """
 
 from __future__ import annotations
@@ -53,18 +39,23 @@ import contextlib
 import errno
 import os
 import socket
-import struct
 import time
-from array import array
 from bisect import bisect_right
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from conncap import latency, procfs
+from conncap import latency
 from conncap.engine import poller as pl
 from conncap.engine import protocol
-from conncap.engine.acceptor import rss_bytes
+from conncap.engine.held import CLOSE_MODES, CONNECTING, CONTROL, FREE, HELD, LINGER_0, SENT, Holder
+from conncap.engine.peer import ICMP_ERRNOS, note_icmp, set_recverr, unacked
+from conncap.engine.portrange import (
+    port_slice,
+    read_port_range,
+    read_reserved_ports,
+    read_time_wait,
+)
 from conncap.engine.protocol import IP_BIND_ADDRESS_NO_PORT
 
 #: Port exhaustion as connect() reports it.
@@ -75,32 +66,9 @@ PAIR_DEAD_AFTER = 2
 DEFAULT_STREAK = 32
 #: New connects per loop turn at most (then the loop polls for completions).
 BATCH = 128
-#: State bytes, by descriptor. SENT: established, the first message sent, not yet answered.
-FREE, CONNECTING, HELD, CONTROL, SENT = 0, 1, 2, 3, 4
 #: Attempts a worker may make per connection of its quota (plus ``streak``), so a server that
 #: closes everything cannot keep it opening forever.
 ATTEMPTS_PER_QUOTA = 4
-#: The server's first bytes: at most this many kept per message, at most this many distinct
-#: messages per worker (more are counted as "other").
-MSG_MAX = 256
-MSG_SLOTS = 8
-MSG_OTHER = 255
-#: Buckets of the lifetime histogram of connections the server closed: bucket 0 is under
-#: 1 ms, bucket k is [2^(k-1), 2^k) ms, the last one everything longer (about 2.3 hours).
-LIFE_BUCKETS = 24
-#: Linux IP_RECVERR / IPV6_RECVERR and the sock_extended_err origin of an ICMP message.
-IP_RECVERR, IPV6_RECVERR = 11, 25
-SO_EE_ORIGIN_ICMP, SO_EE_ORIGIN_ICMP6 = 2, 3
-#: connect() errors an ICMP message may have caused (then IP_RECVERR is worth setting).
-ICMP_ERRNOS = frozenset(
-    {errno.EHOSTUNREACH, errno.ENETUNREACH, errno.ECONNREFUSED, errno.EACCES, errno.EPERM}
-)
-_TCP_INFO = getattr(socket, "TCP_INFO", 11)
-#: errno number used in counters for "the peer closed" (an EOF is not an errno).
-EOF = 0
-#: Close modes in churn: a FIN (the closer holds TIME_WAIT) or an RST (SO_LINGER 0).
-CLOSE_MODES = ("fin", "rst")
-_LINGER_0 = struct.pack("ii", 1, 0)
 
 Emit = Callable[..., None]
 
@@ -135,47 +103,7 @@ class Pair:
         return socket.AF_INET6 if ":" in self.host else socket.AF_INET
 
 
-def read_port_range(default: tuple[int, int] = (32768, 60999)) -> tuple[int, int]:
-    """This network namespace's ip_local_port_range (inclusive)."""
-    try:
-        with open(procfs.PORT_RANGE) as fh:
-            return procfs.parse_port_range(fh.read())
-    except (OSError, ValueError):
-        return default
-
-
-def read_reserved_ports() -> frozenset[int]:
-    """This network namespace's ip_local_reserved_ports, expanded."""
-    try:
-        with open(procfs.RESERVED_PORTS) as fh:
-            return procfs.expand_ports(procfs.parse_reserved_ports(fh.read()))
-    except (OSError, ValueError):
-        return frozenset()
-
-
-def read_time_wait(path: str = "/proc/net/sockstat") -> int | None:
-    """Sockets in TIME_WAIT in this process's network namespace (``tw`` of the ``TCP:`` line
-    of /proc/net/sockstat, per namespace); None where it cannot be read."""
-    try:
-        with open(path) as fh:
-            for line in fh:
-                if line.startswith("TCP:"):
-                    words = line.split()
-                    return int(words[words.index("tw") + 1])
-    except (OSError, ValueError, IndexError):
-        return None
-    return None
-
-
-def port_slice(lo: int, hi: int, index: int, workers: int) -> tuple[int, int]:
-    """Worker ``index`` of ``workers``: its contiguous share of [lo, hi] (inclusive)."""
-    size = hi - lo + 1
-    start = lo + size * index // workers
-    end = lo + size * (index + 1) // workers - 1
-    return start, end
-
-
-class Connector:
+class Connector(Holder):
     """Opens ``quota`` connections over ``pairs`` and holds them until stop()."""
 
     def __init__(
@@ -210,34 +138,32 @@ class Connector:
             raise ValueError(f"close must be one of {CLOSE_MODES}")
         if lifetime is not None and not lifetime >= 0:
             raise ValueError("lifetime must be 0 or more seconds")
+        ep = poller if poller is not None else pl.new_poller()
+        super().__init__(
+            quota,
+            size=max_fd + 64,
+            lifetime=lifetime,
+            close=close,
+            send=send,
+            streak=streak,
+            edge=pl.is_edge_triggered(ep),
+            clock=clock,
+            time_wait=time_wait,
+            autostart=autostart,
+        )
         self.pairs = list(pairs)
         self.addrs = [(p.host, p.port) for p in pairs]
         self.families = [p.family for p in pairs]
         self.srcs = [p.src for p in pairs]
-        self.quota = quota
         self.rate = rate
         self.window = max(1, window)
         self.timeout = timeout
         self.bind_mode = bind_mode
-        self.streak_limit = max(1, streak)
         self.emit = emit
-        self.clock = clock
         self.make_socket = make_socket
-        self.ep = poller if poller is not None else pl.new_poller()
-        self.edge = pl.is_edge_triggered(self.ep)
+        self.ep = ep
         self.control_fd = control_fd
         self.control = protocol.ControlBuffer()
-        size = max_fd + 64
-        self.state = bytearray(size)
-        self.started = array("d", bytes(8 * size))
-        self.pair_of = array("I", bytes(4 * size))
-        #: Which message slot (1..MSG_SLOTS, MSG_OTHER) a held connection's first bytes took.
-        self.msg_of = bytearray(size)
-        # connect latency (conncap.latency): monotonic_ns at connect() by fd, and a histogram
-        self.t_ns = array("q", bytes(8 * size))
-        self.lat = array("Q", bytes(8 * latency.BUCKETS))
-        self.lat_sum = 0
-        self.lat_max = 0
         # explicit mode: each pair walks the same slice of the port range
         lo, hi = port_range if port_range is not None else read_port_range()
         self.slice = (lo, hi)
@@ -248,78 +174,16 @@ class Connector:
         self.alive = list(range(len(pairs)))
         self.pair_fails = [0] * len(pairs)
         self.rr = 0
-        # counters
-        self.attempts = 0
-        self.ok = 0
-        self.held = 0
-        self.peak = 0
-        self.inflight = 0
-        self.failures: dict[int, int] = {}
-        self.dropped: dict[int, int] = {}
-        self.streak = 0
         self.max_attempts = ATTEMPTS_PER_QUOTA * quota + self.streak_limit
-        # closed by the server after the handshake: lifetimes, first bytes, the close streak
-        self.lost = 0
-        self.last_close = EOF
-        self.life = array("I", bytes(4 * LIFE_BUCKETS))
-        self.msgs: list[list[Any]] = []  # [text, seen, closed]
-        self.msg_slot: dict[bytes, int] = {}
-        self.msg_other = [0, 0]
-        self._mark_lost = 0
-        self._mark_held = 0
-        self.send = send or None
-        self.sending = 0
-        self.unacked = 0
-        self.icmp: dict[str, int] = {}
         self.recverr = False
-        self.last_op = "connect"
         self.cap: int | None = None
-        self.ceiling: protocol.CeilingReport | None = None
-        self._ceiling_settled = False
-        self.running = autostart
-        self.paused = False
-        self.stopping = False
         self.tokens = 0.0
-        self.t0 = clock()
-        self.t_go = self.t0
         self.t_last_token = self.t0
         self._last_emit = 0.0
-        self._dirty = True
         self._next_scan = 0.0
-        # churn: close each connection `lifetime` s after its handshake (docs/engine.md)
-        self.lifetime = lifetime
-        self.churn = lifetime is not None
-        self.close_mode = close
-        self.read_tw = time_wait
-        cap = 1024 if self.churn else 0
-        self.ring_fd = array("i", bytes(4 * cap))
-        self.ring_t = array("d", bytes(8 * cap))
-        self.ring_head = 0
-        self.ring_len = 0
-        self.closed = 0
-        self.tw = 0
-        self.tw_peak = 0
-        self.first_fail: float | None = None
-        self.first_fail_errno = 0
         if control_fd is not None:
             self.state[control_fd] = CONTROL
             self.ep.register(control_fd, pl.IN)
-
-    # ---- state ------------------------------------------------------------------------------
-
-    @property
-    def phase(self) -> str:
-        if self.stopping:
-            return "stopped"
-        if self.ceiling is not None:
-            return "ceiling" if self.inflight == 0 else "settling"
-        if (self.ok if self.churn else self.held) >= self.quota:
-            return "done"
-        if not self.running:
-            return "wait"
-        if self.paused:
-            return "paused"
-        return "run"
 
     def _budget(self, now: float) -> int:
         if not self.running or self.paused or self.ceiling is not None or self.stopping:
@@ -329,11 +193,7 @@ class Connector:
         if not self.churn:
             n = min(n, self.max_attempts - self.attempts)
             if n <= 0 and self.attempts >= self.max_attempts and have < self.quota:
-                self._ceiling(
-                    EOF if self.lost else (self.first_fail_errno or errno.ETIMEDOUT),
-                    f"{self.attempts:,} attempts for a quota of {self.quota:,}: held "
-                    f"{self.held:,}, {self.lost:,} closed by the server",
-                )
+                self._attempts_ceiling()
                 return 0
         if self.cap is not None:
             n = min(n, self.cap - self.held - self.inflight)
@@ -361,8 +221,9 @@ class Connector:
             timeout = 0.0
         elif self.rate is not None and self.running and self.phase == "run":
             timeout = min(timeout, max(0.0, (1.0 - self.tokens) / self.rate))
-        if self.ring_len:
-            timeout = min(timeout, max(0.0, self.ring_t[self.ring_head] - now))
+        ring = self.ring
+        if ring.n:
+            timeout = min(timeout, max(0.0, ring.t[ring.head] - now))
         try:
             events = self.ep.poll(timeout, 1024)
         except InterruptedError:
@@ -370,8 +231,12 @@ class Connector:
         if events:
             self._on_events(events)
         now = self.clock()
-        if self.ring_len and self.ring_t[self.ring_head] <= now:
-            self._close_due(now)
+        if ring.n and ring.t[ring.head] <= now:
+            closed = ring.close_due(now, self.state, self.started)
+            if closed:
+                self.held -= closed
+                self.closed += closed
+                self._dirty = True
         if (self.inflight or self.sending) and now >= self._next_scan:
             self._expire(now)
             self._next_scan = now + min(0.1, self.timeout / 4)
@@ -438,9 +303,9 @@ class Connector:
                 if not nonblock:
                     s.setblocking(False)
                 if linger:  # churn --close rst: close() will send an RST, no TIME_WAIT
-                    s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_0)
+                    s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, LINGER_0)
                 if recverr:  # an earlier connect failed as an ICMP error would make it fail
-                    _set_recverr(s, families[pi])
+                    set_recverr(s, families[pi])
                 if explicit:
                     s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                     s.bind((src or _any(families[pi]), port))
@@ -473,7 +338,7 @@ class Connector:
                 inflight += 1
             else:
                 if recverr and err in ICMP_ERRNOS:
-                    self._note_icmp(s, families[pi])
+                    note_icmp(self.icmp, s, families[pi])
                 s.close()
                 self._fail(err, pi, port_error=not explicit)
         self.rr = rr
@@ -500,14 +365,6 @@ class Connector:
         self.cursor[pi] = port + 1
         return port
 
-    def _grow(self, fd: int) -> None:
-        extra = fd + 1024 - len(self.state)
-        self.state.extend(bytes(extra))
-        self.started.extend(array("d", bytes(8 * extra)))
-        self.pair_of.extend(array("I", bytes(4 * extra)))
-        self.msg_of.extend(bytes(extra))
-        self.t_ns.extend(array("q", bytes(8 * extra)))
-
     def _on_events(self, events: list[tuple[int, int]]) -> None:
         state = self.state
         edge = self.edge
@@ -517,6 +374,7 @@ class Connector:
         now = self.clock()
         due = now + (self.lifetime or 0.0) if churn else 0.0
         started = self.started
+        push = self.ring.push
         send = self.send
         now_ns = time.monotonic_ns()  # the wake-up that reports these handshakes
         t_ns, lat, bounds = self.t_ns, self.lat, latency.BOUNDS_NS
@@ -536,7 +394,8 @@ class Connector:
                 if d > lat_max:
                     lat_max = d
                 if churn:
-                    self._schedule_close(fd, due)
+                    push(fd, due)
+                    started[fd] = due  # marks which connection the ring entry is for
                 else:
                     started[fd] = now  # established: the start of its lifetime
                 if not edge:
@@ -561,155 +420,13 @@ class Connector:
         if self.lost != self._mark_lost:
             self._close_streak()
 
-    def _schedule_close(self, fd: int, due: float) -> None:
-        """Churn: close ``fd`` at ``due`` (appended to the ring; deadlines only grow)."""
-        cap = len(self.ring_fd)
-        if self.ring_len == cap:  # full: unroll into a ring twice the size
-            order = [(self.ring_head + i) % cap for i in range(cap)] if cap else []
-            self.ring_fd = array("i", [self.ring_fd[i] for i in order]) + array(
-                "i", bytes(4 * max(cap, 1024))
-            )
-            self.ring_t = array("d", [self.ring_t[i] for i in order]) + array(
-                "d", bytes(8 * max(cap, 1024))
-            )
-            self.ring_head = 0
-            cap = len(self.ring_fd)
-        i = (self.ring_head + self.ring_len) % cap
-        self.ring_fd[i] = fd
-        self.ring_t[i] = due
-        self.started[fd] = due  # marks which connection this ring entry is for
-        self.ring_len += 1
-
-    def _close_due(self, now: float) -> None:
-        """Churn: close every connection whose lifetime is over (FIN, or RST with
-        ``close="rst"``: SO_LINGER 0 was set when the socket was made)."""
-        state, started = self.state, self.started
-        ring_fd, ring_t = self.ring_fd, self.ring_t
-        cap = len(ring_fd)
-        head, n = self.ring_head, self.ring_len
-        closed = 0
-        while n and ring_t[head] <= now:
-            fd = ring_fd[head]
-            if state[fd] == HELD and started[fd] == ring_t[head]:
-                state[fd] = FREE
-                os.close(fd)
-                closed += 1
-            head = (head + 1) % cap
-            n -= 1
-        self.ring_head, self.ring_len = head, n
-        if closed:
-            self.held -= closed
-            self.closed += closed
-            self._dirty = True
-
-    def _sample_tw(self) -> None:
-        n = self.read_tw()
-        if n is not None:
-            self.tw = n
-            if n > self.tw_peak:
-                self.tw_peak = n
-
-    def _on_held(self, fd: int) -> None:
-        """The server sent something or closed: drain (its first bytes are noted); on EOF or
-        an error the connection is gone."""
-        while True:
-            try:
-                data = os.read(fd, 65536)
-            except BlockingIOError:
-                return
-            except OSError as exc:
-                self._drop(fd, exc.errno or 0)
-                return
-            if not data:
-                self._drop(fd, EOF)
-                return
-            if not self.msg_of[fd]:
-                self._note_message(fd, data)
-            if self.state[fd] == SENT:  # answered: held
-                self.state[fd] = HELD
-                self.sending -= 1
-            if not self.edge:
-                return
-
-    def _note_message(self, fd: int, data: bytes) -> None:
-        """The first bytes the server sent on ``fd``: counted in the table of messages."""
-        key = data[:MSG_MAX]
-        slot = self.msg_slot.get(key)
-        if slot is None:
-            if len(self.msgs) < MSG_SLOTS:
-                self.msgs.append([escape(key), 0, 0])
-                slot = self.msg_slot[key] = len(self.msgs)
-            else:
-                slot = MSG_OTHER
-        if slot == MSG_OTHER:
-            self.msg_other[0] += 1
-        else:
-            self.msgs[slot - 1][1] += 1
-        self.msg_of[fd] = slot
-        self._dirty = True
-
-    def _drop(self, fd: int, code: int) -> None:
-        """The server closed ``fd`` (FIN: ``code`` EOF; RST: ECONNRESET) after its handshake."""
-        state = self.state
-        if state[fd] == SENT:
-            self.sending -= 1
-        state[fd] = FREE
-        os.close(fd)
-        self.held -= 1
-        self.dropped[code] = self.dropped.get(code, 0) + 1
-        slot = self.msg_of[fd]
-        if slot:
-            self.msg_of[fd] = 0
-            if slot == MSG_OTHER:
-                self.msg_other[1] += 1
-            else:
-                self.msgs[slot - 1][2] += 1
-        now = self.clock()
-        born = self.started[fd] - (self.lifetime or 0.0) if self.churn else self.started[fd]
-        ms = int(max(0.0, now - born) * 1000.0)
-        self.life[min(ms.bit_length(), LIFE_BUCKETS - 1)] += 1
-        self.lost += 1
-        self.last_close = code
-        self._dirty = True
-
-    def _close_streak(self) -> None:
-        """The server closes as fast as we open (``streak`` closes while held grew by fewer):
-        held no longer grows, the server's ceiling. Checked once per batch of events."""
-        lost = self.lost - self._mark_lost
-        if lost < self.streak_limit:
-            return
-        gained = self.held - self._mark_held
-        if gained < lost and self.ceiling is None and not self.churn:
-            self.last_op = "recv"
-            self._ceiling(
-                self.last_close,
-                f"the server closed {lost:,} connections after their handshake while held "
-                f"grew by {max(gained, 0):,} (to {self.held:,})",
-            )
-        self._mark_lost, self._mark_held = self.lost, self.held
-
-    def _send_first(self, fd: int) -> None:
-        """``send``: write the first message; held once answered or acknowledged."""
-        assert self.send is not None
-        # a full buffer or a closed peer: the scan or the close event says more
-        with contextlib.suppress(OSError):
-            os.write(fd, self.send)
-        self.state[fd] = SENT
-        self.sending += 1
-
-    def _note_icmp(self, sock: Any, family: int) -> None:
-        """Count the ICMP type/code behind a failed connect (IP_RECVERR's error queue)."""
-        key = read_icmp(sock, family)
-        if key is not None:
-            self.icmp[key] = self.icmp.get(key, 0) + 1
-
     def _fail_async(self, fd: int) -> None:
         code = errno.ECONNREFUSED
         try:
             probe = socket.socket(fileno=fd)
             try:
                 if self.recverr:
-                    self._note_icmp(probe, self.families[self.pair_of[fd]])
+                    note_icmp(self.icmp, probe, self.families[self.pair_of[fd]])
                 code = probe.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) or code
             finally:
                 probe.detach()
@@ -733,7 +450,7 @@ class Connector:
                     self.sending -= 1
                     if unacked(fd, self.families[self.pair_of[fd]]):
                         state[fd] = FREE
-                        self.msg_of[fd] = 0
+                        self.first.of[fd] = 0
                         with contextlib.suppress(OSError, ValueError, KeyError):
                             self.ep.unregister(fd)
                         os.close(fd)
@@ -776,20 +493,6 @@ class Connector:
         if self.streak >= self.streak_limit:
             self._ceiling(code, f"{self.streak} attempts in a row failed, the last with this errno")
 
-    def _ceiling(self, code: int, evidence: str) -> None:
-        if self.ceiling is None:
-            tw = self.read_tw()  # the evidence for time-wait: this namespace's TIME_WAIT now
-            self.ceiling = {
-                "errno": code,
-                "op": self.last_op,
-                "held": self.held,
-                "evidence": evidence,
-                "time_wait": tw,
-            }
-            if tw is not None and tw > self.tw_peak:
-                self.tw_peak = tw
-            self._dirty = True
-
     def _on_control(self) -> None:
         assert self.control_fd is not None
         try:
@@ -822,51 +525,10 @@ class Connector:
 
     # ---- reporting and shutdown --------------------------------------------------------------
 
-    def stats(self) -> protocol.ClientSnapshot:
-        out = self._stats()
-        if self.lost:
-            out["life"] = list(self.life)
-        if self.msgs or self.msg_other[0]:
-            out["msgs"] = [list(m) for m in self.msgs]
-            if self.msg_other[0]:
-                out["msgs"].append(["", *self.msg_other])
-        if self.icmp:
-            out["icmp"] = dict(self.icmp)
-        if self.unacked:
-            out["unacked"] = self.unacked
-        if self.churn:
-            out["closed"] = self.closed
-            out["tw"] = self.tw
-            out["tw_peak"] = self.tw_peak
-            out["first_fail"] = None if self.first_fail is None else round(self.first_fail, 3)
-            out["first_fail_errno"] = self.first_fail_errno
-        return out
-
-    def _stats(self) -> protocol.ClientSnapshot:
-        return {
-            "t": round(self.clock() - self.t0, 3),
-            "t_go": round(self.t_go - self.t0, 3),
-            "phase": self.phase,
-            "quota": self.quota,
-            "held": self.held,
-            "ok": self.ok,
-            "peak": self.peak,
-            "attempts": self.attempts,
-            "inflight": self.inflight,
-            "failures": {str(k): v for k, v in self.failures.items()},
-            "dropped": {str(k): v for k, v in self.dropped.items()},
-            "ceiling": self.ceiling,
-            "rss": rss_bytes(),
-            "lat": latency.trimmed(self.lat),
-            "lat_sum": self.lat_sum,
-            "lat_max": self.lat_max,
-        }
-
     def close_all(self, reset: bool = True) -> None:
         """Close every connection. ``reset``: with SO_LINGER 0 (an RST), so a run leaves no
         TIME_WAIT behind to slow the next one's port search (the server counts a reset)."""
         state = self.state
-        linger = struct.pack("ii", 1, 0)
         for fd in range(len(state)):
             st = state[fd]
             if st in (CONNECTING, HELD, SENT):
@@ -874,7 +536,7 @@ class Connector:
                 if reset:
                     try:
                         s = socket.socket(self.family_of(fd), socket.SOCK_STREAM, 0, fd)
-                        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, linger)
+                        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, LINGER_0)
                         s.detach()
                     except OSError:
                         pass
@@ -886,60 +548,6 @@ class Connector:
 
     def family_of(self, fd: int) -> int:
         return self.pairs[self.pair_of[fd]].family
-
-
-def escape(data: bytes) -> str:
-    """Bytes as printable text: ASCII kept, ``\\r``, ``\\n``, ``\\t`` and ``\\xNN`` for the rest."""
-    out = []
-    for b in data:
-        if 32 <= b < 127 and b != 92:
-            out.append(chr(b))
-        else:
-            out.append(_ESCAPES.get(b) or f"\\x{b:02x}")
-    return "".join(out)
-
-
-_ESCAPES = {13: "\\r", 10: "\\n", 9: "\\t", 92: "\\\\"}
-
-
-def _set_recverr(sock: Any, family: int) -> None:
-    with contextlib.suppress(OSError):
-        if family == socket.AF_INET6:
-            sock.setsockopt(socket.IPPROTO_IPV6, IPV6_RECVERR, 1)
-        else:
-            sock.setsockopt(socket.IPPROTO_IP, IP_RECVERR, 1)
-
-
-def read_icmp(sock: Any, family: int) -> str | None:
-    """``icmp 3/13`` (type/code; ``icmp6 1/1``) from a socket's error queue, None if empty."""
-    try:
-        _, anc, _, _ = sock.recvmsg(1, 512, socket.MSG_ERRQUEUE)
-    except (OSError, AttributeError):
-        return None
-    for _level, _kind, data in anc:
-        if len(data) >= 8:
-            _ee_errno, origin, itype, code = struct.unpack_from("=IBBB", data)
-            if origin == SO_EE_ORIGIN_ICMP:
-                return f"icmp {itype}/{code}"
-            if origin == SO_EE_ORIGIN_ICMP6:
-                return f"icmp6 {itype}/{code}"
-    return None
-
-
-def unacked(fd: int, family: int) -> bool:
-    """Whether the socket ``fd`` has sent bytes the peer has not acknowledged
-    (TCP_INFO ``tcpi_unacked``; False where it cannot be read)."""
-    try:
-        s = socket.socket(family, socket.SOCK_STREAM, 0, fd)
-    except OSError:
-        return False
-    try:
-        info = s.getsockopt(socket.IPPROTO_TCP, _TCP_INFO, 104)
-    except OSError:
-        return False
-    finally:
-        s.detach()
-    return len(info) >= 28 and struct.unpack_from("=I", info, 24)[0] > 0
 
 
 def _linux() -> bool:

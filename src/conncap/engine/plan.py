@@ -289,7 +289,7 @@ def build_open_plan(
     """The OpenPlan of ``conncap open``'s options on this host (its port range, its
     addresses for ``auto``), and the notes to print about the choices made. Used by the
     command and by each node's agent of a cluster run."""
-    from conncap.engine.connector import read_port_range
+    from conncap.engine.portrange import read_port_range
 
     if count < 1:
         raise UsageError("--count must be at least 1")

@@ -125,7 +125,7 @@ class Observers:
 
     def _time_wait(self) -> int | None:
         if self._read_tw is None:
-            from conncap.engine.connector import read_time_wait
+            from conncap.engine.portrange import read_time_wait
 
             self._read_tw = read_time_wait
         return self._read_tw()

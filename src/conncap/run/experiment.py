@@ -214,7 +214,7 @@ class Experiment:
         lim = self.limits
         rng = lim.port_range.value
         if rng is None:
-            from conncap.engine.connector import read_port_range
+            from conncap.engine.portrange import read_port_range
 
             rng = read_port_range()
             self.notes.append(
