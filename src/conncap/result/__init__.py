@@ -1,14 +1,9 @@
 """The result document ``conncap.result/2``: its typed model, its one codec, and its writer and
 loader (docs/result-schema.md). ``conncap.result/1`` files are read and upgraded."""
 
-from conncap.result.codec import (
-    from_json,
-    json_object,
-    part_to_json,
-    prediction_from_json,
-    sample_from_json,
-    to_json,
-)
+from conncap.result.checked import json_object
+from conncap.result.codec import from_json, prediction_from_json, sample_from_json
+from conncap.result.encode import part_to_json, to_json
 from conncap.result.io import (
     MAX_BYTES,
     REQUIRED_KEYS,
@@ -43,13 +38,15 @@ from conncap.result.model import (
     Result,
     Sample,
     Scenario,
+    Side,
+    SingleProcess,
+    Step,
+)
+from conncap.result.server import (
     ServerCloses,
     ServerFigures,
     ServerMessage,
     ServerProcess,
-    Side,
-    SingleProcess,
-    Step,
     TargetSide,
 )
 from conncap.result.upgrade import side_of_cause

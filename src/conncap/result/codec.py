@@ -1,28 +1,23 @@
-"""``conncap.result/2`` JSON to and from :class:`~conncap.result.model.Result`: the one place a
-result document is checked.
+"""``conncap.result/2`` JSON to :class:`~conncap.result.model.Result`: the one place a result
+document is checked.
 
 :func:`from_json` reads /2 and /1 (upgraded by ``upgrade.upgrade_v1``); every problem is one
 :class:`UsageError` line naming the file and the key path, e.g. ``run.json: damaged conncap
-result (steps[1].ceiling.count: expected an integer, got "x")``. :func:`to_json` writes every
-field a class requires and the optional ones that have a value (an absent key reads as null
-or empty). ``from_json(to_json(r)) == r``.
+result (steps[1].ceiling.count: expected an integer, got "x")``. Each object of the model has
+one reader here, built on the checked reader of :mod:`conncap.result.checked`; the writer is
+:mod:`conncap.result.encode`, and ``from_json(to_json(r)) == r``.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import json
-import math
 from collections.abc import Callable, Mapping
 from typing import TypeVar
 
 from conncap.errors import UsageError
 from conncap.result import model as m
-from conncap.result.model import JsonObject, JsonValue
+from conncap.result import server as srv
+from conncap.result.checked import Damaged, Obj, is_num, show
 from conncap.result.upgrade import upgrade_v1
-
-#: How deep the free-form parts (plan, limits, topology, ...) may nest.
-MAX_DEPTH = 64
 
 #: Top-level keys every document has (a /1 document without them cannot be read).
 REQUIRED_KEYS: tuple[str, ...] = (
@@ -38,233 +33,12 @@ REQUIRED_KEYS: tuple[str, ...] = (
 )
 
 T = TypeVar("T")
-_MISSING = object()
-
-
-class _Damaged(Exception):
-    """A problem at a key path; :func:`from_json` turns it into the UsageError line."""
-
-    def __init__(self, path: str, problem: str) -> None:
-        super().__init__(f"{path}: {problem}" if path else problem)
-
-
-def show(value: object) -> str:
-    """A value as a person reads it in an error line (short)."""
-    if isinstance(value, Mapping):
-        return "an object"
-    if isinstance(value, list | tuple):
-        return "a list"
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
-    try:
-        text = json.dumps(value)
-    except (TypeError, ValueError):
-        return f"a {type(value).__name__}"
-    return text if len(text) <= 40 else text[:37] + "..."
-
-
-def _is_int(v: object) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _is_num(v: object) -> bool:
-    return (isinstance(v, int) and not isinstance(v, bool)) or (
-        isinstance(v, float) and math.isfinite(v)
-    )
-
-
-def json_value(value: object, path: str, depth: int = 0) -> JsonValue:
-    """``value`` checked as JSON (string keys, finite numbers, not too deep)."""
-    if depth > MAX_DEPTH:
-        raise _Damaged(path, f"nested more than {MAX_DEPTH} levels deep")
-    if value is None or isinstance(value, bool | int | str):
-        return value
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            raise _Damaged(path, f"expected a finite number, got {value}")
-        return value
-    if isinstance(value, list | tuple):
-        return [json_value(v, f"{path}[{i}]", depth + 1) for i, v in enumerate(value)]
-    if isinstance(value, Mapping):
-        out: dict[str, JsonValue] = {}
-        for k, v in value.items():
-            if not isinstance(k, str):
-                raise _Damaged(path, f"expected string keys, got {show(k)}")
-            out[k] = json_value(v, _join(path, k), depth + 1)
-        return out
-    raise _Damaged(path, f"expected a JSON value, got a {type(value).__name__}")
-
-
-def json_object(value: Mapping[str, object], what: str = "object") -> JsonObject:
-    """A writer's free-form part (a plan's or the limits' JSON) checked as a JSON object; a
-    value that is not JSON is a bug in the writer (ValueError)."""
-    try:
-        checked = json_value(value, what)
-    except _Damaged as exc:
-        raise ValueError(f"{what} is not JSON: {exc}") from None
-    assert isinstance(checked, Mapping)
-    return checked
-
-
-def _join(path: str, key: str) -> str:
-    return f"{path}.{key}" if path else key
-
-
-class _Obj:
-    """A JSON object at a key path, read one typed field at a time."""
-
-    __slots__ = ("_d", "_path")
-
-    def __init__(self, d: object, path: str) -> None:
-        if not isinstance(d, Mapping):
-            raise _Damaged(path, f"expected an object, got {show(d)}")
-        self._d: Mapping[str, object] = d
-        self._path = path
-
-    @property
-    def keys(self) -> frozenset[str]:
-        return frozenset(k for k in self._d if isinstance(k, str))
-
-    def at(self, key: str) -> str:
-        return _join(self._path, key)
-
-    def _get(self, key: str, required: bool) -> object:
-        if key not in self._d:
-            if required:
-                raise _Damaged(self.at(key), "missing")
-            return None
-        return self._d[key]
-
-    def _typed(
-        self, key: str, ok: Callable[[object], bool], what: str, required: bool, null: bool
-    ) -> object:
-        v = self._get(key, required)
-        if v is None and (null or not required):
-            return None
-        if not ok(v):
-            raise _Damaged(self.at(key), f"expected {what}, got {show(v)}")
-        return v
-
-    # Each reader: ``key`` must hold that type. ``_or_none``: it may be null (or absent unless
-    # ``required``).
-    def int_(self, key: str) -> int:
-        v = self._typed(key, _is_int, "an integer", True, False)
-        assert isinstance(v, int)
-        return v
-
-    def int_or_none(self, key: str, *, required: bool = False) -> int | None:
-        v = self._typed(key, _is_int, "an integer", required, True)
-        return v if isinstance(v, int) else None
-
-    def num(self, key: str) -> float:
-        v = self._typed(key, _is_num, "a number", True, False)
-        assert isinstance(v, int | float)
-        return v
-
-    def num_or_none(self, key: str) -> float | None:
-        v = self._typed(key, _is_num, "a number", False, True)
-        return v if isinstance(v, int | float) else None
-
-    def str_(self, key: str) -> str:
-        v = self._typed(key, lambda x: isinstance(x, str), "a string", True, False)
-        assert isinstance(v, str)
-        return v
-
-    def str_or_none(self, key: str, *, required: bool = False) -> str | None:
-        v = self._typed(key, lambda x: isinstance(x, str), "a string", required, True)
-        return v if isinstance(v, str) else None
-
-    def bool_(self, key: str) -> bool:
-        v = self._typed(key, lambda x: isinstance(x, bool), "true or false", True, False)
-        return v is True
-
-    def bool_or_none(self, key: str, *, required: bool = False) -> bool | None:
-        v = self._typed(key, lambda x: isinstance(x, bool), "true or false", required, True)
-        return v if isinstance(v, bool) else None
-
-    def choice(
-        self, key: str, choices: tuple[T, ...], *, null: bool = False, required: bool = True
-    ) -> T | None:
-        v = self._get(key, required)
-        if v is None and (null or (not required and key not in self._d)):
-            return None
-        for c in choices:
-            if v == c and isinstance(v, str):
-                return c
-        one_of = ", ".join(map(str, choices))
-        raise _Damaged(self.at(key), f"expected one of {one_of}, got {show(v)}")
-
-    def list_(self, key: str, *, required: bool = False) -> list[tuple[object, str]]:
-        """The items of a list and their paths (absent or null: none)."""
-        v = self._get(key, required)
-        if v is None and not required:
-            return []
-        if not isinstance(v, list | tuple):
-            raise _Damaged(self.at(key), f"expected a list, got {show(v)}")
-        return [(item, f"{self.at(key)}[{i}]") for i, item in enumerate(v)]
-
-    def strs(self, key: str, *, required: bool = False) -> tuple[str, ...]:
-        out: list[str] = []
-        for item, path in self.list_(key, required=required):
-            if not isinstance(item, str):
-                raise _Damaged(path, f"expected a string, got {show(item)}")
-            out.append(item)
-        return tuple(out)
-
-    def ints(self, key: str) -> tuple[int, ...]:
-        out: list[int] = []
-        for item, path in self.list_(key):
-            if not _is_int(item):
-                raise _Damaged(path, f"expected an integer, got {show(item)}")
-            assert isinstance(item, int)
-            out.append(item)
-        return tuple(out)
-
-    def objs(self, key: str, read: Callable[[_Obj], T], *, required: bool = False) -> tuple[T, ...]:
-        return tuple(read(_Obj(item, path)) for item, path in self.list_(key, required=required))
-
-    def obj(self, key: str) -> _Obj:
-        return _Obj(self._get(key, True), self.at(key))
-
-    def obj_or_none(self, key: str) -> _Obj | None:
-        v = self._get(key, False)
-        return None if v is None else _Obj(v, self.at(key))
-
-    def counts(self, key: str, *, required: bool = False) -> dict[str, int]:
-        """An object of integers (absent or null: empty)."""
-        o = self.obj(key) if required else self.obj_or_none(key)
-        return {} if o is None else {k: o.int_(k) for k in o.keys}
-
-    def counts_or_none(self, key: str) -> dict[str, int] | None:
-        return self.counts(key) if self._get(key, False) is not None else None
-
-    def maybe_counts(self, key: str) -> dict[str, int | None]:
-        o = self.obj_or_none(key)
-        return {} if o is None else {k: o.int_or_none(k) for k in o.keys}
-
-    def texts(self, key: str) -> dict[str, str]:
-        o = self.obj_or_none(key)
-        return {} if o is None else {k: o.str_(k) for k in o.keys}
-
-    def json_obj(self, key: str) -> JsonObject | None:
-        """A free-form object (an escape hatch), checked as JSON."""
-        v = self._get(key, False)
-        if v is None:
-            return None
-        if not isinstance(v, Mapping):
-            raise _Damaged(self.at(key), f"expected an object, got {show(v)}")
-        checked = json_value(v, self.at(key))
-        assert isinstance(checked, Mapping)
-        return checked
-
-    def rest(self, known: frozenset[str]) -> dict[str, JsonValue]:
-        return {k: json_value(self._d[k], self.at(k)) for k in sorted(self.keys - known)}
 
 
 # --- JSON -> model ------------------------------------------------------------------------------
 
 
-def _host(o: _Obj) -> m.Host:
+def _host(o: Obj) -> m.Host:
     return m.Host(
         hostname=o.str_or_none("hostname"),
         os=o.str_or_none("os"),
@@ -273,7 +47,7 @@ def _host(o: _Obj) -> m.Host:
     )
 
 
-def _ceiling(o: _Obj) -> m.Ceiling:
+def _ceiling(o: Obj) -> m.Ceiling:
     return m.Ceiling(
         reached=o.bool_("reached"),
         count=o.int_or_none("count", required=True),
@@ -291,12 +65,12 @@ def _ceiling(o: _Obj) -> m.Ceiling:
     )
 
 
-def _server_message(o: _Obj) -> m.ServerMessage:
-    return m.ServerMessage(text=o.str_("text"), seen=o.int_("seen"), closed=o.int_("closed"))
+def _server_message(o: Obj) -> srv.ServerMessage:
+    return srv.ServerMessage(text=o.str_("text"), seen=o.int_("seen"), closed=o.int_("closed"))
 
 
-def _closes(o: _Obj) -> m.ServerCloses:
-    return m.ServerCloses(
+def _closes(o: Obj) -> srv.ServerCloses:
+    return srv.ServerCloses(
         fin=o.int_or_none("fin") or 0,
         rst=o.int_or_none("rst") or 0,
         lifetimes=o.ints("lifetimes"),
@@ -306,8 +80,8 @@ def _closes(o: _Obj) -> m.ServerCloses:
     )
 
 
-def _server_process(o: _Obj) -> m.ServerProcess:
-    return m.ServerProcess(
+def _server_process(o: Obj) -> srv.ServerProcess:
+    return srv.ServerProcess(
         pid=o.int_("pid"),
         name=o.str_("name"),
         fds=o.int_or_none("fds"),
@@ -315,8 +89,8 @@ def _server_process(o: _Obj) -> m.ServerProcess:
     )
 
 
-def _target(o: _Obj) -> m.TargetSide:
-    return m.TargetSide(
+def _target(o: Obj) -> srv.TargetSide:
+    return srv.TargetSide(
         host=o.str_("host"),
         port=o.int_("port"),
         listening=o.bool_or_none("listening"),
@@ -331,7 +105,7 @@ def _target(o: _Obj) -> m.TargetSide:
     )
 
 
-def _bound(o: _Obj) -> m.Bound:
+def _bound(o: Obj) -> m.Bound:
     return m.Bound(
         cause=o.str_("cause"),
         count=o.int_or_none("count", required=True),
@@ -341,7 +115,7 @@ def _bound(o: _Obj) -> m.Bound:
     )
 
 
-def _prediction_side(o: _Obj) -> m.PredictionSide:
+def _prediction_side(o: Obj) -> m.PredictionSide:
     return m.PredictionSide(
         side=o.str_("side"),
         count=o.int_or_none("count", required=True),
@@ -351,7 +125,7 @@ def _prediction_side(o: _Obj) -> m.PredictionSide:
     )
 
 
-def _single_process(o: _Obj) -> m.SingleProcess:
+def _single_process(o: Obj) -> m.SingleProcess:
     return m.SingleProcess(
         count=o.int_("count"),
         cause=o.str_("cause"),
@@ -360,12 +134,12 @@ def _single_process(o: _Obj) -> m.SingleProcess:
     )
 
 
-def _optional(o: _Obj, key: str, read: Callable[[_Obj], T]) -> T | None:
+def _optional(o: Obj, key: str, read: Callable[[Obj], T]) -> T | None:
     sub = o.obj_or_none(key)
     return None if sub is None else read(sub)
 
 
-def _prediction(o: _Obj) -> m.Prediction:
+def _prediction(o: Obj) -> m.Prediction:
     return m.Prediction(
         count=o.int_or_none("count"),
         cause=o.str_or_none("cause"),
@@ -381,7 +155,7 @@ def _prediction(o: _Obj) -> m.Prediction:
     )
 
 
-def _sample(o: _Obj) -> m.Sample:
+def _sample(o: Obj) -> m.Sample:
     i = o.int_or_none
     return m.Sample(
         t=o.num("t"),
@@ -422,8 +196,8 @@ def _sample(o: _Obj) -> m.Sample:
     )
 
 
-def _server(o: _Obj) -> m.ServerFigures:
-    return m.ServerFigures(
+def _server(o: Obj) -> srv.ServerFigures:
+    return srv.ServerFigures(
         held=o.int_or_none("held"),
         accepted=o.int_or_none("accepted"),
         closed=o.int_or_none("closed"),
@@ -440,7 +214,7 @@ def _server(o: _Obj) -> m.ServerFigures:
     )
 
 
-def _client(o: _Obj) -> m.ClientFigures:
+def _client(o: Obj) -> m.ClientFigures:
     return m.ClientFigures(
         workers=o.int_or_none("workers"),
         rss_bytes=o.int_or_none("rss_bytes"),
@@ -448,7 +222,7 @@ def _client(o: _Obj) -> m.ClientFigures:
     )
 
 
-def _memory(o: _Obj) -> m.Memory:
+def _memory(o: Obj) -> m.Memory:
     return m.Memory(
         kernel_bytes_per_conn=o.int_or_none("kernel_bytes_per_conn"),
         user_bytes_per_conn=o.int_or_none("user_bytes_per_conn"),
@@ -469,30 +243,30 @@ def _memory(o: _Obj) -> m.Memory:
     )
 
 
-def _latency_histogram(o: _Obj) -> m.LatencyHistogram:
+def _latency_histogram(o: Obj) -> m.LatencyHistogram:
     bounds: list[float] = []
     for item, path in o.list_("bounds_ms", required=True):
-        if not _is_num(item):
-            raise _Damaged(path, f"expected a number, got {show(item)}")
+        if not is_num(item):
+            raise Damaged(path, f"expected a number, got {show(item)}")
         assert isinstance(item, int | float)
         if bounds and not item > bounds[-1]:
-            raise _Damaged(path, "expected bounds in increasing order")
+            raise Damaged(path, "expected bounds in increasing order")
         bounds.append(float(item))
     counts = o.ints("counts")
     if "counts" not in o.keys:
-        raise _Damaged(o.at("counts"), "missing")
+        raise Damaged(o.at("counts"), "missing")
     if len(counts) not in (len(bounds), len(bounds) + 1):
-        raise _Damaged(
+        raise Damaged(
             o.at("counts"),
             f"expected {len(bounds)} or {len(bounds) + 1} counts for {len(bounds)} bounds, "
             f"got {len(counts)}",
         )
     if any(n < 0 for n in counts):
-        raise _Damaged(o.at("counts"), "expected counts of 0 or more")
+        raise Damaged(o.at("counts"), "expected counts of 0 or more")
     return m.LatencyHistogram(bounds_ms=tuple(bounds), counts=counts)
 
 
-def _latency(o: _Obj) -> m.Latency:
+def _latency(o: Obj) -> m.Latency:
     return m.Latency(
         count=o.int_("count"),
         p50_ms=o.num_or_none("p50_ms"),
@@ -505,7 +279,7 @@ def _latency(o: _Obj) -> m.Latency:
     )
 
 
-def _comparison(o: _Obj) -> m.Comparison:
+def _comparison(o: Obj) -> m.Comparison:
     return m.Comparison(
         predicted=o.int_or_none("predicted", required=True),
         measured=o.int_or_none("measured", required=True),
@@ -517,11 +291,11 @@ def _comparison(o: _Obj) -> m.Comparison:
     )
 
 
-def _attribution(o: _Obj) -> m.Attribution:
+def _attribution(o: Obj) -> m.Attribution:
     return m.Attribution(cause=o.str_("cause"), side=o.str_("side"), evidence=o.str_("evidence"))
 
 
-def _step(o: _Obj) -> m.Step:
+def _step(o: Obj) -> m.Step:
     return m.Step(
         name=o.str_("name"),
         title=o.str_("title"),
@@ -552,7 +326,7 @@ def _step(o: _Obj) -> m.Step:
     )
 
 
-def _node(o: _Obj) -> m.Node:
+def _node(o: Obj) -> m.Node:
     return m.Node(
         node_id=o.str_("node_id"),
         address=o.str_("address"),
@@ -577,7 +351,7 @@ def _node(o: _Obj) -> m.Node:
     )
 
 
-def _expectation(o: _Obj) -> m.Expectation:
+def _expectation(o: Obj) -> m.Expectation:
     kind = o.choice("kind", m.EXPECTATION_KINDS)
     assert kind is not None
     return m.Expectation(
@@ -591,7 +365,7 @@ def _expectation(o: _Obj) -> m.Expectation:
     )
 
 
-def _scenario(o: _Obj) -> m.Scenario:
+def _scenario(o: Obj) -> m.Scenario:
     return m.Scenario(
         name=o.str_("name"),
         title=o.str_or_none("title"),
@@ -603,7 +377,7 @@ def _scenario(o: _Obj) -> m.Scenario:
     )
 
 
-def _result(o: _Obj) -> m.Result:
+def _result(o: Obj) -> m.Result:
     command = o.choice("command", m.COMMANDS)
     assert command is not None
     return m.Result(
@@ -672,17 +446,17 @@ def from_json(obj: object, *, source: str) -> m.Result:
             f"{source}: not a conncap result (schema is {schema!r}, expected {m.SCHEMA_V2!r})"
         )
     try:
-        return _result(_Obj(obj, ""))
-    except _Damaged as exc:
+        return _result(Obj(obj, ""))
+    except Damaged as exc:
         raise UsageError(f"{source}: damaged conncap result ({exc})") from None
     except RecursionError:
         raise UsageError(f"{source}: damaged conncap result (nested too deeply)") from None
 
 
-def _part(read: Callable[[_Obj], T], obj: object, source: str, what: str) -> T:
+def _part(read: Callable[[Obj], T], obj: object, source: str, what: str) -> T:
     try:
-        return read(_Obj(obj, what))
-    except _Damaged as exc:
+        return read(Obj(obj, what))
+    except Damaged as exc:
         raise UsageError(f"{source}: damaged conncap result ({exc})") from None
 
 
@@ -694,52 +468,3 @@ def prediction_from_json(obj: object, *, source: str = "prediction") -> m.Predic
 def sample_from_json(obj: object, *, source: str = "timeline") -> m.Sample:
     """One sampler dict as a :class:`Sample` (the writers' timelines, during the transition)."""
     return _part(_sample, obj, source, "sample")
-
-
-# --- model -> JSON ------------------------------------------------------------------------------
-
-
-def _encode(value: object) -> JsonValue:
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return _encode_object(value)
-    if isinstance(value, tuple | list):
-        return [_encode(v) for v in value]
-    if isinstance(value, Mapping):
-        return {str(k): _encode(v) for k, v in value.items()}
-    if value is None or isinstance(value, bool | int | float | str):
-        return value
-    raise TypeError(f"cannot write a {type(value).__name__} in a result")
-
-
-def _encode_object(obj: object) -> dict[str, JsonValue]:
-    """Every field without a default, and the others unless they hold their default (an
-    absent key reads back as the default); a sample's ``extra`` keys go beside its typed
-    ones."""
-    out: dict[str, JsonValue] = {}
-    extra: Mapping[str, JsonValue] = {}
-    for f in dataclasses.fields(obj):  # type: ignore[arg-type]
-        value = getattr(obj, f.name)
-        if isinstance(obj, m.Sample) and f.name == "extra":
-            extra = value
-            continue
-        if f.default is not dataclasses.MISSING and value == f.default:
-            continue
-        if f.default_factory is not dataclasses.MISSING and value == f.default_factory():
-            continue
-        out[f.name] = _encode(value)
-    for k, v in extra.items():
-        out.setdefault(k, _encode(v))
-    return out
-
-
-def part_to_json(part: object) -> JsonValue:
-    """One part of the model (a :class:`ServerFigures`, a :class:`Sample`, ...) as the result
-    writes it, for a document of another schema that embeds it (``conncap.serve/1``)."""
-    return _encode(part)
-
-
-def to_json(result: m.Result) -> dict[str, JsonValue]:
-    """The ``conncap.result/2`` document of ``result`` (``json.dump`` it)."""
-    doc = _encode_object(result)
-    doc.pop("schema", None)
-    return {"schema": result.schema, **doc}  # always, and first

@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from conncap.errors import UsageError
-from conncap.result import codec
+from conncap.result import codec, encode
 from conncap.result.model import SCHEMA_V2, JsonValue, Result
 
 #: The schema conncap writes (every writer builds a :class:`Result`).
@@ -63,7 +63,7 @@ def write_atomic(path: str | os.PathLike[str], doc: Result | Mapping[str, JsonVa
     """Write a result (or, until every writer builds a :class:`Result`, its JSON) so that a
     reader never sees a half-written file. A NaN or infinity is refused (ValueError) before
     anything is written: JSON has no such numbers."""
-    data = codec.to_json(doc) if isinstance(doc, Result) else doc
+    data = encode.to_json(doc) if isinstance(doc, Result) else doc
     bad = _non_finite_path(data)
     if bad is not None:
         raise ValueError(f"{path}: a result cannot hold a non-finite number (at {bad})")
@@ -138,4 +138,4 @@ def load_result(path: str | os.PathLike[str], *, max_bytes: int = MAX_BYTES) -> 
 def load(path: str | os.PathLike[str], *, max_bytes: int = MAX_BYTES) -> dict[str, JsonValue]:
     """:func:`load_result` as ``conncap.result/2`` JSON, for the readers that still take a
     dict (a /1 file comes back upgraded)."""
-    return codec.to_json(load_result(path, max_bytes=max_bytes))
+    return encode.to_json(load_result(path, max_bytes=max_bytes))
