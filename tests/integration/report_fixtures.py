@@ -98,7 +98,8 @@ def svgs(page: str) -> list[str]:
 def cluster() -> Result:
     """An ``open --cluster`` result as ``cluster_result`` builds it (no Ray): three nodes
     ramping 100 connections/s to 50, 80 and 120 ports, the third lost after 1 s."""
-    from conncap.cluster.coordinate import ClusterRun, NodeRef, NodeRun, Offset, cluster_result
+    from conncap.cluster.coordinate import ClusterRun, NodeRef, NodeRun, Offset
+    from conncap.cluster.verdict import cluster_result
 
     runs = []
     for i, (ports, lost) in enumerate(((50, False), (80, False), (120, True))):

@@ -20,14 +20,15 @@ from conncap.cluster.coordinate import (
     NodeRef,
     NodeRun,
     Offset,
+    estimate_offset,
+    split_count,
+)
+from conncap.cluster.timeline import merge_timeline, total_series
+from conncap.cluster.verdict import (
     cluster_ceiling,
     cluster_prediction,
     cluster_result,
-    estimate_offset,
-    merge_timeline,
     node_table,
-    split_count,
-    total_series,
     verdict_lines,
 )
 from conncap.result import Ceiling, Node, Prediction, from_json, to_json

@@ -1,8 +1,10 @@
 """conncap agents on a Ray cluster: one coordinated ``open`` run, one verdict per node.
 
-``coordinate`` is pure (clock offsets, barrier, polling, merged timeline, verdicts);
-``agent`` is what runs on each node (no Ray in it); ``driver`` is the Ray edge and the only
-module that imports Ray (inside functions). Importing this package never imports Ray.
+``coordinate`` (clock offsets, barrier, polling), ``timeline`` (the merged timeline) and
+``verdict`` (per-node verdicts, the result, the terminal's words) are pure; ``messages``
+types what the driver and the agents send each other; ``agent`` is what runs on each node
+(no Ray in it); ``driver`` is the Ray edge and the only module that imports Ray (inside
+functions). Importing this package never imports Ray.
 """
 
 from conncap.cluster.coordinate import (
@@ -14,12 +16,11 @@ from conncap.cluster.coordinate import (
     NodeRef,
     NodeRun,
     Offset,
-    cluster_result,
     estimate_offset,
-    merge_timeline,
     split_count,
-    total_series,
 )
+from conncap.cluster.timeline import merge_timeline, total_series
+from conncap.cluster.verdict import cluster_result
 
 __all__ = [
     "AgentLost",

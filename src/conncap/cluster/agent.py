@@ -31,6 +31,7 @@ import threading
 import time
 from typing import Any
 
+from conncap.cluster.messages import AgentSpec, Final, NodeInfo, PollAnswer, SampleRow
 from conncap.result import JsonValue, Sample, part_to_json
 
 #: Longest wait for the common start (a start time further away is a driver bug).
@@ -77,17 +78,17 @@ class Agent:
     ``workers``, ``rate``, ``timeout``, ``bind_mode``, ``nofile``, ``max_duration_s`` and
     ``object_store_bytes`` (the node's object store capacity, from Ray)."""
 
-    def __init__(self, spec: dict[str, Any]) -> None:
-        self.spec = dict(spec)
+    def __init__(self, spec: AgentSpec) -> None:
+        self.spec = AgentSpec(**spec)
         self._lock = threading.Lock()
         self._stop = threading.Event()
-        self._samples: list[dict[str, Any]] = []
+        self._samples: list[SampleRow] = []
         self._phase = "new"
         self._ramp_over = False
-        self._final: dict[str, Any] | None = None
+        self._final: Final | None = None
         self._thread: threading.Thread | None = None
         self._plan: Any = None
-        self._info: dict[str, Any] | None = None
+        self._info: NodeInfo | None = None
 
     # ---- before the start -------------------------------------------------------------------
 
@@ -106,7 +107,7 @@ class Agent:
             nofile=s.get("nofile"),
         )
 
-    def info(self) -> dict[str, Any]:
+    def info(self) -> NodeInfo:
         """This node's limits, its plan, Ray's cost and the predicted ceiling of its share (and
         its OS: the ceiling's advice is that OS's)."""
         if self._info is not None:
@@ -191,7 +192,7 @@ class Agent:
     def _run(self, at: float) -> None:
         from conncap.measure import Launch, Measurement
 
-        final: dict[str, Any] = {"held": 0, "ceiling": {"reached": False}}
+        final: Final = {"held": 0, "ceiling": {"reached": False}}
         wait = min(MAX_START_WAIT_S, max(0.0, at - time.time()))
         if self._stop.wait(wait):
             final["stop_reason"] = "interrupted"
@@ -213,14 +214,12 @@ class Agent:
                 while m.hold("open", 1.0, hz=HOLD_HZ) is None:
                     pass
             totals = m.client_totals()
-            final.update(
-                held=totals.held,
-                established=totals.established,
-                attempts=totals.attempts,
-                failures=dict(sorted(totals.failures.items())),
-                failures_by_cause=dict(sorted(totals.failures_by_cause.items())),
-                peak=max((s.held for s in m.timeline), default=0),
-            )
+            final["held"] = totals.held
+            final["established"] = totals.established
+            final["attempts"] = totals.attempts
+            final["failures"] = dict(sorted(totals.failures.items()))
+            final["failures_by_cause"] = dict(sorted(totals.failures_by_cause.items()))
+            final["peak"] = max((s.held for s in m.timeline), default=0)
         except Exception as exc:  # reported to the driver as this node's error
             final["error"] = f"{type(exc).__name__}: {exc}"
         finally:
@@ -229,12 +228,12 @@ class Agent:
                 final["cleanup"] = [str(p) for p in problems]
             self._finish(final)
 
-    def _finish(self, final: dict[str, Any]) -> None:
+    def _finish(self, final: Final) -> None:
         with self._lock:
             self._final = final
             self._phase = "done"
 
-    def poll(self, cursor: int) -> dict[str, Any]:
+    def poll(self, cursor: int) -> PollAnswer:
         """Samples from ``cursor`` on, the phase, and the final account once it is over."""
         with self._lock:
             samples = self._samples[cursor:]
@@ -246,14 +245,14 @@ class Agent:
                 "final": self._final,
             }
 
-    def stop(self, cursor: int = 0, reason: str = "stop", timeout: float = 20.0) -> dict[str, Any]:
+    def stop(self, cursor: int = 0, reason: str = "stop", timeout: float = 20.0) -> PollAnswer:
         """Stop measuring (held connections are closed), wait for the thread, and return the
         samples from ``cursor`` on with the final account."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout)
         out = self.poll(cursor)
-        if out["final"] is None:
+        if out.get("final") is None:
             out["final"] = {"held": 0, "ceiling": {"reached": False}, "stop_reason": reason}
         return out
 

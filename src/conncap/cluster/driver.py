@@ -20,17 +20,11 @@ from collections.abc import Callable, Mapping, Sequence
 from contextlib import suppress
 from typing import Any
 
-from conncap.cluster.coordinate import (
-    AgentLost,
-    ClusterRun,
-    Coordinator,
-    NodeRef,
-    cluster_result,
-    node_table,
-    split_count,
-)
+from conncap.cluster.coordinate import AgentLost, ClusterRun, Coordinator, NodeRef, split_count
+from conncap.cluster.messages import AgentSpec, RayNode
+from conncap.cluster.verdict import cluster_result, node_table
 from conncap.errors import RunFailed, UsageError
-from conncap.result import Result
+from conncap.result import JsonValue, Result
 
 #: Seconds to wait for the agents' actors to be placed and answer ``info``.
 PLACE_TIMEOUT_S = 60.0
@@ -67,22 +61,22 @@ def connect(ray: Any, address: str) -> None:
         raise RunFailed(f"cannot reach the Ray cluster at {address}: {first}") from exc
 
 
-def wait_nodes(ray: Any, wanted: int | None, timeout: float = JOIN_TIMEOUT_S) -> list[Any]:
+def wait_nodes(ray: Any, wanted: int | None, timeout: float = JOIN_TIMEOUT_S) -> list[RayNode]:
     """``ray.nodes()`` once ``wanted`` nodes are alive (nodes may still be joining), at most
     ``timeout`` seconds; without ``wanted``, at once."""
     end = time.monotonic() + timeout
     while True:
-        nodes = list(ray.nodes())
+        nodes: list[RayNode] = list(ray.nodes())
         alive = sum(1 for n in nodes if n.get("Alive"))
         if wanted is None or alive >= wanted or time.monotonic() >= end:
             return nodes
         time.sleep(0.5)
 
 
-def choose_nodes(nodes: Sequence[Mapping[str, Any]], wanted: int | None) -> list[dict[str, Any]]:
+def choose_nodes(nodes: Sequence[RayNode], wanted: int | None) -> list[RayNode]:
     """The alive nodes the run uses, by address (then id); ``wanted``: the first so many."""
     alive = sorted(
-        (dict(n) for n in nodes if n.get("Alive")),
+        (RayNode(**n) for n in nodes if n.get("Alive")),
         key=lambda n: (str(n.get("NodeManagerAddress")), str(n.get("NodeID"))),
     )
     if not alive:
@@ -99,9 +93,7 @@ def choose_nodes(nodes: Sequence[Mapping[str, Any]], wanted: int | None) -> list
 class RayAgents:
     """The :class:`~conncap.cluster.coordinate.AgentSet` over Ray actors: one per node."""
 
-    def __init__(
-        self, ray: Any, nodes: Sequence[Mapping[str, Any]], specs: Sequence[dict[str, Any]]
-    ):
+    def __init__(self, ray: Any, nodes: Sequence[RayNode], specs: Sequence[AgentSpec]):
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
         from conncap.cluster.agent import Agent
@@ -111,15 +103,16 @@ class RayAgents:
         remote = ray.remote(num_cpus=0, max_concurrency=4, max_restarts=0, max_task_retries=0)(
             Agent
         )
-        self.actors: dict[str, Any] = {}
+        #: Ray actor handles (``ActorHandle``, untyped), by node id.
+        self.actors: dict[str, object] = {}
         for ref, spec in zip(self.nodes, specs, strict=True):
             self.actors[ref.node_id] = remote.options(
                 scheduling_strategy=NodeAffinitySchedulingStrategy(ref.node_id, soft=False),
             ).remote(spec)
 
     def call(
-        self, method: str, args: Mapping[str, tuple[Any, ...]], timeout: float
-    ) -> dict[str, Any]:
+        self, method: str, args: Mapping[str, tuple[object, ...]], timeout: float
+    ) -> dict[str, object]:
         from ray import exceptions as rex
 
         refs = {nid: getattr(self.actors[nid], method).remote(*a) for nid, a in args.items()}
@@ -127,7 +120,7 @@ class RayAgents:
             return {}
         ready, _ = self.ray.wait(list(refs.values()), num_returns=len(refs), timeout=timeout)
         done = set(ready)
-        out: dict[str, Any] = {}
+        out: dict[str, object] = {}
         for nid, ref in refs.items():
             if ref not in done:
                 out[nid] = AgentLost(f"no answer to {method} within {timeout:.0f} s")
@@ -156,9 +149,7 @@ def _one_line(exc: BaseException) -> str:
     return (lines[-1] if lines else type(exc).__name__)[:300]
 
 
-def node_specs(
-    args: argparse.Namespace, nodes: Sequence[Mapping[str, Any]]
-) -> list[dict[str, Any]]:
+def node_specs(args: argparse.Namespace, nodes: Sequence[RayNode]) -> list[AgentSpec]:
     """Each node's part of the command: its share of ``--count`` and the rest as given."""
     shares = split_count(args.count, len(nodes))
     if min(shares) < 1:
@@ -240,7 +231,7 @@ def run_open(args: argparse.Namespace, say: Callable[[str], None]) -> tuple[Resu
     return result, int(code)
 
 
-def open_plan(args: argparse.Namespace) -> dict[str, Any]:
+def open_plan(args: argparse.Namespace) -> dict[str, JsonValue]:
     """What ``open --cluster`` was asked (the result's ``plan``; each node's own plan is its
     share of it)."""
     return {
@@ -274,7 +265,8 @@ def _progress(say: Callable[[str], None], requested: int) -> Callable[[ClusterRu
         parts = []
         total = 0
         for nr in run.nodes:
-            held = int(nr.samples[-1].get("held") or 0) if nr.samples else 0
+            figure = nr.samples[-1].get("held") if nr.samples else None
+            held = figure if isinstance(figure, int) else 0
             total += 0 if nr.lost else held
             parts.append(f"{nr.node.address} {'lost' if nr.lost else f'{held:,}'}")
         say(f"held {total:,}/{requested:,} · " + " · ".join(parts))

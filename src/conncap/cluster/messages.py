@@ -1,0 +1,121 @@
+"""The messages between the driver and each node's agent in ``open --cluster``.
+
+The driver sends each agent its :class:`AgentSpec`; the agent answers ``info`` with a
+:class:`NodeInfo`, ``clock`` with its wall clock (a float), ``start`` with a bool, and
+``poll``/``stop`` with a :class:`PollAnswer` (new :data:`SampleRow` s and, once it is over, its
+:class:`Final` account). They cross Ray as plain dicts, so the driver reads each answer
+defensively (an agent of another version may lack a key): most are ``total=False``.
+:class:`RayNode` is what ``ray.nodes()`` says of a node (the keys conncap reads).
+"""
+
+from __future__ import annotations
+
+from typing import Required, TypedDict
+
+from conncap.result import JsonValue
+
+__all__ = [
+    "AgentSpec",
+    "Final",
+    "NodeInfo",
+    "NodeLimits",
+    "PollAnswer",
+    "RayCost",
+    "RayNode",
+    "SampleRow",
+]
+
+#: One sample as the agent sends it (a ``Sample``'s JSON, ``step`` left out, with ``t_wall``:
+#: the agent's wall clock) or as the driver keeps it on the run's time line (``t`` since the
+#: common start on the driver's clock, ``node``: the node's id).
+SampleRow = dict[str, JsonValue]
+
+
+class AgentSpec(TypedDict):
+    """One node's part of the ``open`` command (``driver.node_specs``)."""
+
+    targets: list[str]
+    #: Its share of ``--count``.
+    share: int
+    source_ip: list[str] | None
+    workers: str
+    rate: float | None
+    timeout: float
+    bind_mode: str
+    nofile: int | None
+    max_duration_s: float
+    #: The node's object store capacity, from Ray (subtracted from MemAvailable).
+    object_store_bytes: int
+
+
+class NodeLimits(TypedDict, total=False):
+    """The limits of a node that the terminal's table shows."""
+
+    port_range: list[int]
+    nofile: int | None
+    mem_available: int | None
+    files_open: int | None
+    files_max: int | None
+
+
+class RayCost(TypedDict, total=False):
+    """Ray's footprint on a node, measured there (see ``cluster.agent``)."""
+
+    listeners_in_range: int
+    ports: list[int]
+    object_store_bytes: int
+    agent_fds: int | None
+
+
+class NodeInfo(TypedDict, total=False):
+    """The agent's answer to ``info``: its node, plan, limits, Ray's cost and prediction."""
+
+    hostname: str
+    os: str
+    ip: str | None
+    pid: int
+    share: int
+    workers: int
+    plan: dict[str, JsonValue]
+    notes: list[str]
+    limits: NodeLimits
+    ray_cost: RayCost
+    #: The model's prediction for its share (``count``, ``cause``, ``side``, ``bounds``,
+    #: ``reason`` of a ``result.Prediction``'s JSON).
+    prediction: dict[str, JsonValue]
+
+
+class Final(TypedDict, total=False):
+    """An agent's final account: what it held, its ceiling (a ``result.Ceiling``'s JSON),
+    why it stopped, and its totals; ``error`` when the measurement failed, ``cleanup`` what
+    could not be cleaned up."""
+
+    held: Required[int]
+    ceiling: Required[dict[str, JsonValue]]
+    stop_reason: str
+    established: int
+    attempts: int
+    failures: dict[str, int]
+    failures_by_cause: dict[str, int]
+    peak: int
+    error: str
+    cleanup: list[str]
+
+
+class PollAnswer(TypedDict, total=False):
+    """The agent's answer to ``poll`` and ``stop``: samples from the driver's cursor on."""
+
+    samples: list[SampleRow]
+    cursor: int
+    phase: str
+    ramp_over: bool
+    final: Final | None
+
+
+class RayNode(TypedDict, total=False):
+    """A node as ``ray.nodes()`` lists it (the keys conncap reads)."""
+
+    NodeID: str
+    NodeManagerAddress: str
+    Alive: bool
+    Resources: dict[str, float]
