@@ -10,14 +10,13 @@ their sockets) is stopped in ``finally``, so success, an error and Ctrl-C (the c
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as _dt
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from conncap import __version__, analysis
+from conncap import analysis
 from conncap.catalogue import Cause
 from conncap.engine import ClientPool, OpenPlan, ServerPool, Target, per_worker_capacity
 from conncap.engine.protocol import server_worker_fds
@@ -26,14 +25,9 @@ from conncap.limits import HostLimits
 from conncap.measure import ClientTotals, Launch, Measurement, OnEvent
 from conncap.result import (
     Ceiling,
-    JsonValue,
-    Latency,
-    Prediction,
     Result,
     Sample,
-    ServerCloses,
     ServerFigures,
-    json_object,
 )
 from conncap.run import ports as portmod
 from conncap.run import steps as st
@@ -46,54 +40,19 @@ from conncap.run.config import (
     SamplerLike,
     Silent,
 )
-from conncap.run.document import StepRun, memory_result, step_result
+from conncap.run.document import StepRun, run_result
+from conncap.run.sampling import (
+    SamplerProbe,
+    default_mem_available,
+    default_sampler,
+    isolated_sampler,
+)
 
 #: Tries at starting the server when a port picked outside the range is taken meanwhile.
 SERVER_START_TRIES = 3
 #: ``--isolated``: the server's first port. Fixed: the server is another host, so its
 #: listening ports cost the client none of its range, wherever they are.
 ISOLATED_FIRST_PORT = 8000
-
-
-class _SamplerProbe:
-    """The host's probes (kernel memory, sockets, TCP counters, conntrack) as the
-    measurement's probe."""
-
-    def __init__(self, sampler: SamplerLike) -> None:
-        self.sampler = sampler
-
-    def read(self, sample: Mapping[str, Any], *, force: bool = False) -> Mapping[str, object]:
-        return self.sampler.sample(
-            held=int(sample["held"]),
-            rate=float(sample["rate"]),
-            failures=int(sample["failures"]),
-            failures_by_cause=sample["failures_by_cause"],
-            step=str(sample["step"]),
-            t=float(sample["t"]),
-        )
-
-
-def _default_sampler() -> SamplerLike:
-    from conncap.probes import Sampler
-
-    return Sampler()
-
-
-def _isolated_sampler(isolated: IsolatedSides) -> SamplerLike:
-    """Memory from this host (both namespaces share its kernel), sockets and TCP counters
-    (ListenOverflows, ...) from the server's namespace."""
-    from conncap.probes import Sampler
-
-    return Sampler(net_reader=isolated.server_reader())
-
-
-def _default_mem_available() -> int | None:
-    from conncap.probes import ProbeError, mem_available
-
-    try:
-        return mem_available()
-    except (ProbeError, OSError):
-        return None
 
 
 class Experiment:
@@ -108,8 +67,8 @@ class Experiment:
         stop_event: threading.Event | None = None,
         make_server: Callable[..., Any] = ServerPool,
         make_client: Callable[..., Any] = ClientPool,
-        make_sampler: Callable[[], SamplerLike] = _default_sampler,
-        mem_available: Callable[[], int | None] = _default_mem_available,
+        make_sampler: Callable[[], SamplerLike] = default_sampler,
+        mem_available: Callable[[], int | None] = default_mem_available,
         read_sockets: Callable[[], list[portmod.SocketRow]] = portmod.read_sockets,
         pick_ports: Callable[..., list[int]] = portmod.pick_ports_outside,
         clock: Callable[[], float] = time.monotonic,
@@ -138,8 +97,8 @@ class Experiment:
             if read_sockets is portmod.read_sockets:
                 client_reader = isolated.client_reader()
                 self._read_sockets = lambda: portmod.read_sockets(reader=client_reader)
-            if make_sampler is _default_sampler:
-                self._make_sampler = lambda: _isolated_sampler(isolated)
+            if make_sampler is default_sampler:
+                self._make_sampler = lambda: isolated_sampler(isolated)
         self._client_limits: HostLimits | None = None
         self._server_limits: HostLimits | None = None
         self._pick_ports = pick_ports
@@ -192,7 +151,29 @@ class Experiment:
         finally:
             self._stop_all()
         duration = self._clock() - self._t0
-        return self._document(started, duration)
+        return run_result(
+            self.config,
+            argv=self.argv,
+            started=started,
+            duration=duration,
+            totals=self.m.client_totals(),
+            timeline=self.timeline,
+            steps=self.steps,
+            server_ports=self._server_ports(),
+            server_workers=self._server_workers,
+            held_at_end=self._held_at_end,
+            stop_reason=self.stop_reason,
+            error=self.error,
+            server=self._final_server,
+            sampler=self.sampler,
+            guard_bytes=self._guard_bytes,
+            mem_start=self._mem_start,
+            limits=self.limits,
+            server_limits=self._server_limits,
+            isolated=self.isolated,
+            notes=self.notes,
+            target=self.m.target,
+        )
 
     def _prepare(self) -> None:
         cfg = self.config
@@ -362,7 +343,7 @@ class Experiment:
         assert self.limits is not None
         self.sampler = self._make_sampler()
         self.sampler.set_pids(server=self.server.pids() if self.server is not None else ())
-        self.m.probe = _SamplerProbe(self.sampler)
+        self.m.probe = SamplerProbe(self.sampler)
         specs = self._specs()
         self._n_steps = len(specs)
         self.m.sample("start", phase="hold")
@@ -612,94 +593,3 @@ class Experiment:
             self._final_server = final.figures()
         if errors and self.error is None:
             self.error = f"clean-up: {errors[0]}"
-
-    def _document(self, started: _dt.datetime, duration: float) -> Result:
-        from conncap.engine.results import host_info, started_text
-        from conncap.limits.render import limits_to_json
-        from conncap.report.summary import summary_lines
-
-        cfg = self.config
-        totals = self.m.client_totals()
-        peak = max((s.held for s in self.timeline), default=0)
-        headline = next(
-            (s for s in reversed(self.steps) if s.ceiling.reached),
-            self.steps[-1] if self.steps else None,
-        )
-        ceiling = headline.ceiling.at_step(headline.spec.name) if headline else Ceiling.none()
-        prediction = (
-            headline.prediction.result()
-            if headline is not None and headline.prediction is not None
-            else Prediction.unknown("no step ran")
-        )
-        topology = None
-        if self.isolated is not None:
-            topology = json_object(
-                {**self.isolated.to_json(), "lines": self.isolated.describe()}, "topology"
-            )
-        result = Result(
-            conncap_version=__version__,
-            command="run",
-            argv=self.argv,
-            started_at=started_text(started),
-            duration_s=round(duration, 3),
-            host=host_info(),
-            plan=json_object(self._plan_json(), "plan"),
-            config=json_object(cfg.to_json(), "config"),
-            topology=topology,
-            requested=cfg.count,
-            established_peak=peak,
-            held_at_end=self._held_at_end,
-            attempts=totals.attempts,
-            failures=dict(sorted(totals.failures.items())),
-            failures_by_cause=dict(sorted(totals.failures_by_cause.items())),
-            dropped=dict(sorted(totals.dropped.items())),
-            stop_reason=self.stop_reason,
-            ceiling=ceiling,
-            prediction=prediction,
-            timeline=tuple(self.timeline),
-            server=self._final_server,
-            steps=tuple(step_result(s) for s in self.steps),
-            memory=memory_result(
-                self.timeline,
-                self.sampler,
-                guard_fraction=cfg.memory_guard,
-                guard_bytes=self._guard_bytes,
-                mem_start=self._mem_start,
-            ),
-            latency=Latency.of(totals.latency),
-            limits=limits_to_json(self.limits) if self.limits is not None else None,
-            server_limits=(
-                limits_to_json(self._server_limits)
-                if self.isolated is not None and self._server_limits is not None
-                else None
-            ),
-            notes=tuple(self.notes),
-            probe_problems=dict(self.sampler.problems) if self.sampler is not None else {},
-            error=self.error,
-            closes=_closes(headline),
-            target=self.m.target,
-        )
-        return dataclasses.replace(result, summary=tuple(summary_lines(result)))
-
-    def _plan_json(self) -> dict[str, JsonValue]:
-        cfg = self.config
-        ports = self._server_ports()
-        last = self.steps[-1].spec if self.steps else None
-        return {
-            "targets": [f"{cfg.host}:{p}" for p in ports],
-            "source_ips": list(last.source_ips) if last else [],
-            "workers": sum(s.plan.workers for s in self.steps if s.plan is not None),
-            "server_workers": self._server_workers,
-            "count": cfg.count,
-            "rate": cfg.rate,
-            "hold_s": cfg.plateau_s,
-            "timeout_s": cfg.timeout_s,
-            "bind_mode": "kernel",
-        }
-
-
-def _closes(step: StepRun | None) -> ServerCloses | None:
-    """What the server did to the headline step's established connections."""
-    if step is None or step.measured is None or step.measured.facts is None:
-        return None
-    return step.measured.facts.closes
