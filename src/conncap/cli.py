@@ -68,7 +68,10 @@ def build_parser() -> argparse.ArgumentParser:
     for name, module_name in COMMANDS.items():
         module = _load(module_name)
         p = sub.add_parser(name, help=module.HELP, description=module.HELP)
-        p.add_argument("--traceback", action="store_true", help=argparse.SUPPRESS)
+        # SUPPRESS as default: `conncap --traceback CMD` is not undone by the sub-parser.
+        p.add_argument(
+            "--traceback", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS
+        )
         module.add_arguments(p)
         p.set_defaults(_run=module.run)
     return parser
@@ -77,7 +80,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run conncap; returns an :class:`ExitStatus` value."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # bad usage was reported in one line; --help/--version exit 0
+        if exc.code == ExitStatus.USAGE:
+            return ExitStatus.USAGE
+        raise
     if args.command is None:
         parser.print_help(sys.stderr)
         return ExitStatus.USAGE

@@ -8,31 +8,39 @@ from typing import Any
 
 
 def build_plan(args: argparse.Namespace) -> tuple[Any, list[str]]:
-    """The OpenPlan for these arguments, and the notes to print about the choices made."""
+    """The OpenPlan for these arguments, and the notes to print about the choices made.
+    Everything this host cannot run is refused here, before a worker is forked."""
+    from conncap.commands.checks import check_count, check_workers, host_capacity
     from conncap.engine.connector import read_port_range
     from conncap.engine.plan import (
         OpenPlan,
         auto_sources,
         auto_workers,
+        check_local_sources,
+        check_pair_count,
         parse_sources,
         parse_target,
         per_worker_capacity,
     )
     from conncap.errors import UsageError
+    from conncap.scenarios.isolated import check_nofile
 
     if args.count < 1:
         raise UsageError("--count must be at least 1")
-    if args.nofile is not None and args.nofile < 16:
-        raise UsageError("--nofile must be at least 16")
+    if args.nofile is not None:
+        check_nofile(args.nofile, "--nofile")  # above `ulimit -Hn` no worker could take it
+    capacity = host_capacity(ends=1, nofile=args.nofile)
+    check_count(args.count, "--count", capacity)
     targets = tuple(parse_target(t) for t in args.targets)
     sources, auto = parse_sources(args.source_ip or [])
+    check_local_sources(sources)
     notes: list[str] = []
     lo, hi = read_port_range()
     if auto:
         found = auto_sources(targets, args.count, hi - lo + 1)
         sources = list(dict.fromkeys([*sources, *found]))
         notes.append(f"--source-ip auto: {len(found)} address(es) from {found[0]}")
-    if args.workers == "auto":
+    if args.workers is None or args.workers == "auto":
         workers = min(auto_workers(args.count, args.nofile), args.count)
         cap = per_worker_capacity(args.nofile)
         notes.append(
@@ -44,6 +52,7 @@ def build_plan(args: argparse.Namespace) -> tuple[Any, list[str]]:
             workers = int(args.workers)
         except ValueError:
             raise UsageError("--workers is a number or auto") from None
+    check_workers(workers, "--workers", capacity)
     plan = OpenPlan(
         targets=targets,
         count=args.count,
@@ -54,4 +63,5 @@ def build_plan(args: argparse.Namespace) -> tuple[Any, list[str]]:
         timeout_s=args.timeout,
         bind_mode=args.bind_mode,
     )
+    check_pair_count(plan)
     return plan, notes

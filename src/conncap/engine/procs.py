@@ -27,9 +27,16 @@ from conncap.errors import RunFailed
 READY_TIMEOUT = 20.0
 
 
+#: Longest config passed in argv (Linux refuses one argument over 128 KiB, E2BIG); a longer
+#: one (many pairs) goes as the first line on the worker's stdin.
+ARGV_CONFIG_MAX = 64 * 1024
+
+
 def worker_command(config: dict[str, Any], netns: str | None = None) -> list[str]:
     """The argv that starts one worker (``ip netns exec NAME`` first when ``netns``)."""
-    cmd = [sys.executable, "-S", "-m", "conncap.engine.worker", json.dumps(config)]
+    text = json.dumps(config)
+    arg = text if len(text) <= ARGV_CONFIG_MAX else "-"
+    cmd = [sys.executable, "-S", "-m", "conncap.engine.worker", arg]
     if netns:
         cmd = ["ip", "netns", "exec", netns, *cmd]
     return cmd
@@ -52,8 +59,9 @@ class WorkerProc:
     def __init__(self, index: int, config: dict[str, Any], netns: str | None = None) -> None:
         self.index = index
         self.config = config
+        cmd = worker_command(config, netns)
         self.proc = subprocess.Popen(
-            worker_command(config, netns),
+            cmd,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -61,6 +69,8 @@ class WorkerProc:
             close_fds=True,
         )
         self.pid = self.proc.pid
+        if cmd[-1] == "-":
+            self.send(json.dumps(config))
         self.ready: dict[str, Any] | None = None
         self.error: str | None = None
         self.error_errno: int | None = None
