@@ -16,7 +16,7 @@ from types import ModuleType
 
 from conncap import __version__
 from conncap.errors import ConncapError
-from conncap.exitcodes import ExitStatus
+from conncap.exitcodes import ExitStatus, signal_exit
 
 #: Sub-command name -> module under ``conncap.commands``. Order is the order of ``--help``.
 COMMANDS: dict[str, str] = {
@@ -96,11 +96,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             traceback.print_exc()
         sys.stderr.write(f"conncap: {exc}\n")
         return int(exc.exit_status)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         if args.traceback:
             traceback.print_exc()
-        sys.stderr.write("conncap: interrupted\n")
-        return ExitStatus.INTERRUPTED
+        signum = getattr(exc, "signum", None)  # netns.signals.Terminated: SIGTERM, SIGHUP
+        sys.stderr.write(f"conncap: {exc or 'interrupted'}\n")
+        return signal_exit(signum) if signum is not None else ExitStatus.INTERRUPTED
     except BrokenPipeError:
         return ExitStatus.SUCCESS
     except Exception as exc:  # the one place that turns a bug into a line

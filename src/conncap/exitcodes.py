@@ -20,9 +20,7 @@ class ExitStatus(IntEnum):
     """Stopped by SIGTERM (128 + 15), after cleaning up and writing what was measured."""
 
 
-def signal_exit(signum: int) -> ExitStatus:
-    """The exit status for a run stopped by signal ``signum``: the shell's 128 + N rule,
-    the same in every command (SIGINT 130, SIGTERM 143)."""
-    import signal
-
-    return ExitStatus.TERMINATED if signum == signal.SIGTERM else ExitStatus.INTERRUPTED
+def signal_exit(signum: int) -> int:
+    """The exit status for a run stopped by signal ``signum``: the shell's 128 + N rule, the
+    same in every command (SIGINT 130, SIGTERM 143, SIGHUP 129)."""
+    return 128 + int(signum)

@@ -144,7 +144,7 @@ def run(args: argparse.Namespace) -> int:
             stop_reason = outcome
             if outcome == "ramp-over":
                 stop_reason = "ceiling" if verdict.reached else "count"
-                if plan.hold_s > 0:
+                if plan.hold_s > 0 and m.client_totals().held > 0:  # nothing to look at
                     hold_end.append(m.now() + plan.hold_s)
                     why_hold = m.hold("open", plan.hold_s)
                     if why_hold is not None:

@@ -227,7 +227,7 @@ def run(args: argparse.Namespace) -> int:
         host_capacity,
     )
     from conncap.errors import RunFailed, UsageError
-    from conncap.exitcodes import ExitStatus
+    from conncap.exitcodes import ExitStatus, signal_exit
     from conncap.result import Result, write_atomic
     from conncap.run import Experiment, RunConfig
     from conncap.run.live import LiveView, print_summary
@@ -285,8 +285,10 @@ def run(args: argparse.Namespace) -> int:
     console = Console(highlight=False, soft_wrap=True)
     mode = "quiet" if args.quiet else ("live" if console.is_terminal else "plain")
     stop = threading.Event()
+    why: list[int] = []
 
-    def on_signal(_signum: int, _frame: object) -> None:
+    def on_signal(signum: int, _frame: object) -> None:
+        why.append(signum)
         if stop.is_set():  # a second Ctrl-C: stop waiting (the clean-up still runs)
             raise KeyboardInterrupt
         stop.set()
@@ -339,7 +341,7 @@ def run(args: argparse.Namespace) -> int:
     if isinstance(late, RunFailed):
         raise late
     if late is not None or doc.stop_reason == "interrupted":
-        return ExitStatus.INTERRUPTED
+        return signal_exit(why[0]) if why else ExitStatus.INTERRUPTED
     if doc.stop_reason == "error":
         raise RunFailed(doc.error or "the run failed")
     return ExitStatus.SUCCESS

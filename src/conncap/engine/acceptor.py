@@ -461,6 +461,20 @@ class Acceptor:
         for word, _arg in self.control.feed(data):
             if word == "stop":
                 self.stopping = True
+            elif word == "quiet":
+                self._quiet()
+
+    def _quiet(self) -> None:
+        """Stop watching connections and listeners (the run is ending): the clients' resets
+        are then the kernel's work only, with no wakeup here, and ``held`` stays what was held
+        when the run ended. A fresh poller watches the control pipe alone."""
+        old = self.ep
+        self.ep = pl.new_poller()
+        if self.control_fd is not None:
+            self.ep.register(self.control_fd, pl.IN)
+        old.close()
+        self.paused_until = 0.0
+        self._accept_of.clear()
 
     # ---- reporting and shutdown --------------------------------------------------------------
 

@@ -315,6 +315,12 @@ class ClientPool:
 
     # ---- end -------------------------------------------------------------------------------
 
+    def request_stop(self) -> None:
+        """Tell every worker to close its connections now, without waiting (``stop`` reaps)."""
+        if self._final is None:
+            self._sample()
+            self._set.request_stop()
+
     def stop(self, timeout: float = 2.0) -> ClientStats:
         """Close every connection, reap the workers; the counters as they were at the stop."""
         if self._final is not None:

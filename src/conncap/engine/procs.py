@@ -188,11 +188,16 @@ class WorkerSet:
                 self._changed.wait(min(left, 0.1))
             return True
 
-    def stop(self, timeout: float = 2.0) -> None:
-        """Ask every worker to stop, close their stdin, reap them; kill our own stragglers."""
+    def request_stop(self) -> None:
+        """Ask every worker to stop (``stop``, then EOF) and return at once: each closes its
+        connections in parallel with every other worker, of this pool and of others."""
         self.broadcast("stop")
         for w in self.workers:
             w.close_stdin()
+
+    def stop(self, timeout: float = 2.0) -> None:
+        """Ask every worker to stop, close their stdin, reap them; kill our own stragglers."""
+        self.request_stop()
         deadline = time.monotonic() + max(0.1, timeout - 0.3)
         for w in self.workers:
             with contextlib.suppress(subprocess.TimeoutExpired):

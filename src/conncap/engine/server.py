@@ -233,6 +233,17 @@ class ServerPool:
             ),
         )
 
+    def quiet(self) -> None:
+        """The run is ending: workers stop watching their connections (no wakeup for each
+        client reset) and keep their counts as they are; ``stop`` then closes everything."""
+        if self._final is None:
+            self._set.broadcast("quiet")
+
+    def request_stop(self) -> None:
+        """Tell every worker to close its connections now, without waiting (``stop`` reaps)."""
+        if self._final is None:
+            self._set.request_stop()
+
     def stop(self, timeout: float = 2.0) -> ServerStats:
         """Close everything and reap the workers (killing our own stragglers at ``timeout``)."""
         if self._final is not None:
