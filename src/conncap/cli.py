@@ -16,7 +16,7 @@ from types import ModuleType
 
 from conncap import __version__
 from conncap.errors import ConncapError
-from conncap.exitcodes import ExitStatus
+from conncap.exitcodes import ExitStatus, signal_exit
 
 #: Sub-command name -> module under ``conncap.commands``. Order is the order of ``--help``.
 COMMANDS: dict[str, str] = {
@@ -68,7 +68,10 @@ def build_parser() -> argparse.ArgumentParser:
     for name, module_name in COMMANDS.items():
         module = _load(module_name)
         p = sub.add_parser(name, help=module.HELP, description=module.HELP)
-        p.add_argument("--traceback", action="store_true", help=argparse.SUPPRESS)
+        # SUPPRESS as default: `conncap --traceback CMD` is not undone by the sub-parser.
+        p.add_argument(
+            "--traceback", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS
+        )
         module.add_arguments(p)
         p.set_defaults(_run=module.run)
     return parser
@@ -77,7 +80,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run conncap; returns an :class:`ExitStatus` value."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # bad usage was reported in one line; --help/--version exit 0
+        if exc.code == ExitStatus.USAGE:
+            return ExitStatus.USAGE
+        raise
     # the exact command line, for the result (a report says how to reproduce the run)
     args._argv = ["conncap", *(sys.argv[1:] if argv is None else argv)]
     if args.command is None:
@@ -90,11 +98,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             traceback.print_exc()
         sys.stderr.write(f"conncap: {exc}\n")
         return int(exc.exit_status)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         if args.traceback:
             traceback.print_exc()
-        sys.stderr.write("conncap: interrupted\n")
-        return ExitStatus.INTERRUPTED
+        signum = getattr(exc, "signum", None)  # netns.signals.Terminated: SIGTERM, SIGHUP
+        sys.stderr.write(f"conncap: {str(exc) or 'interrupted'}\n")
+        return signal_exit(signum) if signum is not None else ExitStatus.INTERRUPTED
     except BrokenPipeError:
         return ExitStatus.SUCCESS
     except Exception as exc:  # the one place that turns a bug into a line

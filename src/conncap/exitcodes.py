@@ -15,4 +15,12 @@ class ExitStatus(IntEnum):
     USAGE = 2
     """Bad usage or bad input: an unknown flag, code or file, a malformed recorded output."""
     INTERRUPTED = 130
-    """Stopped by Ctrl-C (SIGINT), after cleaning up and writing what was measured."""
+    """Stopped by Ctrl-C (SIGINT, 128 + 2), after cleaning up and writing what was measured."""
+    TERMINATED = 143
+    """Stopped by SIGTERM (128 + 15), after cleaning up and writing what was measured."""
+
+
+def signal_exit(signum: int) -> int:
+    """The exit status for a run stopped by signal ``signum``: the shell's 128 + N rule, the
+    same in every command (SIGINT 130, SIGTERM 143, SIGHUP 129)."""
+    return 128 + int(signum)

@@ -316,6 +316,28 @@ def test_cleanup_keeps_a_live_run(registry: Registry, capsys: pytest.CaptureFixt
         assert host.name in _namespaces()
 
 
+def test_cleanup_all_keeps_a_live_run_recorded_elsewhere(
+    registry: Registry,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Another CONNCAP_RUN_DIR: the record is not seen, but the run's process inside is."""
+    with Topology(registry=registry) as topo:
+        host = topo.add_host("live")
+        inside = topo.popen(host, ["sleep", "30"])
+        try:
+            time.sleep(0.1)
+            monkeypatch.setenv("CONNCAP_RUN_DIR", str(tmp_path / "elsewhere"))
+            assert main(["cleanup", "--all"]) == 0
+            out = capsys.readouterr().out
+            assert f"kept namespace {host.name}" in out and "runs in it" in out
+            assert host.name in _namespaces() and inside.poll() is None
+        finally:
+            inside.kill()
+            inside.wait()
+
+
 # ---- support ----------------------------------------------------------------------------
 
 

@@ -107,9 +107,11 @@ def conncap_open(ns: str, tmp: Path, *args: str, port: int = PORT) -> dict[str, 
          "--json", str(out), *args],
         capture_output=True, text=True, timeout=60, env=env,
     )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr
     doc: dict[str, Any] = json.loads(out.read_text())
     doc["_stderr"] = proc.stderr
+    # a run that held nothing (nothing answered, or everything was closed) failed: exit 1,
+    # with the verdict written and printed all the same
+    assert proc.returncode == (1 if doc["established_peak"] == 0 else 0), proc.stderr
     return doc
 
 

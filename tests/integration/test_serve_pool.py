@@ -154,10 +154,10 @@ def test_cli_serve_stops_on_sigint_within_two_seconds(tmp_path: Path) -> None:
 
 def test_cli_serve_rejects_bad_flags() -> None:
     r = subprocess.run(
-        [sys.executable, "-m", "conncap", "serve", "--ports", "9-3"],
+        [sys.executable, "-m", "conncap", "serve", "--port", "9-3"],
         capture_output=True,
         text=True,
         timeout=30,
     )
     assert r.returncode == 2
-    assert "Traceback" not in r.stderr and "--ports" in r.stderr
+    assert "Traceback" not in r.stderr and "--port" in r.stderr

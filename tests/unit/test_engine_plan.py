@@ -85,7 +85,7 @@ def test_pairs_cross_sources_and_destination_ports() -> None:
         count=4,
         source_ips=("127.0.0.2", "127.0.0.3"),
     )
-    assert len(plan.pairs()) == 4
+    assert plan.pair_count == len(list(plan.pairs())) == 4
     assert {(s, p) for s, _h, p in plan.pairs()} == {
         ("127.0.0.2", 7000),
         ("127.0.0.3", 7000),

@@ -120,3 +120,19 @@ def test_cleanup_command_needs_root(
     err = capsys.readouterr().err
     assert err.startswith("conncap: cleanup deletes network namespaces, which needs root")
     assert err.count("\n") == 1
+
+
+def test_all_keeps_an_unrecorded_namespace_a_live_process_uses() -> None:
+    """A live run whose record is in another CONNCAP_RUN_DIR: --all never touches it."""
+    plan = plan_cleanup(
+        ["conncap-dddddd-cli", "conncap-eeeeee-cli"],
+        ["ccdddddda0", "cceeeeeea0"],
+        [],
+        _alive,
+        remove_unrecorded=True,
+        occupied={"conncap-dddddd-cli": "pid 7 runs in it (parent 6 is alive)"},
+    )
+    assert [lo.name for lo in plan.remove] == ["conncap-eeeeee-cli"]
+    assert [lo.name for lo in plan.keep] == ["conncap-dddddd-cli"]
+    assert "pid 7 runs in it" in plan.keep[0].why
+    assert [lo.name for lo in plan.remove_links] == ["cceeeeeea0"]

@@ -13,13 +13,13 @@ from conncap.cli import main
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["run", "--count", "0"], "--count must be at least 1"),
+        (["run", "--count", "0"], "argument --count: must be at least 1"),
         (["run", "--memory-guard", "1.5"], "--memory-guard"),
-        (["run", "--max-duration", "-1"], "--max-duration must be positive"),
+        (["run", "--max-duration", "-1"], "argument --max-duration: must be a positive number"),
         (["run", "--client-workers", "lots"], "--client-workers"),
         (["run", "--source-ips", "0"], "--source-ips"),
         (["run", "--count", "3", "--client-workers", "4"], "--client-workers 4 is more than"),
-        (["run", "--rate", "-5"], "--rate must be positive"),
+        (["run", "--rate", "-5"], "argument --rate: must be a positive number"),
         (["run", "--frobnicate"], "unrecognized arguments"),
     ],
 )

@@ -95,7 +95,7 @@ class FakeClient:
         self.held = 0
         self.stopped = False
         self.paused = False
-        single = len(plan.pairs()) == 1
+        single = plan.pair_count == 1
         self.limit = min(plan.count, self.port_pool) if single else plan.count
         FakeClient.instances.append(self)
 

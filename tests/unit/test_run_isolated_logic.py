@@ -137,7 +137,7 @@ class FakeClient:
         self.plan, self.netns, self.nofile = plan, netns, nofile
         self.held = 0
         self.stopped = False
-        single = len(plan.pairs()) == 1
+        single = plan.pair_count == 1
         self.limit = min(plan.count, self.port_pool) if single else plan.count
         FakeClient.instances.append(self)
 

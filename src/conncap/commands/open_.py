@@ -10,14 +10,26 @@ if TYPE_CHECKING:
 
     from conncap.result import Result, Sample
 
+#: Seconds ``open`` holds what it opened before it closes them (``--hold``).
+DEFAULT_HOLD = 5.0
+
 HELP = "open and hold connections fast, from many source IPs to many ports; find the ceiling"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("targets", nargs="+", metavar="TARGET", help="host:port or host:P1-P2")
-    parser.add_argument("--count", type=int, metavar="N", help="connections to open (default 1000)")
+    from conncap.commands.checks import int_or_auto, int_range, nonneg_float, positive_float
+
     parser.add_argument(
-        "--rate", type=float, metavar="R", help="connects per second (default: max)"
+        "targets",
+        nargs="+",
+        metavar="TARGET",
+        help="host:port, host:P1-P2, or [IPv6]:port (e.g. [::1]:5000)",
+    )
+    parser.add_argument(
+        "--count", type=int_range(1), metavar="N", help="connections to open (default 1000)"
+    )
+    parser.add_argument(
+        "--rate", type=positive_float, metavar="R", help="connects per second (default: max)"
     )
     parser.add_argument(
         "--source-ip",
@@ -26,13 +38,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="source address(es): an IP, a CIDR, A-B, a comma list or auto; repeatable",
     )
     parser.add_argument(
-        "--workers", default="auto", metavar="N|auto", help="processes (auto: as descriptors need)"
+        "--workers",
+        type=int_or_auto(1),
+        default=None,
+        metavar="N|auto",
+        help="processes (auto, the default: as descriptors need)",
     )
     parser.add_argument(
-        "--hold", type=float, default=0.0, metavar="S", help="hold S seconds once the ramp is over"
+        "--hold",
+        type=nonneg_float,
+        default=None,
+        metavar="S",
+        help=f"hold S seconds once the ramp is over, to look at them (default {DEFAULT_HOLD:g}; "
+        "0: stop at once",
     )
     parser.add_argument(
-        "--timeout", type=float, default=5.0, metavar="S", help="handshake timeout (default 5)"
+        "--timeout",
+        type=positive_float,
+        default=5.0,
+        metavar="S",
+        help="handshake timeout (default 5)",
     )
     parser.add_argument(
         "--bind-mode",
@@ -42,11 +67,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "port of the range itself (fast near exhaustion)",
     )
     parser.add_argument(
-        "--nofile", type=int, metavar="N", help="each worker's RLIMIT_NOFILE (default: hard limit)"
+        "--nofile",
+        type=int_range(16),
+        metavar="N",
+        help="each worker's RLIMIT_NOFILE (default: hard limit)",
     )
     parser.add_argument(
         "--max-duration",
-        type=float,
+        type=positive_float,
         default=600.0,
         metavar="S",
         help="stop the whole run after S seconds (default 600)",
@@ -83,17 +111,18 @@ def run(args: argparse.Namespace) -> int:
 
     from rich.console import Console
 
+    from conncap.commands.checks import check_output_file
+    from conncap.commands.liveline import StatusLine
     from conncap.engine.plan import check_plan
     from conncap.engine.results import open_result, predict
-    from conncap.errors import UsageError
-    from conncap.exitcodes import ExitStatus
+    from conncap.errors import RunFailed, UsageError
+    from conncap.exitcodes import ExitStatus, signal_exit
     from conncap.measure import Launch, Measurement
     from conncap.observe.session import Observers
     from conncap.probes.target import local_target
     from conncap.result import write_atomic
 
-    if not args.max_duration > 0:
-        raise UsageError("--max-duration must be positive")
+    check_output_file(args.json, "--json")
     if args.cluster:
         return _run_cluster(args)
     if args.nodes is not None:
@@ -105,19 +134,23 @@ def run(args: argparse.Namespace) -> int:
         return run_churn(args)
     if args.count is None:
         args.count = 1000
+    if args.hold is None:
+        args.hold = DEFAULT_HOLD
     plan, notes = build_plan(args)
     if args.send is not None:
         plan = dataclasses.replace(plan, send=parse_send(args.send))
     check_plan(plan)
-    console = Console(stderr=True)
-    obs = Observers.from_args(args, "open", say=lambda line: console.print(line, markup=False))
+    console = Console(stderr=True, highlight=False, soft_wrap=True)
+    obs = Observers.from_args(args, "open", say=lambda text: console.print(text, markup=False))
     for note in notes:
-        console.print(f"conncap: {note}")
+        console.print(f"conncap: {note}", markup=False)
     prediction = predict(plan, args.nofile)
 
     stop = threading.Event()
+    why: list[int] = []
 
     def on_signal(signum: int, _frame: object) -> None:
+        why.append(signum)
         obs.on_signal(signum)
         stop.set()
 
@@ -126,10 +159,13 @@ def run(args: argparse.Namespace) -> int:
     old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     started = dt.datetime.now(dt.UTC)
     probe, read_target = local_target(plan.destinations())
+    hold_end: list[float] = []
+    line = StatusLine(console)
 
-    def on_sample(s: Sample) -> None:
-        _progress(console, s, plan.count)
-        obs.on_sample(s, m.last_totals)
+    def on_sample(sample: Sample) -> None:
+        left = max(0.0, hold_end[0] - sample.t) if hold_end else None
+        line.update(_progress(sample, plan.count, hold_left=left))
+        obs.on_sample(sample, m.last_totals)
 
     m = Measurement(
         stop=stop,
@@ -141,35 +177,39 @@ def run(args: argparse.Namespace) -> int:
     )
     stop_reason = "error"
     try:
-        step = m.begin("open", [Launch(plan, nofile=args.nofile)])
-        outcome = m.ramp(step)
-        verdict = m.conclude(step, settle="none")
-        stop_reason = outcome
-        if outcome == "ramp-over":
-            stop_reason = "ceiling" if verdict.reached else "count"
-            if plan.hold_s > 0:
-                why = m.hold("open", plan.hold_s)
-                if why is not None:
-                    stop_reason = why
-                elif stop_reason == "count":
-                    stop_reason = "hold"
-        final = m.client_totals()
-        if verdict.reached and verdict.count is not None and verdict.count < final.held:
-            # held means held: the rest exist only at the client (read on the server's side)
-            notes.append(
-                f"{final.held - verdict.count:,} connections established at the client only "
-                "(not on the server's side): not counted as held"
-            )
-            final.held = verdict.count
-        peak = max((s.held for s in m.timeline), default=0)
+        with line:
+            step = m.begin("open", [Launch(plan, nofile=args.nofile)])
+            outcome = m.ramp(step)
+            verdict = m.conclude(step, settle="none")
+            stop_reason = outcome
+            if outcome == "ramp-over":
+                stop_reason = "ceiling" if verdict.reached else "count"
+                if plan.hold_s > 0 and m.client_totals().held > 0:  # nothing to look at
+                    hold_end.append(m.now() + plan.hold_s)
+                    why_hold = m.hold("open", plan.hold_s)
+                    if why_hold is not None:
+                        stop_reason = why_hold
+                    elif stop_reason == "count":
+                        stop_reason = "hold"
+            final = m.client_totals()
+            if verdict.reached and verdict.count is not None and verdict.count < final.held:
+                # held means held: the rest exist only at the client (read on the server's side)
+                notes.append(
+                    f"{final.held - verdict.count:,} connections established at the client "
+                    "only (not on the server's side): not counted as held"
+                )
+                final.held = verdict.count
+            peak = max((s.held for s in m.timeline), default=0)
+            if m.timeline:  # the last line shows the final figures, not a lagging sample
+                line.update(
+                    _progress(m.timeline[-1], plan.count, held=final.held, final=True),
+                    force=True,
+                )
     finally:
         _, problems = m.close()
         for s, h in old.items():
             signal.signal(s, h)
         obs.close(stop_reason=stop_reason, held_at_end=m.last_totals.held)
-    duration = m.now()
-    if console.is_terminal:
-        console.print()
     result = open_result(
         plan,
         final,
@@ -178,7 +218,7 @@ def run(args: argparse.Namespace) -> int:
         peak=peak,
         workers=sum(len(p.pids()) for p in step.pools) or plan.workers,
         started_at=started,
-        duration_s=duration,
+        duration_s=m.now(),
         stop_reason=stop_reason,
         prediction=prediction,
         notes=[*notes, *(f"clean-up: {exc}" for exc in problems)],
@@ -189,7 +229,15 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         write_atomic(args.json, result)
     _summary(console, result)
-    return ExitStatus.INTERRUPTED if stop_reason == "interrupted" else ExitStatus.SUCCESS
+    if stop_reason == "interrupted":
+        return signal_exit(why[0]) if why else ExitStatus.INTERRUPTED
+    if peak == 0:
+        # Nothing answered (refused, timed out, unreachable): a run that held nothing
+        # measured no ceiling of this host; the verdict above says what stopped it.
+        r = result.ceiling
+        why_none = f" ({r.errno}, cause {r.cause})" if r.reached else ""
+        raise RunFailed(f"no connection was established: every attempt failed{why_none}")
+    return ExitStatus.SUCCESS
 
 
 def _run_cluster(args: argparse.Namespace) -> int:
@@ -223,23 +271,24 @@ def parse_send(text: str) -> bytes:
     return data
 
 
-_last_print = [0.0]
+def _progress(
+    sample: Sample,
+    requested: int,
+    *,
+    held: int | None = None,
+    hold_left: float | None = None,
+    final: bool = False,
+) -> str:
+    """The status line: elapsed, held of requested, rate, failures, hold countdown."""
+    from conncap.commands.liveline import elapsed_text
 
-
-def _progress(console: Console, sample: Sample, requested: int) -> None:
-    import time
-
-    now = time.monotonic()
-    if now - _last_print[0] < (0.25 if console.is_terminal else 5.0):
-        return
-    _last_print[0] = now
-    by_cause = sample.failures_by_cause
-    fails = ", ".join(f"{k} {v:,}" for k, v in sorted(by_cause.items())) or "none"
-    console.print(
-        f"held {sample.held:,}/{requested:,} · {sample.rate:,.0f} conn/s{latency_text(sample)} · "
-        f"failures {fails}",
-        end="\r" if console.is_terminal else "\n",
-    )
+    fails = ", ".join(f"{k} {v:,}" for k, v in sorted(sample.failures_by_cause.items())) or "none"
+    n = sample.held if held is None else held
+    when = f"[{elapsed_text(sample.t)}]"
+    if hold_left is not None and not final:
+        when = f"[{elapsed_text(sample.t)} · holding, {elapsed_text(hold_left)} left]"
+    rate = "" if final else f" · {sample.rate:,.0f} conn/s{latency_text(sample)}"
+    return f"{when} held {n:,}/{requested:,}{rate} · failures {fails}"
 
 
 def latency_text(sample: Sample) -> str:

@@ -86,17 +86,18 @@ def build_churn_plan(args: argparse.Namespace) -> tuple[Any, list[str]]:
     check_churn_values(args.rate, args.lifetime, duration)
     if args.count is not None:
         raise UsageError("--count is not for churn: it opens --rate × --duration connections")
-    if args.hold:
+    if args.hold is not None:
         raise UsageError("--hold is not for churn: --lifetime says how long each one lives")
+    args.hold = 0.0  # churn holds nothing past each connection's --lifetime
     count = max(1, math.ceil(args.rate * duration))
     if args.max_duration < duration:
         raise UsageError(
             f"--duration {duration:g} is longer than --max-duration {args.max_duration:g}"
         )
     args.count = count
-    if args.workers == "auto":
+    if args.workers is None:
         held = math.ceil(args.rate * (args.lifetime + 1.0))
-        args.workers = str(min(count, auto_workers(held, args.nofile)))
+        args.workers = min(count, auto_workers(held, args.nofile))
     plan, notes = build_plan(args)
     plan = dataclasses.replace(
         plan, lifetime=args.lifetime, close=args.close or "fin", duration_s=duration
@@ -113,7 +114,7 @@ def run_churn(args: argparse.Namespace) -> int:
 
     from conncap.engine.plan import check_plan
     from conncap.engine.results import churn_json, open_result, predict, predict_churn
-    from conncap.exitcodes import ExitStatus
+    from conncap.exitcodes import ExitStatus, signal_exit
     from conncap.measure import Launch, Measurement
     from conncap.observe.session import Observers
     from conncap.result import json_object, write_atomic
@@ -129,8 +130,10 @@ def run_churn(args: argparse.Namespace) -> int:
     prediction = predict(plan, args.nofile)
 
     stop = threading.Event()
+    why: list[int] = []
 
     def on_signal(signum: int, _frame: object) -> None:
+        why.append(signum)
         obs.on_signal(signum)
         stop.set()
 
@@ -192,7 +195,9 @@ def run_churn(args: argparse.Namespace) -> int:
     if args.json:
         write_atomic(args.json, result)
     _churn_summary(console, result, churn)
-    return ExitStatus.INTERRUPTED if stop_reason == "interrupted" else ExitStatus.SUCCESS
+    if stop_reason == "interrupted":
+        return signal_exit(why[0]) if why else ExitStatus.INTERRUPTED
+    return ExitStatus.SUCCESS
 
 
 def _churn_loop(m: Any, step: Any, plan: Any) -> str:

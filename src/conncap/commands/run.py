@@ -23,37 +23,33 @@ _GUARD = 0.25
 USERNS_ENV = "CONNCAP_IN_USERNS"
 
 
-def _workers(text: str) -> int | None:
-    """A count of at least 1, or auto (None)."""
-    if text == "auto":
-        return None
-    try:
-        n = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number or auto") from None
-    if n < 1:
-        raise argparse.ArgumentTypeError("at least 1 (or auto)")
-    return n
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from conncap.commands.checks import (
+        float_range,
+        int_or_auto,
+        int_range,
+        nonneg_float,
+        positive_float,
+    )
+
+    _workers = int_or_auto(1)
     parser.add_argument(
         "--count",
-        type=int,
+        type=int_range(1),
         default=_COUNT,
         metavar="N",
         help=f"connections to hold at most (default {_COUNT:,}: past a default Linux port range)",
     )
     parser.add_argument(
         "--max-duration",
-        type=float,
+        type=positive_float,
         default=_MAX_DURATION,
         metavar="S",
         help=f"stop the whole run after S seconds (default {_MAX_DURATION:.0f})",
     )
     parser.add_argument(
         "--memory-guard",
-        type=float,
+        type=float_range(0.0, 1.0, hi_open=True),
         default=_GUARD,
         metavar="FRACTION",
         help="stop before MemAvailable falls below this fraction of its value at the start "
@@ -76,7 +72,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--ports",
-        type=_workers,
+        type=int_or_auto(1, 1000),
         default=None,
         metavar="N|auto",
         help="step 2: server ports (auto: as for --source-ips)",
@@ -97,27 +93,34 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--client-nofile",
-        type=int,
+        type=int_range(64),
         metavar="N",
         help="each client worker's RLIMIT_NOFILE (default: the hard limit; a process "
         "setting, so also without --isolated)",
     )
     parser.add_argument(
         "--server-nofile",
-        type=int,
+        type=int_range(64),
         metavar="N",
         help="each server worker's RLIMIT_NOFILE (default: the hard limit; a process "
         "setting, so also without --isolated)",
     )
     parser.add_argument(
-        "--rate", type=float, metavar="R", help="connects per second per step (default: max)"
+        "--rate",
+        type=positive_float,
+        metavar="R",
+        help="connects per second per step (default: max)",
     )
     parser.add_argument(
-        "--timeout", type=float, default=3.0, metavar="S", help="handshake timeout (default 3)"
+        "--timeout",
+        type=positive_float,
+        default=3.0,
+        metavar="S",
+        help="handshake timeout (default 3)",
     )
     parser.add_argument(
         "--plateau",
-        type=float,
+        type=nonneg_float,
         default=1.5,
         metavar="S",
         help="seconds each step's level is held and sampled (default 1.5)",
@@ -227,8 +230,15 @@ def run(args: argparse.Namespace) -> int:
 
     from rich.console import Console
 
+    from conncap.commands.checks import (
+        check_count,
+        check_output_dir,
+        check_output_file,
+        check_workers,
+        host_capacity,
+    )
     from conncap.errors import RunFailed, UsageError
-    from conncap.exitcodes import ExitStatus
+    from conncap.exitcodes import ExitStatus, signal_exit
     from conncap.observe.session import Observers
     from conncap.result import Result, write_atomic
     from conncap.run import Experiment, RunConfig
@@ -282,8 +292,16 @@ def run(args: argparse.Namespace) -> int:
         if nofile is not None:
             check_nofile(nofile, flag)  # above `ulimit -Hn` no worker could take it
     out_dir = Path(args.out) if args.out else None
-    if out_dir is not None and out_dir.exists() and not out_dir.is_dir():
-        raise UsageError(f"--out {out_dir}: exists and is not a directory")
+    check_output_file(args.json, "--json")
+    check_output_dir(args.out, "--out")
+    capacity = host_capacity(ends=2, nofile=args.server_nofile)
+    check_count(args.count, "--count", capacity)
+    for flag, workers in (
+        ("--client-workers", args.client_workers),
+        ("--server-workers", args.server_workers),
+    ):
+        if workers is not None:
+            check_workers(workers, flag, capacity)
     if settings is not None:
         code = _rerun_in_userns(args)
         if code is not None:
@@ -297,8 +315,10 @@ def run(args: argparse.Namespace) -> int:
     mode = "quiet" if args.quiet else ("live" if console.is_terminal else "plain")
     stop = threading.Event()
     obs = Observers.from_args(args, "run", say=lambda line: console.print(line, markup=False))
+    why: list[int] = []
 
     def on_signal(signum: int, _frame: object) -> None:
+        why.append(signum)
         obs.on_signal(signum)
         if stop.is_set():  # a second Ctrl-C: stop waiting (the clean-up still runs)
             raise KeyboardInterrupt
@@ -381,7 +401,7 @@ def run(args: argparse.Namespace) -> int:
     if isinstance(late, RunFailed):
         raise late
     if late is not None or doc.stop_reason == "interrupted":
-        return ExitStatus.INTERRUPTED
+        return signal_exit(why[0]) if why else ExitStatus.INTERRUPTED
     if doc.stop_reason == "error":
         raise RunFailed(doc.error or "the run failed")
     return ExitStatus.SUCCESS

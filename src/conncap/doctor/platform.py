@@ -82,7 +82,7 @@ def run_in_netns(netns: str, argv: Sequence[str]) -> int:
         rc = child.wait()
     finally:
         signal.signal(signal.SIGINT, previous)
-    if rc in (0, 1, 2, 130):
+    if rc in (0, 1, 2, 130, 143):
         return rc
     if rc < 0 and -rc == signal.SIGINT:
         return int(ExitStatus.INTERRUPTED)

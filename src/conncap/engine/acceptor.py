@@ -54,6 +54,10 @@ DEFAULT_COALESCE = 0.02
 #: arrives meanwhile (75K/s for 20 ms is 1,500). Below this backlog the server accepts at once,
 #: or its own waiting would overflow a small listen queue and distort what it measures.
 COALESCE_MIN_BACKLOG = 4096
+#: Most distinct source IPs counted one by one; connections from any further IP are counted
+#: under :data:`OTHER_IPS` (each tracked IP costs about 155 bytes for the worker's lifetime).
+MAX_TRACKED_IPS = 4096
+OTHER_IPS = "other"
 
 
 def effective_coalesce(requested: float | None, backlog: int | None) -> float:
@@ -87,15 +91,45 @@ def read_somaxconn(default: int = 4096) -> int:
         return default
 
 
+def check_port_free(family: int, bind: str, port: int) -> None:
+    """OSError(EADDRINUSE) naming the address when another socket listens on ``bind:port``.
+
+    A bind *without* SO_REUSEPORT fails on a port anyone listens on, including a listener
+    that set SO_REUSEPORT, which our own SO_REUSEPORT bind would silently join (and share
+    its connections with). Our first worker probes so; the pool's others join it."""
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT is no owner
+        try:
+            probe.bind((bind, port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise OSError(
+                    exc.errno,
+                    f"{bind} port {port} is already in use by another listener; conncap "
+                    "never shares a port (give another port, or 0 for any free one)",
+                ) from None
+            raise
+
+
 def open_listeners(
-    bind: str, ports: Sequence[int], backlog: int | None, reuseport: bool = True
+    bind: str,
+    ports: Sequence[int],
+    backlog: int | None,
+    reuseport: bool = True,
+    exclusive: bool = False,
 ) -> list[socket.socket]:
-    """Non-blocking listening sockets on ``bind`` for each port (0 = the kernel picks)."""
+    """Non-blocking listening sockets on ``bind`` for each port (0 = the kernel picks).
+    ``exclusive``: refuse a port another socket listens on (see :func:`check_port_free`);
+    the pool's first worker sets it, the others then join that worker's ports. An error
+    names the address and the port."""
     family = socket.AF_INET6 if ":" in bind else socket.AF_INET
     depth = read_somaxconn() if backlog is None else backlog
     out: list[socket.socket] = []
+    port = 0
     try:
         for port in ports:
+            if exclusive and port:
+                check_port_free(family, bind, port)
             s = socket.socket(family, socket.SOCK_STREAM)
             out.append(s)
             s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -104,6 +138,12 @@ def open_listeners(
             s.bind((bind, port))
             s.listen(depth)
             s.setblocking(False)
+    except OSError as exc:
+        for s in out:
+            s.close()
+        if exc.strerror and str(port) in exc.strerror:
+            raise
+        raise OSError(exc.errno, f"cannot listen on {bind} port {port}: {exc.strerror}") from exc
     except BaseException:
         for s in out:
             s.close()
@@ -259,10 +299,7 @@ class Acceptor:
             ip = addr[0]
             idx = ip_index.get(ip)
             if idx is None:
-                idx = len(self.ips)
-                self.ips.append(ip)
-                ip_index[ip] = idx
-                per_ip.append(0)
+                idx = self._new_ip(ip)
             per_ip[idx] += 1
             if fd >= len(kind):  # a descriptor above the limit we were told: still hold it
                 self._grow(fd)
@@ -283,6 +320,20 @@ class Acceptor:
             self.held += n
             self.backoff = BACKOFF_MIN
             self._dirty = True
+
+    def _new_ip(self, ip: str) -> int:
+        """The index of a source IP not seen before; past :data:`MAX_TRACKED_IPS` the one
+        shared index of :data:`OTHER_IPS` (the table stays bounded however many clients)."""
+        if len(self.ips) >= MAX_TRACKED_IPS:
+            ip = OTHER_IPS
+            idx = self.ip_index.get(ip)
+            if idx is not None:
+                return idx
+        idx = len(self.ips)
+        self.ips.append(ip)
+        self.ip_index[ip] = idx
+        self.per_ip.append(0)
+        return idx
 
     def _grow(self, fd: int) -> None:
         extra = fd + 1024 - len(self.kind)
@@ -410,6 +461,20 @@ class Acceptor:
         for word, _arg in self.control.feed(data):
             if word == "stop":
                 self.stopping = True
+            elif word == "quiet":
+                self._quiet()
+
+    def _quiet(self) -> None:
+        """Stop watching connections and listeners (the run is ending): the clients' resets
+        are then the kernel's work only, with no wakeup here, and ``held`` stays what was held
+        when the run ended. A fresh poller watches the control pipe alone."""
+        old = self.ep
+        self.ep = pl.new_poller()
+        if self.control_fd is not None:
+            self.ep.register(self.control_fd, pl.IN)
+        old.close()
+        self.paused_until = 0.0
+        self._accept_of.clear()
 
     # ---- reporting and shutdown --------------------------------------------------------------
 
@@ -448,12 +513,31 @@ class Acceptor:
         self.ep.close()
 
 
+_last_rss = [0]
+
+
 def rss_bytes() -> int:
-    """This process's resident set size (Linux /proc/self/statm; 0 where unknown)."""
+    """This process's resident set size (Linux /proc/self/statm; 0 where unknown).
+
+    Out of descriptors (the very moment the figure matters) statm cannot be opened; then the
+    peak RSS from getrusage, which needs no descriptor (a holding worker's memory only grows,
+    so its peak is its size then). Keeping statm open instead would cost every worker a
+    descriptor, and the model counts them (``protocol.CLIENT_WORKER_FDS``)."""
     try:
         with open("/proc/self/statm", "rb") as fh:
-            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+            value = int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
     except (OSError, ValueError, IndexError, AttributeError):
+        value = max(_last_rss[0], _peak_rss())
+    _last_rss[0] = value
+    return value
+
+
+def _peak_rss() -> int:
+    try:
+        import resource
+
+        return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024  # KiB on Linux
+    except (ImportError, OSError, ValueError):
         return 0
 
 
@@ -464,6 +548,7 @@ def build(config: protocol.ServerConfig, emit: Emit) -> Acceptor:
         [int(p) for p in config.get("ports", [0])],
         config.get("backlog"),
         bool(config.get("reuseport", True)),
+        exclusive=bool(config.get("exclusive", False)),
     )
     acc = Acceptor(
         cast("list[Listener]", listeners),

@@ -141,7 +141,7 @@ class ClientPool:
         p = self.plan
         config: ClientConfig = {
             "role": "client",
-            "pairs": p.pairs(),
+            "pairs": list(p.pairs()),
             "quota": quota,
             "rate": None if p.rate is None else p.rate / p.workers,
             "window": p.window,
@@ -367,6 +367,12 @@ class ClientPool:
             self._timeline.append(sample)
 
     # ---- end -------------------------------------------------------------------------------
+
+    def request_stop(self) -> None:
+        """Tell every worker to close its connections now, without waiting (``stop`` reaps)."""
+        if self._final is None:
+            self._sample()
+            self._set.request_stop()
 
     def stop(self, timeout: float = 2.0) -> ClientStats:
         """Close every connection, reap the workers; the counters as they were at the stop."""

@@ -273,7 +273,10 @@ class Connector(Holder):
         in_progress = (errno.EINPROGRESS, 0, errno.EWOULDBLOCK)
         no_port = _linux()
         ipproto_ip = socket.IPPROTO_IP
-        linger = self.churn and self.close_mode == "rst"
+        # SO_LINGER 0 at creation (an RST on close, no TIME_WAIT): in hold mode every
+        # connection is reset at the end anyway, so the stop is one close per descriptor, or
+        # none at all if the worker is killed (the kernel resets them at exit).
+        linger = not self.churn or self.close_mode == "rst"
         recverr = self.recverr
         monotonic_ns = time.monotonic_ns
         t_ns = self.t_ns
@@ -527,13 +530,14 @@ class Connector(Holder):
 
     def close_all(self, reset: bool = True) -> None:
         """Close every connection. ``reset``: with SO_LINGER 0 (an RST), so a run leaves no
-        TIME_WAIT behind to slow the next one's port search (the server counts a reset)."""
+        TIME_WAIT behind to slow the next one's port search (the server counts a reset).
+        Hold mode and ``--close rst`` set it on every socket when it is made."""
         state = self.state
         for fd in range(len(state)):
             st = state[fd]
             if st in (CONNECTING, HELD, SENT):
                 state[fd] = FREE
-                if reset:
+                if reset and self.churn and self.close_mode != "rst":  # else set at creation
                     try:
                         s = socket.socket(self.family_of(fd), socket.SOCK_STREAM, 0, fd)
                         s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, LINGER_0)

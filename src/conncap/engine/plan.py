@@ -7,10 +7,11 @@ Errors are :class:`conncap.errors.UsageError` with one line that says what to wr
 from __future__ import annotations
 
 import ipaddress
+import itertools
 import math
 import socket
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from conncap.engine import protocol
@@ -19,6 +20,10 @@ from conncap.result import JsonValue
 
 #: Most source addresses one --source-ip value may expand to.
 MAX_SOURCES = 65536
+#: Most (source IP, destination) pairs one run cycles through: each worker keeps a few
+#: words per pair, and a pair is a pool of up to 64,512 ports, so 262,144 pairs already
+#: offer billions of connections.
+MAX_PAIRS = 262_144
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,10 +76,18 @@ class OpenPlan:
     def destinations(self) -> list[tuple[str, int]]:
         return [(t.host, p) for t in self.targets for p in t.ports]
 
-    def pairs(self) -> list[tuple[str | None, str, int]]:
-        """Every (source IP, host, port) the workers cycle through."""
+    @property
+    def pair_count(self) -> int:
+        """How many (source IP, host, port) :meth:`pairs` yields, without building them."""
+        return max(1, len(self.source_ips)) * sum(t.hi - t.lo + 1 for t in self.targets)
+
+    def pairs(self) -> Iterator[tuple[str | None, str, int]]:
+        """Every (source IP, host, port) the workers cycle through, one at a time (a plan may
+        describe far more than it is allowed to build: :func:`check_pair_count`)."""
         srcs: Sequence[str | None] = self.source_ips or (None,)
-        return [(s, h, p) for h, p in self.destinations() for s in srcs]
+        for t in self.targets:
+            for p, s in itertools.product(t.ports, srcs):
+                yield (s, t.host, p)
 
     def split(self, n: int) -> list[int]:
         """``count`` split exactly over ``n`` workers (the first ones take the remainder)."""
@@ -115,11 +128,17 @@ def parse_ports_arg(text: str, what: str = "port") -> tuple[int, int]:
 
 
 def parse_target(text: str) -> Target:
-    """``host:port``, ``host:P1-P2`` or ``[v6]:port``."""
+    """``host:port``, ``host:P1-P2`` or ``[v6]:port``; an IPv6 address without brackets is
+    ambiguous (is ``::1:80`` port 80 of ::1, or the address ::1:80?) and refused."""
     if text.startswith("["):
         host, sep, rest = text[1:].partition("]:")
     else:
         host, sep, rest = text.rpartition(":")
+        if ":" in host:
+            raise UsageError(
+                f"target {text!r} is ambiguous: write an IPv6 address in brackets, "
+                f"e.g. [{host}]:{rest}"
+            )
     if not sep or not host or not rest:
         raise UsageError(f"target {text!r} is not host:port or host:P1-P2 (e.g. 127.0.0.1:5000)")
     lo, hi = parse_ports_arg(rest, f"target {text!r}: port")
@@ -247,6 +266,36 @@ def auto_workers(count: int, nofile: int | None = None) -> int:
     return max(1, math.ceil(count / per_worker_capacity(nofile)))
 
 
+def check_pair_count(plan: OpenPlan) -> None:
+    """UsageError for a plan with more (source IP, destination) pairs than a worker can keep."""
+    n = plan.pair_count
+    if n > MAX_PAIRS:
+        raise UsageError(
+            f"{len(plan.source_ips) or 1:,} source IP(s) × "
+            f"{sum(t.hi - t.lo + 1 for t in plan.targets):,} destination port(s) make "
+            f"{n:,} (source IP, destination) pairs; at most {MAX_PAIRS:,} (each pair is a "
+            "pool of up to 64,512 ports): give fewer source IPs or ports"
+        )
+
+
+def check_local_sources(sources: Sequence[str]) -> None:
+    """UsageError naming the first source address this host cannot bind (not one of its own:
+    every connect() from it would fail, and the run would measure nothing)."""
+    for src in sources:
+        ip = ipaddress.ip_address(src)
+        if ip.version == 4 and ip.is_loopback and sys.platform.startswith("linux"):
+            continue  # Linux routes all of 127.0.0.0/8 to itself
+        fam = socket.AF_INET6 if ip.version == 6 else socket.AF_INET
+        with socket.socket(fam, socket.SOCK_STREAM) as s:
+            try:
+                s.bind((src, 0))
+            except OSError as exc:
+                raise UsageError(
+                    f"--source-ip {src}: not an address of this host ({exc.strerror}); "
+                    "use one of its own (`ip -br addr`) or auto"
+                ) from None
+
+
 def check_plan(plan: OpenPlan) -> None:
     if plan.count < 1:
         raise UsageError("--count must be at least 1")
@@ -264,6 +313,7 @@ def check_plan(plan: OpenPlan) -> None:
         raise UsageError(f"--bind-mode must be one of {', '.join(protocol.PORT_CHOICES)}")
     if not plan.targets:
         raise UsageError("give at least one TARGET (host:port)")
+    check_pair_count(plan)
     if plan.churn:
         from conncap.model.churn import CLOSE_MODES, check_churn_values
 

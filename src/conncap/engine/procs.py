@@ -30,10 +30,16 @@ READY_TIMEOUT = 20.0
 #: What a pool's workers report: a client's or a server's stats line.
 S = TypeVar("S", ClientSnapshot, ServerSnapshot)
 
+#: Longest config passed in argv (Linux refuses one argument over 128 KiB, E2BIG); a longer
+#: one (many pairs) goes as the first line on the worker's stdin.
+ARGV_CONFIG_MAX = 64 * 1024
+
 
 def worker_command(config: ClientConfig | ServerConfig, netns: str | None = None) -> list[str]:
     """The argv that starts one worker (``ip netns exec NAME`` first when ``netns``)."""
-    cmd = [sys.executable, "-S", "-m", "conncap.engine.worker", json.dumps(config)]
+    text = json.dumps(config)
+    arg = text if len(text) <= ARGV_CONFIG_MAX else "-"
+    cmd = [sys.executable, "-S", "-m", "conncap.engine.worker", arg]
     if netns:
         cmd = ["ip", "netns", "exec", netns, *cmd]
     return cmd
@@ -58,8 +64,9 @@ class WorkerProc(Generic[S]):
     ) -> None:
         self.index = index
         self.config = config
+        cmd = worker_command(config, netns)
         self.proc = subprocess.Popen(
-            worker_command(config, netns),
+            cmd,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -67,6 +74,8 @@ class WorkerProc(Generic[S]):
             close_fds=True,
         )
         self.pid = self.proc.pid
+        if cmd[-1] == "-":
+            self.send(json.dumps(config))
         self.ready: protocol.Ready | None = None
         self.error: str | None = None
         self.error_errno: int | None = None
@@ -189,11 +198,16 @@ class WorkerSet(Generic[S]):
                 self._changed.wait(min(left, 0.1))
             return True
 
-    def stop(self, timeout: float = 2.0) -> None:
-        """Ask every worker to stop, close their stdin, reap them; kill our own stragglers."""
+    def request_stop(self) -> None:
+        """Ask every worker to stop (``stop``, then EOF) and return at once: each closes its
+        connections in parallel with every other worker, of this pool and of others."""
         self.broadcast("stop")
         for w in self.workers:
             w.close_stdin()
+
+    def stop(self, timeout: float = 2.0) -> None:
+        """Ask every worker to stop, close their stdin, reap them; kill our own stragglers."""
+        self.request_stop()
         deadline = time.monotonic() + max(0.1, timeout - 0.3)
         for w in self.workers:
             with contextlib.suppress(subprocess.TimeoutExpired):

@@ -147,6 +147,9 @@ class ServerConfig(TypedDict):
     mode: str
     nofile: int | None
     reuseport: bool
+    #: The first worker on a port binds it without SO_REUSEPORT first: a port another
+    #: process listens on is refused, never shared.
+    exclusive: NotRequired[bool]
     coalesce: NotRequired[float]
     close_after: NotRequired[float]
     #: The descriptor limit the worker took (set by the worker itself, not sent).

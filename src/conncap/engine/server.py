@@ -8,6 +8,7 @@ With many ports (more than :data:`SHARE_MAX`), the ports are split over the work
 from __future__ import annotations
 
 import math
+import socket
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -16,7 +17,7 @@ from typing import TypedDict
 from conncap.engine import classify as cl
 from conncap.engine.procs import WorkerSet
 from conncap.engine.protocol import ServerConfig, ServerSnapshot
-from conncap.errors import UsageError
+from conncap.errors import RunFailed, UsageError
 from conncap.result import ServerFigures
 
 #: Up to this many ports, every worker listens on every port; above, ports are split.
@@ -68,6 +69,37 @@ class ServerStats:
         )
 
 
+def listen_counts(pid: int, bind: str, root: str = "/proc") -> dict[int, int]:
+    """Listening sockets per port on ``bind`` (or a wildcard address) in the network
+    namespace of process ``pid`` (/proc/PID/net/tcp and tcp6); {} where unreadable."""
+    counts: dict[int, int] = {}
+    want: set[str] = set()
+    try:
+        if ":" not in bind:
+            want = {socket.inet_aton(bind)[::-1].hex().upper(), "00000000"}
+    except OSError:
+        pass
+    for name in ("tcp", "tcp6"):
+        try:
+            with open(f"{root}/{pid}/net/{name}", encoding="ascii", errors="replace") as fh:
+                lines = fh.read().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            parts = line.split()
+            if len(parts) < 4 or parts[3] != "0A":  # 0A: LISTEN
+                continue
+            addr, _, port_hex = parts[1].partition(":")
+            if want and addr not in want:
+                continue
+            try:
+                port = int(port_hex, 16)
+            except ValueError:
+                continue
+            counts[port] = counts.get(port, 0) + 1
+    return counts
+
+
 class ServerPool:
     """Holding server over ``workers`` processes (see docs/engine.md)."""
 
@@ -108,7 +140,7 @@ class ServerPool:
         self._t0 = 0.0
         self._final: ServerStats | None = None
 
-    def _config(self, ports: list[int]) -> ServerConfig:
+    def _config(self, ports: list[int], *, exclusive: bool = False) -> ServerConfig:
         config: ServerConfig = {
             "role": "server",
             "bind": self.bind,
@@ -117,6 +149,8 @@ class ServerPool:
             "mode": self.mode,
             "nofile": self.nofile,
             "reuseport": True,
+            # the first worker on a port refuses one that another process listens on
+            "exclusive": exclusive,
         }
         if self.coalesce is not None:
             config["coalesce"] = self.coalesce
@@ -132,13 +166,18 @@ class ServerPool:
             split = self.workers > 1 and len(ports) > SHARE_MAX and 0 not in ports
             if split:
                 shares = [ports[i :: self.workers] for i in range(self.workers)]
-                started = [self._set.spawn(self._config(s), self.netns) for s in shares if s]
+                started = [
+                    self._set.spawn(self._config(s, exclusive=True), self.netns)
+                    for s in shares
+                    if s
+                ]
                 self._set.wait_ready(started)
                 self.ports = sorted(
                     p for w in started if w.ready is not None for p in w.ready["ports"]
                 )
+                self._check_sole_listener(started[0].pid, 1)
                 return
-            first = self._set.spawn(self._config(ports), self.netns)
+            first = self._set.spawn(self._config(ports, exclusive=True), self.netns)
             self._set.wait_ready([first])
             assert first.ready is not None
             self.ports = [int(p) for p in first.ready["ports"]]
@@ -147,9 +186,26 @@ class ServerPool:
                 for _ in range(self.workers - 1)
             ]
             self._set.wait_ready(rest)
+            self._check_sole_listener(first.pid, self.workers)
         except BaseException:
             self._set.stop(timeout=1.0)
             raise
+
+    def _check_sole_listener(self, pid: int, per_port: int) -> None:
+        """RunFailed when a port has more listening sockets than our workers opened on it:
+        another process joined through SO_REUSEPORT between our first worker's check and
+        its bind (or we joined it). Read from the worker's own network namespace."""
+        if len(self.ports) > SHARE_MAX:
+            return  # split ports: each checked by its worker's exclusive bind
+        counts = listen_counts(pid, self.bind)
+        for port in self.ports:
+            found = counts.get(port, 0)
+            if found > per_port:
+                raise RunFailed(
+                    f"{self.bind} port {port}: {found} listening sockets where conncap opened "
+                    f"{per_port}; another process listens on it too (SO_REUSEPORT), and "
+                    "conncap never shares a port: give another port, or 0 for any free one"
+                )
 
     def pids(self) -> list[int]:
         return self._set.pids()
@@ -188,6 +244,17 @@ class ServerPool:
                 else {}
             ),
         )
+
+    def quiet(self) -> None:
+        """The run is ending: workers stop watching their connections (no wakeup for each
+        client reset) and keep their counts as they are; ``stop`` then closes everything."""
+        if self._final is None:
+            self._set.broadcast("quiet")
+
+    def request_stop(self) -> None:
+        """Tell every worker to close its connections now, without waiting (``stop`` reaps)."""
+        if self._final is None:
+            self._set.request_stop()
 
     def stop(self, timeout: float = 2.0) -> ServerStats:
         """Close everything and reap the workers (killing our own stragglers at ``timeout``)."""

@@ -66,12 +66,28 @@ def emit(kind: str, **fields: object) -> None:
         view = view[n:]
 
 
+def _read_config_line() -> bytes:
+    """The config as the first line on stdin (``CONFIG_JSON`` is ``-``: too long for argv).
+    The parent sends nothing else until this worker says ``ready``."""
+    chunks: list[bytes] = []
+    while True:
+        chunk = os.read(0, 1 << 16)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        if chunk.endswith(b"\n"):
+            break
+    return b"".join(chunks)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 1:
         sys.stderr.write("usage: python -m conncap.engine.worker CONFIG_JSON\n")
         return 2
-    config: protocol.ClientConfig | protocol.ServerConfig = json.loads(args[0])
+    config: protocol.ClientConfig | protocol.ServerConfig = json.loads(
+        _read_config_line() if args[0] == "-" else args[0]
+    )
     die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when we stop
     limit = set_nofile(config.get("nofile"))
@@ -92,7 +108,9 @@ def main(argv: list[str] | None = None) -> int:
             emit("err", errno=None, msg=f"unknown role {role!r}")
             return 2
     except OSError as exc:
-        emit("err", errno=exc.errno, msg=str(exc))
+        # the words without "[Errno N]" (the errno travels as its own field)
+        words = exc.strerror if exc.strerror and exc.filename is None else str(exc)
+        emit("err", errno=exc.errno, msg=words)
         return 1
     return run_loop(loop)
 

@@ -9,7 +9,7 @@ pid (SIGTERM, then SIGKILL) before the namespace is deleted, or it would live on
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from conncap.errors import RunFailed
@@ -49,8 +49,12 @@ def plan_cleanup(
     alive: Callable[[RunRecord], bool],
     *,
     remove_unrecorded: bool = False,
+    occupied: Mapping[str, str] | None = None,
 ) -> CleanupPlan:
-    """Decide what to remove. Pure: everything it knows is passed in."""
+    """Decide what to remove. Pure: everything it knows is passed in. ``occupied``: namespaces
+    a live process still uses (why, in words): kept even with ``--all``, since the run that
+    made them may keep its record in another directory (``CONNCAP_RUN_DIR``)."""
+    occupied = occupied or {}
     existing = [n for n in namespaces if n.startswith(PREFIX)]
     live: dict[str, RunRecord] = {}
     dead: dict[str, RunRecord] = {}
@@ -72,6 +76,8 @@ def plan_cleanup(
             rec = dead.get(runid)
         if rec is not None:
             remove.append(Leftover(name, f"run {rec.runid}: pid {rec.pid} is gone"))
+        elif name in occupied:
+            keep.append(Leftover(name, f"no record here, but {occupied[name]}: kept"))
         elif remove_unrecorded:
             remove.append(Leftover(name, "no record of the run that made it (--all)"))
         else:
@@ -81,24 +87,73 @@ def plan_cleanup(
                 )
             )
     stray: list[Leftover] = []
+    in_use = {p[0] for n in occupied if (p := parse_namespace(n)) is not None}
     for link in links:
         rid = veth_runid(link)
-        if rid is None or rid in live:
+        if rid is None or rid in live or rid in in_use:
             continue
         if rid in dead or remove_unrecorded:
             stray.append(Leftover(link, f"veth of run {rid}, left in this namespace"))
     return CleanupPlan(tuple(remove), tuple(stray), tuple(keep), tuple(sorted(dead)))
 
 
+def _other_live_records(registry: Registry) -> list[RunRecord]:
+    """Live runs recorded in the other places a run may keep its record (another user's
+    or session's ``CONNCAP_RUN_DIR`` default): their namespaces are never ours to remove."""
+    import os
+    import tempfile
+    from pathlib import Path
+
+    dirs = {Path("/run/conncap"), Path(tempfile.gettempdir()) / f"conncap-{os.getuid()}"}
+    xdg = os.environ.get("XDG_RUNTIME_DIR")
+    if xdg:
+        dirs.add(Path(xdg) / "conncap")
+    out: list[RunRecord] = []
+    for d in dirs - {registry.directory}:
+        records, _ = Registry(d).records()
+        out.extend(r for r in records if process_alive(r.pid, r.pid_start))
+    return out
+
+
+def occupied_namespaces(names: Iterable[str]) -> dict[str, str]:
+    """Namespaces with a process inside whose parent lives outside it: the run that made
+    them is alive (its workers die with it: PR_SET_PDEATHSIG), wherever its record is."""
+    from pathlib import Path
+
+    from conncap.netns.registry import process_start
+
+    out: dict[str, str] = {}
+    for name, pids in reaper.pids_in(names).items():
+        for pid in pids:
+            try:
+                stat = Path(f"/proc/{pid}/stat").read_text()
+                ppid = int(stat[stat.rfind(")") + 2 :].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+            if ppid > 1 and process_start(ppid) is not None and ppid not in pids:
+                out[name] = f"pid {pid} runs in it (parent {ppid} is alive)"
+                break
+    return out
+
+
 def survey(shell: Shell, registry: Registry, *, remove_unrecorded: bool = False) -> CleanupPlan:
     """Look at this machine and plan."""
     records, bad = registry.records()
+    records = [*records, *_other_live_records(registry)]
+    namespaces = shell.list_namespaces()
+    occupied: dict[str, str] = {}
+    if remove_unrecorded:
+        recorded = {n for r in records for n in r.namespaces}
+        occupied = occupied_namespaces(
+            n for n in namespaces if n.startswith(PREFIX) and n not in recorded
+        )
     plan = plan_cleanup(
-        shell.list_namespaces(),
+        namespaces,
         shell.list_links(),
         records,
         lambda r: process_alive(r.pid, r.pid_start),
         remove_unrecorded=remove_unrecorded,
+        occupied=occupied,
     )
     if bad:
         plan = CleanupPlan(plan.remove, plan.remove_links, plan.keep, plan.forget, tuple(bad))
