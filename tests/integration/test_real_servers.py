@@ -238,6 +238,69 @@ def test_nginx_worker_connections(ns: str, tmp_path: Path, servers: list[Server]
     held_at_most(doc, 16)
 
 
+def test_nginx_idle_timeout_is_a_steady_lifetime(
+    ns: str, tmp_path: Path, servers: list[Server]
+) -> None:
+    """nginx closes a connection that sends no request within client_header_timeout: every
+    connection lives about as long, the reading is a steady lifetime (an idle timeout)."""
+    exe = need("nginx")
+    conf = tmp_path / "nginx.conf"
+    conf.write_text(
+        textwrap.dedent(f"""\
+        worker_processes 1;
+        daemon off;
+        master_process off;
+        pid {tmp_path}/nginx.pid;
+        error_log {tmp_path}/error.log;
+        events {{ worker_connections 1024; }}
+        http {{
+            access_log off;
+            client_header_timeout 1s;
+            client_body_temp_path {tmp_path};
+            proxy_temp_path {tmp_path};
+            fastcgi_temp_path {tmp_path};
+            uwsgi_temp_path {tmp_path};
+            scgi_temp_path {tmp_path};
+            server {{ listen 127.0.0.1:{PORT}; }}
+        }}
+    """)
+    )
+    start(servers, ns, [exe, "-c", str(conf), "-p", str(tmp_path)], tmp_path)
+    doc = conncap_open(ns, tmp_path, "--count", "40", "--hold", "4")
+    assert verdict(doc) == ("server-closed", "server")
+    assert "steady lifetime" in doc["ceiling"]["evidence"], doc["ceiling"]["evidence"]
+    assert doc["ceiling"]["certainty"] == "likely"
+    assert doc["closes"]["fin"] + doc["closes"].get("rst", 0) >= 40
+
+
+def test_a_server_that_evicts_its_oldest_connections(
+    ns: str, tmp_path: Path, servers: list[Server]
+) -> None:
+    """A server that keeps at most 10 and closes its oldest when another comes: the server's
+    limit, on its side, and never more held than it keeps. (How it closed is read from the
+    lifetimes alone: at full speed the evicted ones lived under a millisecond, which reads as
+    closing at once; the verdict, cause and side are the same.)"""
+    argv = python_server(
+        tmp_path,
+        f"""\
+        import collections, socket, time
+        s = socket.socket(); s.bind(("127.0.0.1", {PORT})); s.listen(64)
+        held = collections.deque()
+        end = time.monotonic() + 120
+        while time.monotonic() < end:
+            c = s.accept()[0]
+            held.append(c)
+            if len(held) > 10:
+                held.popleft().close()
+    """,
+    )
+    start(servers, ns, argv, tmp_path)
+    doc = conncap_open(ns, tmp_path, "--count", "40", "--hold", "0")
+    assert verdict(doc) == ("server-closed", "server")
+    assert doc["closes"]["fin"] >= 30
+    held_at_most(doc, 10)
+
+
 def test_haproxy_maxconn(ns: str, tmp_path: Path, servers: list[Server]) -> None:
     exe = need("haproxy")
     conf = tmp_path / "haproxy.cfg"

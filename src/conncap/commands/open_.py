@@ -191,6 +191,13 @@ def run(args: argparse.Namespace) -> int:
                         stop_reason = why_hold
                     elif stop_reason == "count":
                         stop_reason = "hold"
+                    # What the server did while they were held counts too (an idle timeout
+                    # closes them during the hold): the verdict is read again at its end.
+                    held_then = m.client_totals().held
+                    if not verdict.reached and held_then < plan.count:
+                        verdict = m.conclude(step, settle="none")
+                        if verdict.reached:
+                            stop_reason = "ceiling"
             final = m.client_totals()
             if verdict.reached and verdict.count is not None and verdict.count < final.held:
                 # held means held: the rest exist only at the client (read on the server's side)
