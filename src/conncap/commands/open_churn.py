@@ -203,17 +203,8 @@ def run_churn(args: argparse.Namespace) -> int:
 def _churn_loop(m: Any, step: Any, plan: Any) -> str:
     """Until every worker opened its share or hit a ceiling, then until the lifetimes of the
     connections still open ran out (at most lifetime + DRAIN_GRACE); bounded by the
-    measurement's deadline and Ctrl-C (the loop's own stop reasons)."""
-    outcome = str(m.ramp(step, hz=4.0))
-    if outcome != "ramp-over":
-        return outcome
-    reason = "ceiling" if any(cs.ceiling is not None for cs in step.client_stats()) else "count"
-    drained = m.hold(
-        step.name,
-        float(plan.lifetime) + DRAIN_GRACE,
-        should_stop=lambda sample: "drained" if sample.held == 0 else None,
-    )
-    return reason if drained in (None, "drained") else str(drained)
+    measurement's deadline and Ctrl-C (``Measurement.churn``)."""
+    return str(m.churn(step, lifetime=float(plan.lifetime), hz=4.0, grace=DRAIN_GRACE))
 
 
 _last_print = [0.0]

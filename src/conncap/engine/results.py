@@ -118,6 +118,20 @@ def _opening_time(timeline: Sequence[Sample], opened: int) -> float | None:
     return timeline[-1].t if timeline else None
 
 
+def step_timeline(timeline: Sequence[Sample], start: int) -> list[Sample]:
+    """The samples of one step of a longer measurement (from index ``start``, the sample its
+    ``begin`` took), with ``t`` and ``established`` counted from that first sample, as
+    :func:`churn_json` reads a timeline of its own."""
+    part = list(timeline[start:])
+    if not part:
+        return []
+    t0, e0 = part[0].t, part[0].established or 0
+    return [
+        dataclasses.replace(x, t=round(x.t - t0, 3), established=(x.established or 0) - e0)
+        for x in part
+    ]
+
+
 class ChurnRun(TypedDict):
     """The ``churn`` object of an ``open --lifetime`` result (:func:`churn_json`); the
     ``*_predicted`` values and ``prediction`` are the churn model's JSON."""

@@ -413,6 +413,33 @@ class Measurement:
                 return None
             self.stop_event.wait(min(interval, max(0.0, end - self.clock())))
 
+    def churn(
+        self,
+        step: MeasuredStep,
+        *,
+        lifetime: float,
+        hz: float = 4.0,
+        grace: float = 2.0,
+        max_s: float | None = None,
+        should_stop: Callable[[Sample], str | None] | None = None,
+    ) -> str:
+        """A churn step (pools whose plans have a ``lifetime``): sample until every pool has
+        opened its share or hit a ceiling, then until the connections still open reach their
+        close (at most ``lifetime + grace`` s). ``ceiling`` or ``count``, or the stop that came
+        first (``interrupted``, ``max-duration``, what ``should_stop`` says)."""
+        outcome = self.ramp(step, hz=hz, should_stop=should_stop, max_s=max_s)
+        if outcome != "ramp-over":
+            return outcome
+        reached = any(cs.ceiling is not None for cs in step.client_stats())
+        reason = "ceiling" if reached else "count"
+
+        def drained(sample: Sample) -> str | None:
+            why = should_stop(sample) if should_stop is not None else None
+            return why or ("drained" if sample.held == 0 else None)
+
+        end = self.hold(step.name, lifetime + grace, hz=hz, should_stop=drained)
+        return reason if end in (None, "drained") else end
+
     def conclude(
         self,
         step: MeasuredStep,

@@ -20,10 +20,11 @@ from contextlib import suppress
 from typing import TYPE_CHECKING, Any
 
 from conncap.measure import Launch as PoolLaunch
-from conncap.measure import Measurement
+from conncap.measure import MeasuredStep, Measurement, Verdict
 from conncap.measure.verdict import evidence
 from conncap.result import (
     Attribution,
+    Ceiling,
     JsonValue,
     Node,
     Prediction,
@@ -37,6 +38,7 @@ from conncap.scenarios.step import Launch, Step
 
 if TYPE_CHECKING:
     from conncap.engine import ServerPool
+    from conncap.engine.results import ChurnRun
     from conncap.limits import HostLimits
     from conncap.netns import Host, Topology
 
@@ -185,19 +187,31 @@ class ScenarioRun:
         workers: int = 1,
         nofile: int | None = None,
         backlog: int | None = None,
+        port: int | None = None,
+        close_after: float | None = None,
+        replace: bool = False,
     ) -> ServerPool:
-        """Start the scenario's holding server in ``host`` on ``ports`` kernel-chosen ports."""
+        """Start the scenario's holding server in ``host`` on ``ports`` kernel-chosen ports
+        (``port``: that one port instead). ``close_after``: the server closes each connection
+        that many seconds after accepting it (churn's server-closes-first). ``replace``: stop
+        the server running now first (a scenario has one server at a time)."""
         from conncap.engine import ServerPool
 
         if self._server is not None:
-            raise RuntimeError("a scenario has one server")
+            if not replace:
+                raise RuntimeError("a scenario has one server")
+            self.resume_server()
+            old, self._server = self._server, None
+            self.m.server = None
+            old.stop(timeout=2.0)
         pool = ServerPool(
             bind=ip,
-            ports=[0] * ports,
+            ports=[port] if port is not None else [0] * ports,
             workers=workers,
             backlog=backlog,
             nofile=nofile,
             netns=host.name,
+            close_after=close_after,
         )
         self._server = pool
         self._server_host = host
@@ -351,8 +365,6 @@ class ScenarioRun:
         moving, ``all`` until it holds what every live client pool holds (at most 10 s),
         ``none`` reads it at once (a frozen server). ``explain(step)`` may refine the
         step's attribution with what only the scenario knows, before it is printed."""
-        from conncap import analysis
-
         index = len(self.steps) + 1
         self.out(f"step {index} {name}: {title}")
         t_start = self.now()
@@ -361,6 +373,97 @@ class ScenarioRun:
         )
         self.m.ramp(ms, hz=1.0 / SAMPLE_S, max_s=max_s)
         verdict = self.m.conclude(ms, settle=settle, short_is_ceiling=True)
+        step = self._step(name, title, t_start, ms, verdict, launches, prediction)
+        self.steps.append(step)
+        if explain is not None:
+            explain(step)
+        self._print_step(step, show_model)
+        return step
+
+    def churn(
+        self,
+        name: str,
+        title: str,
+        launch: Launch,
+        *,
+        closer: str = "client",
+        max_s: float = 30.0,
+    ) -> tuple[Step, ChurnRun]:
+        """One churn step: ``launch.plan`` has a ``lifetime`` (and ``rate``, ``close``,
+        ``duration_s``). The churn model predicts it from the client namespace's own limits
+        (its port range and TIME_WAIT knobs; ``closer``: who closes first), the pool opens and
+        closes through the same measurement until its share is opened or a ceiling, then
+        until its connections reach their close; the step's ``observed["churn"]`` is the
+        ``churn`` object of ``open --lifetime`` (``engine.results.churn_json``). The pool is
+        released (nothing is held past the step)."""
+        from conncap.engine.results import churn_json, predict_churn, step_timeline
+
+        plan = launch.plan
+        if plan.lifetime is None:
+            raise ValueError("a churn step needs a plan with a lifetime")
+        self.out(f"step {len(self.steps) + 1} {name}: {title}")
+        pred = predict_churn(plan, self.limits(launch.host, launch.nofile), closer=closer)
+        self.out(f"  model: {pred.get('line') or pred.get('detail')}")
+        t_start = self.now()
+        ms = self.m.begin(name, [PoolLaunch(plan, netns=launch.host.name, nofile=launch.nofile)])
+        outcome = self.m.churn(ms, lifetime=float(plan.lifetime), hz=1.0 / SAMPLE_S, max_s=max_s)
+        verdict = self.m.conclude(ms, settle="none")
+        stats = ms.client_stats()
+        churn = churn_json(plan, stats[0], step_timeline(self.timeline, ms.i_start), pred)
+        exhausts = pred.get("exhausts") is True
+        ports = pred.get("ports")
+        prediction = Prediction(
+            count=ports if exhausts and isinstance(ports, int) else None,
+            cause=str(pred.get("cause")) if exhausts else None,
+            side="client",
+            line=str(pred.get("line") or ""),
+            reason=None if exhausts else "the churn model predicts no exhaustion",
+        )
+        step = self._step(name, title, t_start, ms, verdict, [launch], prediction)
+        step.stop_reason = outcome
+        if closer == "server" and step.cause == "server-closed":
+            # the server closing first is the plan here, not a limit it ran into
+            step.ceiling = Ceiling.none()
+            step.stop_reason = "count" if outcome == "ceiling" else outcome
+        step.observed["churn"] = json_object(churn, "churn")
+        self.steps.append(step)
+        self.m.release(ms)
+        secs = step.t_end - step.t_start
+        line = (
+            f"  opened {n(churn['opened'])} of {n(step.requested)} in {secs:.1f} s; "
+            f"TIME_WAIT peak {n(churn['time_wait_peak'])} (client); "
+            f"stopped by {step.stop_reason}"
+        )
+        if churn["first_failure_s"] is not None:
+            line += f"; first {churn['first_failure_errno']} after {churn['first_failure_s']:.2f} s"
+        self.out(line)
+        if step.ceiling.reached:
+            self.out(f"  ceiling: {step.cause} ({step.errno}): {step.ceiling.evidence}")
+        return step, churn
+
+    def time_wait_in(self, host: Host) -> int | None:
+        """Sockets in TIME_WAIT in ``host``'s namespace now (``tw`` of /proc/net/sockstat)."""
+        from conncap import probes, procfs
+
+        try:
+            text = probes.netns_reader(host.name)("/proc/net/sockstat")
+            return procfs.parse_sockstat(text).tcp_tw
+        except (OSError, ValueError):
+            return None
+
+    def _step(
+        self,
+        name: str,
+        title: str,
+        t_start: float,
+        ms: MeasuredStep,
+        verdict: Verdict,
+        launches: Sequence[Launch],
+        prediction: Prediction | None,
+    ) -> Step:
+        """The concluded step ``ms`` as the scenario's :class:`Step`."""
+        from conncap import analysis
+
         facts = ms.facts
         assert facts is not None
         attr = analysis.attribute(evidence(facts))
@@ -395,10 +498,6 @@ class ScenarioRun:
             stop_reason=_stop_reason(ms.outcome, verdict.reached),
             measured=ms,
         )
-        self.steps.append(step)
-        if explain is not None:
-            explain(step)
-        self._print_step(step, show_model)
         return step
 
     def _print_step(self, step: Step, show_model: bool = True) -> None:

@@ -455,14 +455,16 @@ def namespace_limits(
     topo: Topology, host: Host, nofile: int | None, base: HostLimits | None = None
 ) -> HostLimits:
     """The host's limits with every per-namespace fact read inside ``host`` (port range,
-    reserved ports, somaxconn, SYN backlog, conntrack entries) and the descriptor limit a
+    reserved ports, somaxconn, SYN backlog, conntrack entries, the TIME_WAIT knobs churn's
+    model reads) and the descriptor limit a
     worker there gets (``nofile``, else the hard limit)."""
     from conncap.limits import Fact, read_limits
 
     limits = base if base is not None else read_limits()
     script = (
         "for k in ipv4/ip_local_port_range ipv4/ip_local_reserved_ports core/somaxconn "
-        "ipv4/tcp_max_syn_backlog netfilter/nf_conntrack_count; do "
+        "ipv4/tcp_max_syn_backlog netfilter/nf_conntrack_count ipv4/tcp_tw_reuse "
+        "ipv4/tcp_tw_reuse_delay ipv4/tcp_timestamps ipv4/tcp_max_tw_buckets; do "
         'printf "%s=" "$k"; tr "\\t\\n" "  " < /proc/sys/net/$k 2>/dev/null; echo; done'
     )
     out = topo.run(host, ["sh", "-c", script]).stdout
@@ -480,10 +482,21 @@ def namespace_limits(
     for key, name in (
         ("core/somaxconn", "somaxconn"),
         ("ipv4/tcp_max_syn_backlog", "tcp_max_syn_backlog"),
+        ("ipv4/tcp_tw_reuse", "tcp_tw_reuse"),
+        ("ipv4/tcp_max_tw_buckets", "tcp_max_tw_buckets"),
     ):
         v = _ints(raw.get(key, ""))
         if v:
             changes[name] = Fact.of(v[0], f"net.{key.replace('/', '.')} {where}")
+    extra = dict(limits.extra)
+    for key, name in (
+        ("ipv4/tcp_tw_reuse_delay", "tcp_tw_reuse_delay_ms"),
+        ("ipv4/tcp_timestamps", "tcp_timestamps"),
+    ):
+        v = _ints(raw.get(key, ""))
+        if v:
+            extra[name] = Fact.of(v[0], f"net.{key.replace('/', '.')} {where}")
+    changes["extra"] = extra
     ct = _ints(raw.get("netfilter/nf_conntrack_count", ""))
     if ct:
         changes["conntrack_count"] = Fact.of(ct[0], f"nf_conntrack_count {where}")

@@ -87,6 +87,16 @@ SCENARIOS: dict[str, Scenario] = {
             "pip install 'conncap[ray]'",
         ),
         Scenario(
+            "churn",
+            "churn",
+            "opening and closing at a rate: TIME_WAIT and the sustainable rate",
+            "with a narrow port range and tcp_tw_reuse 0, FIN closes by the client run out of "
+            "ports at ports ÷ rate seconds, every port in TIME_WAIT (cause time-wait), as the "
+            "churn model predicts; RST closes, the server closing first (TIME_WAIT on its "
+            "side) and tcp_tw_reuse 2 on loopback keep going; and what the founding "
+            "article's Windows range would sustain",
+        ),
+        Scenario(
             "backlog",
             "backlog",
             "a server that stops accepting, with a small backlog: SYNs dropped and retried",
