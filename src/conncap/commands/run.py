@@ -131,6 +131,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="measure a server conncap does not start (yours: redis, nginx, ...) instead of "
         "its own; step 2 adds source IPs only. IPv6: [::1]:PORT",
     )
+    parser.add_argument(
+        "--churn",
+        action="store_true",
+        help="after the steps, a churn step: open and close connections for 6 s (FIN by the "
+        "client) and compare the sustainable rate of new connections with the model's",
+    )
     parser.add_argument("--json", metavar="FILE", help="write the conncap.result/2 document here")
     parser.add_argument(
         "--out", metavar="DIR", help="write DIR/result.json and DIR/report.html (plots)"
@@ -178,6 +184,7 @@ def rerun_argv(args: argparse.Namespace) -> list[str]:
             argv += [flag, path if path == "-" else os.path.abspath(path)]
     for flag, on in (
         ("--no-escalate", not args.escalate),
+        ("--churn", args.churn),
         ("--isolated", args.isolated),
         ("--quiet", args.quiet),
         ("--traceback", getattr(args, "traceback", False)),
@@ -283,6 +290,7 @@ def run(args: argparse.Namespace) -> int:
         server_nofile=args.server_nofile,
         host=host,
         target_port=target_port,
+        churn=args.churn,
     )
     config.check()
     for flag, nofile in (

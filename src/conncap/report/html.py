@@ -24,6 +24,7 @@ from conncap.report import summary as prose
 from conncap.report.markup import e, fmt
 from conncap.report.observe import latency_html, reproduce_html
 from conncap.report.plots import (
+    plot_churn,
     plot_failures,
     plot_held,
     plot_latency,
@@ -461,7 +462,19 @@ def render(result: Result) -> str:
         ("Failures and ceiling", _failures_html(result)),
         *([("The server's side", server_html(result))] if has_server_side(result) else []),
         *(
-            [("Churn: connections opened and closed", _churn_html(result.churn))]
+            [
+                (
+                    "Churn: connections opened and closed",
+                    _figure_html(
+                        plot_churn(result),
+                        "New connections per second (measured) with the churn model's "
+                        "sustainable rate (dashed), and sockets in TIME_WAIT (the client's "
+                        "namespace) over time.",
+                        "Churn over time: not plotted (fewer than 2 samples read TIME_WAIT).",
+                    )
+                    + _churn_html(result.churn),
+                )
+            ]
             if result.churn
             else []
         ),

@@ -221,6 +221,48 @@ def plot_rate(result: Result) -> str | None:
 
 
 @_plotting
+def plot_churn(result: Result) -> str | None:
+    """Churn: new connections per second (above) and sockets in TIME_WAIT (below) over time,
+    with the churn model's sustainable rate marked (``result.churn``). None without a churn
+    object or with fewer than 2 samples that read TIME_WAIT."""
+    churn = result.churn
+    rows = [(x.t, x.rate, x.time_wait) for x in result.timeline if x.time_wait is not None]
+    if not churn or len(rows) < 2:
+        return None
+    ts = [t for t, _, _ in rows]
+    rate = [r for _, r, _ in rows]
+    tw = [float(w or 0) for _, _, w in rows]
+    predicted = churn.get("sustainable_rate_predicted")
+    fig = _figure(4.4)
+    top, bottom = fig.subplots(2, 1, sharex=True, height_ratios=(1, 1))
+    for ax in (top, bottom):
+        _style_axes(ax)
+        _step_lines(ax, result)
+    top.plot(ts, rate, color="#0f766e", linewidth=1.4, label="new connections / s (measured)")
+    top.fill_between(ts, rate, color="#0f766e", alpha=0.12)
+    if isinstance(predicted, int | float) and not isinstance(predicted, bool):
+        peak = max(rate, default=0.0)
+        label = f"sustainable (predicted): {predicted:,.1f}/s"
+        if peak <= 0 or predicted <= _OFF_SCALE * peak:
+            top.axhline(predicted, color="#b91c1c", linestyle="--", linewidth=1.2, label=label)
+        else:
+            top.plot([], [], color="#b91c1c", linestyle="--", label=f"{label} (off scale)")
+    elif churn.get("predicted_unbounded") is True:
+        top.plot([], [], color="#b91c1c", linestyle="--", label="sustainable: no port limit")
+    top.set_ylabel("new connections / s")
+    top.set_ylim(bottom=0)
+    top.yaxis.set_major_formatter(_thousands())
+    top.legend(loc="upper right", fontsize=8, frameon=False)
+    bottom.plot(ts, tw, color="#7c3aed", linewidth=1.4)
+    bottom.fill_between(ts, tw, color="#7c3aed", alpha=0.12)
+    bottom.set_ylabel("sockets in TIME_WAIT")
+    bottom.set_xlabel("time (s)")
+    bottom.set_ylim(bottom=0)
+    bottom.yaxis.set_major_formatter(_thousands())
+    return _svg(fig, "churn", "new connections per second and TIME_WAIT over time")
+
+
+@_plotting
 def plot_failures(result: Result) -> str | None:
     """Cumulative failures by cause over time, stacked."""
     rows = [(s.t, s.failures_by_cause) for s in result.timeline]

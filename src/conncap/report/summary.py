@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from conncap import catalogue
 from conncap.analysis import cause_of_name, positive
 from conncap.catalogue import Cause
-from conncap.result import Ceiling, Memory, Result, Step
+from conncap.result import Ceiling, JsonValue, Memory, Result, Step
 from conncap.result.model import PlanJson
 
 _STOPPED = {
@@ -231,6 +231,8 @@ def summary_lines(result: Result) -> list[str]:
     for i, step in enumerate(steps, 1):
         lines.append(step_line(step, i, steps[i - 2] if i > 1 else None))
 
+    if result.churn and result.command == "run":
+        lines.append(churn_line(result.churn))
     stop = result.stop_reason or "?"
     lines.append(
         f"Run: {result.established_peak:,} connections held at the peak of "
@@ -379,3 +381,26 @@ def _brief_memory_lines(mem: Memory) -> list[str]:
             "(WSAENOBUFS 10055 on Windows)."
         )
     return out
+
+
+def churn_line(churn: Mapping[str, JsonValue]) -> str:
+    """``run --churn``'s step in one sentence: what it opened, TIME_WAIT, what stopped it,
+    and the sustainable rate, predicted against measured."""
+
+    def rate(v: JsonValue) -> str:
+        ok = isinstance(v, int | float) and not isinstance(v, bool)
+        return f"{v:,.1f}/s" if ok else "unknown"
+
+    pred = (
+        "no port limit"
+        if churn.get("predicted_unbounded") is True
+        else rate(churn.get("sustainable_rate_predicted"))
+    )
+    stopped = churn.get("stopped_by")
+    end = f"ports ran out ({stopped})" if stopped else "no failure"
+    return (
+        f"Churn: {churn.get('opened')} opened at {rate(churn.get('rate'))} with FIN closes, "
+        f"TIME_WAIT peak {churn.get('time_wait_peak')}, {end}; sustainable rate predicted "
+        f"{pred}, measured {rate(churn.get('sustainable_rate_measured'))} "
+        f"({churn.get('sustainable_rate_measured_basis')})."
+    )

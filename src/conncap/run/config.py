@@ -57,6 +57,8 @@ class RunConfig:
     client_nofile: int | None = None
     #: ``--target HOST:PORT``: a server conncap does not start (``host`` is then its host).
     target_port: int | None = None
+    #: ``--churn``: a churn step after the others (``conncap.run.churn``).
+    churn: bool = False
 
     def check(self) -> None:
         """UsageError for values no run can use (one line each)."""
@@ -108,6 +110,8 @@ class RunConfig:
                         f"{flag} is for conncap's own server; --target measures a server "
                         "conncap does not start"
                     )
+        if self.churn and self.target_port is not None:
+            raise UsageError("--churn opens against conncap's own server, not --target")
         if self.escalate and self.source_ips is not None and self.client_netns is None:
             st.source_addresses(self.host, self.source_ips)  # raises for a bad combination
 
@@ -130,6 +134,7 @@ class RunConfig:
             "server_nofile": self.server_nofile,
             "client_nofile": self.client_nofile,
             "target_port": self.target_port,
+            "churn": self.churn,
         }
 
 

@@ -15,6 +15,7 @@ from conncap.limits import HostLimits
 from conncap.measure import ClientTotals, MeasuredStep
 from conncap.result import (
     Ceiling,
+    JsonObject,
     JsonValue,
     Latency,
     Memory,
@@ -134,6 +135,7 @@ def run_result(
     isolated: IsolatedSides | None,
     notes: Sequence[str],
     target: TargetSide | None,
+    churn: JsonObject | None = None,
 ) -> Result:
     """The ``conncap run`` document: the headline step's ceiling and prediction (the last
     step that reached a ceiling, else the last step), the run's totals, every step, memory,
@@ -143,7 +145,8 @@ def run_result(
     from conncap.report.summary import summary_lines
 
     peak = max((s.held for s in timeline), default=0)
-    headline = next((s for s in reversed(steps) if s.ceiling.reached), steps[-1] if steps else None)
+    held = [s for s in steps if s.spec.name != "churn"]  # --churn's step is not a ceiling run
+    headline = next((s for s in reversed(held) if s.ceiling.reached), held[-1] if held else None)
     ceiling = headline.ceiling.at_step(headline.spec.name) if headline else Ceiling.none()
     prediction = (
         headline.prediction.result()
@@ -195,6 +198,7 @@ def run_result(
         error=error,
         closes=_closes(headline),
         target=target,
+        churn=churn,
     )
     return dataclasses.replace(result, summary=tuple(summary_lines(result)))
 
@@ -202,7 +206,8 @@ def run_result(
 def _plan_json(
     cfg: RunConfig, ports: Sequence[int], steps: Sequence[StepRun], server_workers: int
 ) -> dict[str, JsonValue]:
-    last = steps[-1].spec if steps else None
+    held = [s for s in steps if s.spec.name != "churn"]
+    last = held[-1].spec if held else None
     return {
         "targets": [f"{cfg.host}:{p}" for p in ports],
         "source_ips": list(last.source_ips) if last else [],

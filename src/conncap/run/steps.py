@@ -369,3 +369,21 @@ def compare(
     mark = " ✓" if ok else ""
     text = f"predicted about {p:,} (estimate), {measured_what} {measured:,} ({share:+.1%}){mark}"
     return Comparison(p, measured, False, ok, text, why)
+
+
+#: ``--churn``: seconds of opening, the fixed rate when the range is too wide to exhaust
+#: within them, and the fastest rate picked to exhaust a narrow one.
+CHURN_DURATION = 6.0
+CHURN_RATE = 200.0
+CHURN_MAX_RATE = 1000.0
+
+
+def churn_rate(port_pool: int | None, duration: float = CHURN_DURATION) -> float:
+    """The rate of ``--churn``'s step: one that runs a narrow range's ports out halfway
+    through the step (``port_pool`` ÷ half the duration, when that is at most
+    :data:`CHURN_MAX_RATE`), else the modest :data:`CHURN_RATE`. Whether it really exhausts
+    them (TIME_WAIT, tcp_tw_reuse) is the churn model's to say."""
+    if port_pool is None or port_pool <= 0:
+        return CHURN_RATE
+    rate = port_pool / (duration / 2)
+    return rate if rate <= CHURN_MAX_RATE else CHURN_RATE

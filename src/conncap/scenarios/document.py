@@ -12,6 +12,7 @@ from conncap import __version__
 from conncap.result import (
     Ceiling,
     Host,
+    JsonObject,
     JsonValue,
     Node,
     Prediction,
@@ -126,4 +127,12 @@ def build_result(
         notes=tuple(notes),
         error=error,
         summary=tuple(summary),
+        churn=_churn_of(chosen),
     )
+
+
+def _churn_of(step: Step | None) -> JsonObject | None:
+    """The headline step's ``churn`` object (a churn step's ``observed["churn"]``), so that
+    the report plots it as it does an ``open --lifetime`` run's."""
+    churn = step.observed.get("churn") if step is not None and step.observed else None
+    return churn if isinstance(churn, dict) else None
