@@ -536,3 +536,55 @@ def test_summary_lines_of_a_run_mention_the_servers_side() -> None:
     for line in server_side_lines(result):
         assert line in lines
     assert server_side_lines(typed(load(RUN))) == []
+
+
+# --- churn: new connections per second and TIME_WAIT, the predicted sustainable rate ----------
+
+
+def _churn_result(predicted: float | None = 3.333, unbounded: bool = False) -> Any:
+    """An ``open --lifetime`` result built here: 100/s into 200 ports with TIME_WAIT rising to
+    200, then EADDRNOTAVAIL (the run of test_churn_netns, by hand)."""
+    doc = load(OPEN)
+    doc["timeline"] = [
+        {
+            "t": t / 4,
+            "held": 0,
+            "failures": 0 if t < 9 else 2,
+            "rate": 100.0 if 0 < t < 9 else 0.0,
+            "failures_by_cause": {} if t < 9 else {"time-wait": 2},
+            "established": min(200, 25 * t),
+            "time_wait": min(200, 25 * t),
+            "closed": min(200, 25 * t),
+        }
+        for t in range(12)
+    ]
+    doc["churn"] = {
+        "rate": 100.0,
+        "lifetime": 0.0,
+        "close": "fin",
+        "opened": 200,
+        "time_wait_peak": 200,
+        "sustainable_rate_predicted": predicted,
+        "predicted_unbounded": unbounded,
+        "sustainable_rate_measured": 3.3,
+        "prediction": {"line": "at 100/s, FIN closes by the client: sustainable 3.3/s"},
+    }
+    return typed(doc)
+
+
+def test_churn_plot_marks_the_predicted_sustainable_rate() -> None:
+    result = _churn_result()
+    svg = plots.plot_churn(result)
+    assert svg is not None
+    assert 'aria-label="new connections per second and TIME_WAIT over time"' in svg
+    assert "sustainable (predicted): 3.3/s" in svg
+    assert "sockets in TIME_WAIT" in svg and "new connections / s" in svg
+    page = report.render(result)
+    assert "<h2>Churn: connections opened and closed</h2>" in page
+    assert svg in page and "Churn over time: not plotted" not in page
+
+
+def test_churn_plot_says_no_port_limit_and_needs_time_wait_samples() -> None:
+    svg = plots.plot_churn(_churn_result(predicted=None, unbounded=True))
+    assert svg is not None and "sustainable: no port limit" in svg
+    assert plots.plot_churn(typed(load(OPEN))) is None  # no churn object: no plot

@@ -365,3 +365,21 @@ def test_scenario_takes_events_and_metrics(tmp_path: Path) -> None:
     assert [d["step"] for d in ends] == ["server-ulimit"]
     assert ends[0]["latency_p99_ms"] is not None  # per-step latency
     assert docs[-1]["passed"] is True
+
+
+def test_churn() -> None:
+    doc = _run("churn")
+    fin = _step(doc, "fin-client-closes")
+    churn = fin["observed"]["churn"]
+    assert churn["opened"] == 200 and fin["ceiling"]["cause"] == "time-wait"
+    assert fin["ceiling"]["errno"] == "EADDRNOTAVAIL"
+    assert churn["sustainable_rate_predicted"] == 3.333  # 200 ports ÷ 60 s
+    assert churn["time_to_exhaustion_predicted_s"] == 2.0  # 200 ports ÷ 100/s
+    assert churn["time_wait_peak"] >= 200
+    for name in ("rst-closes", "server-closes", "loopback-tw-reuse"):
+        c = _step(doc, name)["observed"]["churn"]
+        assert c["opened"] == 300 and c["failed"] == 0, name
+    assert _step(doc, "rst-closes")["observed"]["churn"]["time_wait_peak"] == 0
+    assert 0 < _step(doc, "server-closes")["observed"]["server_time_wait"] <= 200
+    assert doc["churn"]["opened"] == 200  # the headline step's, for the report's plot
+    assert doc["ceiling"]["cause"] == "time-wait"
