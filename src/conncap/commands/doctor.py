@@ -11,6 +11,13 @@ HELP = (
     "pools, TIME_WAIT, descriptors, accept queues, conntrack, socket memory"
 )
 
+EXAMPLES = """\
+examples:
+  conncap doctor
+  sudo conncap doctor --netns conncap-60c51c-demo --top 3
+  conncap doctor --json --sample 0
+"""
+
 
 def add_common(parser: argparse.ArgumentParser) -> None:
     """Flags doctor and watch share."""

@@ -10,6 +10,12 @@ HELP = (
     "fill rate and time to full"
 )
 
+EXAMPLES = """\
+examples:
+  conncap watch                                 # every 2 s until Ctrl-C
+  conncap watch --interval 1 --count 30 --json
+"""
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from conncap.commands.checks import float_range, int_range, positive_float
