@@ -88,6 +88,7 @@ def build_churn_plan(args: argparse.Namespace) -> tuple[Any, list[str]]:
         raise UsageError("--count is not for churn: it opens --rate × --duration connections")
     if args.hold is not None:
         raise UsageError("--hold is not for churn: --lifetime says how long each one lives")
+    args.hold = 0.0
     count = max(1, math.ceil(args.rate * duration))
     if args.max_duration < duration:
         raise UsageError(
