@@ -124,7 +124,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.traceback:
             traceback.print_exc()
         signum = getattr(exc, "signum", None)  # netns.signals.Terminated: SIGTERM, SIGHUP
-        sys.stderr.write(f"conncap: {exc or 'interrupted'}\n")
+        sys.stderr.write(f"conncap: {str(exc) or 'interrupted'}\n")
         return signal_exit(signum) if signum is not None else ExitStatus.INTERRUPTED
     except BrokenPipeError:
         return ExitStatus.SUCCESS

@@ -155,3 +155,24 @@ def test_the_cli_in_a_subprocess_gives_one_line() -> None:
     )
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1
     assert "--rate" in r.stderr and "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize(
+    ("signum", "code", "words"), [(2, 130, "conncap: interrupted"), (15, 143, "SIGTERM")]
+)
+def test_a_signal_inside_a_command_exits_by_the_rule(
+    signum: int,
+    code: int,
+    words: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from conncap.commands import limits
+    from conncap.netns.signals import Terminated
+
+    def interrupted(_args: object) -> int:
+        raise KeyboardInterrupt if signum == 2 else Terminated(signum)
+
+    monkeypatch.setattr(limits, "run", interrupted)
+    assert main(["limits"]) == code
+    assert words in capsys.readouterr().err

@@ -328,7 +328,7 @@ def run(args: argparse.Namespace) -> int:
         if doc is None:
             raise
         late = exc  # the namespaces' removal failed or was interrupted: write what we have
-        doc = dataclasses.replace(doc, notes=(*doc.notes, f"clean-up: {exc or 'interrupted'}"))
+        doc = dataclasses.replace(doc, notes=(*doc.notes, f"clean-up: {str(exc) or 'interrupted'}"))
 
     written: list[str] = []
     if args.json:
