@@ -14,6 +14,14 @@ HELP = (
     "memory per connection, and explain"
 )
 
+EXAMPLES = """\
+examples:
+  conncap run                                  # 100,000 connections at most, 120 s at most
+  conncap run --out results/                   # + results/result.json and results/report.html
+  conncap run --count 20000 --no-escalate --json r.json
+  sudo conncap run --isolated --port-range 1024-5000   # the article's client, in namespaces
+"""
+
 # Defaults repeated here so that `conncap --help` does not import the engine.
 _COUNT = 100_000
 _MAX_DURATION = 120.0
@@ -380,7 +388,7 @@ def run(args: argparse.Namespace) -> int:
         if doc is None:
             raise
         late = exc  # the namespaces' removal failed or was interrupted: write what we have
-        doc = dataclasses.replace(doc, notes=(*doc.notes, f"clean-up: {exc or 'interrupted'}"))
+        doc = dataclasses.replace(doc, notes=(*doc.notes, f"clean-up: {str(exc) or 'interrupted'}"))
 
     written: list[str] = []
     if args.json:
