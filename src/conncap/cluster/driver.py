@@ -159,7 +159,7 @@ def node_specs(args: argparse.Namespace, nodes: Sequence[RayNode]) -> list[Agent
             "targets": list(args.targets),
             "share": share,
             "source_ip": args.source_ip,
-            "workers": args.workers,
+            "workers": "auto" if args.workers is None else str(args.workers),
             "rate": None if args.rate is None else args.rate / len(nodes),
             "timeout": args.timeout,
             "bind_mode": args.bind_mode,
@@ -343,7 +343,7 @@ def open_plan(args: argparse.Namespace) -> dict[str, JsonValue]:
         "hold_s": args.hold,
         "timeout_s": args.timeout,
         "bind_mode": args.bind_mode,
-        "workers": str(args.workers),
+        "workers": "auto" if args.workers is None else str(args.workers),
         "source_ips": [str(s) for s in args.source_ip or []],
         "nofile": args.nofile,
     }
