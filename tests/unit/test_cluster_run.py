@@ -287,6 +287,10 @@ def test_the_run_result_has_the_clusters_steps_each_the_nodes_sum() -> None:
     assert res.config == {"count": 1000}
     doc = json.loads(json.dumps(to_json(res)))
     assert from_json(doc, source="run-cluster.json") == res
+    from conncap import report
+
+    html = report.render(res)  # the per-node table and the steps
+    assert "10.1.0.12" in html and "four-tuple" in html
 
 
 def test_a_node_off_its_prediction_makes_the_step_a_miss() -> None:
