@@ -57,6 +57,9 @@ class RunConfig:
     client_nofile: int | None = None
     #: ``--target HOST:PORT``: a server conncap does not start (``host`` is then its host).
     target_port: int | None = None
+    #: Step 2's source addresses as given (a cluster node's own, found on that node); None:
+    #: counted up from ``host`` (loopback) or the isolated client's.
+    sources: tuple[str, ...] | None = None
 
     def check(self) -> None:
         """UsageError for values no run can use (one line each)."""
@@ -108,7 +111,14 @@ class RunConfig:
                         f"{flag} is for conncap's own server; --target measures a server "
                         "conncap does not start"
                     )
-        if self.escalate and self.source_ips is not None and self.client_netns is None:
+        if self.sources is not None and not self.sources:
+            raise UsageError("no source address for step 2")
+        if (
+            self.escalate
+            and self.source_ips is not None
+            and self.client_netns is None
+            and self.sources is None
+        ):
             st.source_addresses(self.host, self.source_ips)  # raises for a bad combination
 
     def to_json(self) -> dict[str, JsonValue]:
@@ -130,6 +140,7 @@ class RunConfig:
             "server_nofile": self.server_nofile,
             "client_nofile": self.client_nofile,
             "target_port": self.target_port,
+            "sources": list(self.sources) if self.sources is not None else None,
         }
 
 
