@@ -33,6 +33,24 @@ COMMANDS: dict[str, str] = {
 }
 
 
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+    """Examples kept as written (the epilog), and every flag's default shown unless its help
+    already names it."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        default = action.default
+        if (
+            "default" in text
+            or default is None
+            or default is False
+            or default is argparse.SUPPRESS
+            or not action.option_strings
+        ):
+            return text
+        return f"{text} (default: %(default)s)"
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse that reports bad usage as one line and exit 2 (never a traceback)."""
 
@@ -67,7 +85,13 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for name, module_name in COMMANDS.items():
         module = _load(module_name)
-        p = sub.add_parser(name, help=module.HELP, description=module.HELP)
+        p = sub.add_parser(
+            name,
+            help=module.HELP,
+            description=module.HELP,
+            epilog=getattr(module, "EXAMPLES", None),
+            formatter_class=_Formatter,
+        )
         # SUPPRESS as default: `conncap --traceback CMD` is not undone by the sub-parser.
         p.add_argument(
             "--traceback", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS

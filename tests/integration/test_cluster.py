@@ -128,3 +128,34 @@ def test_scenario_cluster_three_nodes(tmp_path: Path) -> None:
     left = subprocess.run(["pgrep", "-f", "conncap-.*-cli"], capture_output=True, text=True)
     assert left.stdout.strip() == ""
     assert not [d for d in set(os.listdir("/tmp")) - before if d.startswith("cc-ray-")]
+
+
+@pytest.mark.netns
+@pytest.mark.skipif(RAY_MISSING is not None, reason=RAY_MISSING or "")
+def test_run_target_cluster_three_nodes(tmp_path: Path) -> None:
+    """``conncap run --target SERVER:PORT --cluster``: every node's step 1 stops at its range,
+    step 2 (its two addresses) at twice that, each as predicted; one run result with steps
+    and nodes that ``conncap report`` renders."""
+    from conncap import report
+    from conncap.scenarios import run_scenario
+
+    before = set(os.listdir("/tmp"))
+    outcome = run_scenario(
+        "cluster",
+        scale="small",
+        options={"nodes": 3, "command": "run"},
+        json_path=tmp_path / "c.json",
+        out=print,
+    )
+    failed = [e for e in outcome.result.expectations if e.ok is False]
+    assert outcome.passed, failed
+    nodes = outcome.result.nodes
+    assert sorted(n.held for n in nodes) == [100, 160, 240]
+    assert sorted(n.prediction.count or 0 for n in nodes) == [100, 160, 240]
+    assert all(n.ceiling.cause == "ephemeral-ports" for n in nodes)
+    step = outcome.result.steps[0]
+    assert step.held == 500 and step.server is not None and step.server.held == 500
+    assert "<html" in report.render(outcome.result).lower()
+    left = subprocess.run(["pgrep", "-f", "conncap-.*-cli"], capture_output=True, text=True)
+    assert left.stdout.strip() == ""
+    assert not [d for d in set(os.listdir("/tmp")) - before if d.startswith("cc-ray-")]

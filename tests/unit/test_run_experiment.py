@@ -367,3 +367,32 @@ def test_a_dead_client_is_an_error_and_still_cleaned_up() -> None:
 def test_bad_config_is_a_usage_error(kw: dict[str, Any], message: str) -> None:
     with pytest.raises(UsageError, match=message):
         RunConfig(**kw).check()
+
+
+def test_a_cluster_node_fans_out_over_its_own_addresses_and_lingers() -> None:
+    """``run --target --cluster``: step 2's sources are the node's own (given), and once the
+    steps are over ``linger`` holds before anything is closed."""
+    seen: list[tuple[int, bool]] = []
+
+    def linger(m: Any) -> None:
+        seen.append((m.held(), any(c.stopped for c in FakeClient.instances)))
+
+    sources = ("10.0.0.1", "10.0.0.2", "10.0.0.3")
+    doc = document(
+        experiment(
+            fast(count=1200, host="198.51.100.7", target_port=6379, sources=sources),
+            linger=linger,
+        )
+    )
+    one, two = doc["steps"]
+    assert one["ceiling"]["count"] == 500 and two["spec"]["source_ips"] == list(sources)
+    assert FakeClient.instances[1].plan.source_ips == sources
+    assert seen == [(1200, False)] and doc["held_at_end"] == 1200
+    assert not FakeServer.instances and all_stopped()
+
+
+def test_linger_is_not_called_after_a_stop() -> None:
+    FakeClient.never_done = True
+    seen: list[int] = []
+    doc = document(experiment(fast(count=1000, max_duration=0.3), linger=lambda m: seen.append(1)))
+    assert doc["stop_reason"] == "max-duration" and seen == []

@@ -29,10 +29,13 @@ import socket
 import sys
 import threading
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from conncap.cluster.messages import AgentSpec, Final, NodeInfo, PollAnswer, SampleRow
+from conncap.cluster.messages import AgentSpec, Final, NodeInfo, PollAnswer, RunSpec, SampleRow
 from conncap.result import JsonValue, Sample, part_to_json
+
+if TYPE_CHECKING:
+    from conncap.run import RunConfig
 
 #: Longest wait for the common start (a start time further away is a driver bug).
 MAX_START_WAIT_S = 60.0
@@ -89,6 +92,8 @@ class Agent:
         self._thread: threading.Thread | None = None
         self._plan: Any = None
         self._info: NodeInfo | None = None
+        #: ``run``: step 2's source addresses on this node (None: counted up on loopback).
+        self._sources: tuple[str, ...] | None = None
 
     # ---- before the start -------------------------------------------------------------------
 
@@ -135,6 +140,12 @@ class Agent:
             )
         nofile = self.spec.get("nofile")
         prediction = predict(plan, nofile, limits, ports_in_use=len(in_range))
+        run = self.spec.get("run")
+        if run is not None:
+            sources, why = step2_sources(run, plan.count, rng)
+            self._sources = sources
+            if why:
+                notes = [*notes, why]
         self._info = {
             "hostname": socket.gethostname(),
             "os": sys.platform,
@@ -163,6 +174,8 @@ class Agent:
                 if k in ("count", "cause", "side", "bounds", "reason")
             },
         }
+        if run is not None:
+            self._info["sources"] = list(self._sources or ())
         return self._info
 
     def clock(self) -> float:
@@ -178,7 +191,10 @@ class Agent:
         self.info()
         self._phase = "waiting"
         self._thread = threading.Thread(
-            target=self._run, args=(float(at),), name="conncap-agent", daemon=True
+            target=self._run_steps if "run" in self.spec else self._run,
+            args=(float(at),),
+            name="conncap-agent",
+            daemon=True,
         )
         self._thread.start()
         return True
@@ -228,6 +244,51 @@ class Agent:
                 final["cleanup"] = [str(p) for p in problems]
             self._finish(final)
 
+    def _run_steps(self, at: float) -> None:
+        """``run --target --cluster``: ``conncap run``'s experiment on this node (step 1 one
+        source IP to the target, step 2 this node's own addresses), its share as the count;
+        once its steps are over it holds until :meth:`stop`."""
+        from conncap.measure import Measurement
+        from conncap.result import to_json
+        from conncap.run import Experiment
+
+        final: Final = {"held": 0, "ceiling": {"reached": False}}
+        wait = min(MAX_START_WAIT_S, max(0.0, at - time.time()))
+        if self._stop.wait(wait):
+            final["stop_reason"] = "interrupted"
+            self._finish(final)
+            return
+        self._phase = "ramp"
+
+        def linger(m: Measurement) -> None:
+            self._ramp_over = True
+            self._phase = "hold"
+            while m.hold("hold", 1.0, hz=HOLD_HZ) is None:
+                pass
+
+        try:
+            doc = Experiment(
+                run_config(self.spec, self._sources),
+                stop_event=self._stop,
+                watch=lambda sample, _totals: self._keep(sample),
+                linger=linger,
+            ).run()
+            self._ramp_over = True
+            final["held"] = doc.held_at_end
+            final["ceiling"] = _json_object(doc.ceiling)
+            final["stop_reason"] = str(doc.stop_reason)
+            final["attempts"] = doc.attempts or 0
+            final["failures"] = dict(doc.failures)
+            final["failures_by_cause"] = dict(doc.failures_by_cause)
+            final["peak"] = doc.established_peak
+            final["run"] = {**to_json(doc), "timeline": []}
+            if doc.error is not None:
+                final["error"] = doc.error
+        except Exception as exc:  # reported to the driver as this node's error
+            final["error"] = f"{type(exc).__name__}: {exc}"
+        finally:
+            self._finish(final)
+
     def _finish(self, final: Final) -> None:
         with self._lock:
             self._final = final
@@ -255,6 +316,64 @@ class Agent:
         if out.get("final") is None:
             out["final"] = {"held": 0, "ceiling": {"reached": False}, "stop_reason": reason}
         return out
+
+
+def step2_sources(
+    run: RunSpec, share: int, port_range: tuple[int, int]
+) -> tuple[tuple[str, ...] | None, str | None]:
+    """Step 2's source addresses on this node, and a note when step 2 cannot run. A loopback
+    target: None (the run counts 127.0.0.1, .2, ... up itself). Otherwise this node's own
+    addresses that reach the target (``--source-ip auto``), at most ``source_ips``; with one
+    only, step 2 would add no new 4-tuple: none."""
+    import ipaddress
+
+    from conncap.engine import Target
+    from conncap.engine.plan import auto_sources
+    from conncap.errors import UsageError
+
+    if not run["escalate"]:
+        return None, None
+    host = run["host"]
+    if ipaddress.ip_address(host).is_loopback:
+        return None, None
+    try:
+        found = auto_sources(
+            [Target(host, run["port"], run["port"])], share, port_range[1] - port_range[0] + 1
+        )
+    except UsageError as exc:
+        return (), f"step 2 not run on this node: {exc}"
+    cap = run["source_ips"]
+    found = found[:cap] if cap is not None else found
+    if len(found) < 2:
+        return (), (
+            f"step 2 not run on this node: {len(found)} local address(es) reach {host}, "
+            "and step 2 needs a second one for a new 4-tuple"
+        )
+    return tuple(found), None
+
+
+def run_config(spec: AgentSpec, sources: tuple[str, ...] | None) -> RunConfig:
+    """The node's ``RunConfig``: the run's flags, its share as the count, the target, and
+    step 2's sources as found on this node (``()``: no step 2)."""
+    from conncap.run import RunConfig
+
+    run = spec["run"]
+    workers = str(spec.get("workers", "auto"))
+    return RunConfig(
+        count=int(spec["share"]),
+        max_duration=float(spec.get("max_duration_s") or 600.0),
+        memory_guard=run["memory_guard"],
+        escalate=run["escalate"] and sources != (),
+        source_ips=run["source_ips"] if sources is None else None,
+        client_workers=None if workers == "auto" else int(workers),
+        rate=spec.get("rate"),
+        timeout_s=float(spec.get("timeout", 3.0)),
+        host=run["host"],
+        plateau_s=run["plateau_s"],
+        client_nofile=spec.get("nofile"),
+        target_port=run["port"],
+        sources=sources or None,
+    )
 
 
 def plan_targets(plan: Any) -> list[str]:

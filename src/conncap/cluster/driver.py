@@ -159,7 +159,7 @@ def node_specs(args: argparse.Namespace, nodes: Sequence[RayNode]) -> list[Agent
             "targets": list(args.targets),
             "share": share,
             "source_ip": args.source_ip,
-            "workers": args.workers,
+            "workers": "auto" if args.workers is None else str(args.workers),
             "rate": None if args.rate is None else args.rate / len(nodes),
             "timeout": args.timeout,
             "bind_mode": args.bind_mode,
@@ -171,49 +171,117 @@ def node_specs(args: argparse.Namespace, nodes: Sequence[RayNode]) -> list[Agent
     ]
 
 
-def run_open(args: argparse.Namespace, say: Callable[[str], None]) -> tuple[Result, int]:
-    """One coordinated ``open`` over the cluster: its result (``conncap.result/2`` with
-    ``nodes``, written with ``--json``) and the exit status."""
-    from conncap.engine.results import host_info
-    from conncap.exitcodes import ExitStatus
-    from conncap.result import write_atomic
+def run_specs(args: argparse.Namespace, nodes: Sequence[RayNode]) -> list[AgentSpec]:
+    """``run --target --cluster``: each node's part, its share of ``--count`` and the run's
+    steps (``RunSpec``): step 1 one source IP to the target, step 2 the node's own addresses
+    (found on the node)."""
+    from conncap.engine.plan import parse_target
 
-    if args.max_duration <= 0:
-        raise UsageError("--max-duration must be positive")
-    if args.count < 1:
-        raise UsageError("--count must be at least 1")
+    t = parse_target(args.target)
+    shares = split_count(args.count, len(nodes))
+    if min(shares) < 1:
+        raise UsageError(f"--count {args.count} is less than the {len(nodes)} nodes used")
+    workers = args.client_workers
+    return [
+        {
+            "targets": [args.target],
+            "share": share,
+            "source_ip": None,
+            "workers": "auto" if workers is None else str(min(workers, share)),
+            "rate": None if args.rate is None else args.rate / len(nodes),
+            "timeout": args.timeout,
+            "bind_mode": "kernel",
+            "nofile": args.client_nofile,
+            "max_duration_s": args.max_duration + 5.0,
+            "object_store_bytes": int((n.get("Resources") or {}).get("object_store_memory", 0)),
+            "run": {
+                "host": t.host,
+                "port": t.lo,
+                "escalate": bool(args.escalate),
+                "source_ips": args.source_ips,
+                "plateau_s": args.plateau,
+                "memory_guard": args.memory_guard,
+            },
+        }
+        for n, share in zip(nodes, shares, strict=True)
+    ]
+
+
+def coordinate(
+    address: str,
+    wanted: int | None,
+    count: int,
+    specs: Callable[[Sequence[RayNode]], list[AgentSpec]],
+    *,
+    max_duration: float,
+    hold_s: float,
+    say: Callable[[str], None],
+) -> ClusterRun:
+    """Connect, place one agent per node with its spec, and run them through the
+    :class:`Coordinator` (Ctrl-C and SIGTERM stop every agent); the actors are killed and
+    Ray is left at the end."""
     ray = import_ray()
     stop = threading.Event()
 
     def on_signal(_signum: int, _frame: object) -> None:
         stop.set()
 
-    connect(ray, args.cluster)
+    connect(ray, address)
     agents: RayAgents | None = None
     old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        nodes = choose_nodes(wait_nodes(ray, args.nodes), args.nodes)
-        agents = RayAgents(ray, nodes, node_specs(args, nodes))
+        nodes = choose_nodes(wait_nodes(ray, wanted), wanted)
+        agents = RayAgents(ray, nodes, specs(nodes))
         say(
-            f"cluster {args.cluster}: {len(nodes)} node(s), {args.count:,} connections "
-            f"split {', '.join(str(s) for s in split_count(args.count, len(nodes)))}"
+            f"cluster {address}: {len(nodes)} node(s), {count:,} connections "
+            f"split {', '.join(str(s) for s in split_count(count, len(nodes)))}"
         )
         coord = Coordinator(
             agents,
             stop=stop,
-            deadline_s=args.max_duration,
-            hold_s=args.hold,
+            deadline_s=max_duration,
+            hold_s=hold_s,
             call_timeout=PLACE_TIMEOUT_S,
             on_ready=lambda run: _print_table(run, say),
-            on_poll=_progress(say, args.count),
+            on_poll=_progress(say, count),
         )
-        run = coord()
+        return coord()
     finally:
         for s, h in old.items():
             signal.signal(s, h)
         if agents is not None:
             agents.kill()
         ray.shutdown()
+
+
+def _exit_code(run: ClusterRun, result: Result) -> int:
+    from conncap.exitcodes import ExitStatus
+
+    code = ExitStatus.INTERRUPTED if run.stop_reason == "interrupted" else ExitStatus.SUCCESS
+    if result.error is not None:
+        code = ExitStatus.FAILURE
+    return int(code)
+
+
+def run_open(args: argparse.Namespace, say: Callable[[str], None]) -> tuple[Result, int]:
+    """One coordinated ``open`` over the cluster: its result (``conncap.result/2`` with
+    ``nodes``, written with ``--json``) and the exit status."""
+    from conncap.engine.results import host_info
+    from conncap.result import write_atomic
+
+    if args.max_duration <= 0:
+        raise UsageError("--max-duration must be positive")
+    if args.count < 1:
+        raise UsageError("--count must be at least 1")
+    run = coordinate(
+        args.cluster,
+        args.nodes,
+        args.count,
+        lambda nodes: node_specs(args, nodes),
+        max_duration=args.max_duration,
+        hold_s=args.hold,
+        say=say,
+    )
     result = cluster_result(
         run,
         requested=args.count,
@@ -225,10 +293,44 @@ def run_open(args: argparse.Namespace, say: Callable[[str], None]) -> tuple[Resu
         say(line)
     if args.json:
         write_atomic(args.json, result)
-    code = ExitStatus.INTERRUPTED if run.stop_reason == "interrupted" else ExitStatus.SUCCESS
-    if result.error is not None:
-        code = ExitStatus.FAILURE
-    return result, int(code)
+    return result, _exit_code(run, result)
+
+
+def run_run(
+    args: argparse.Namespace, config: Mapping[str, JsonValue], say: Callable[[str], None]
+) -> tuple[Result, int]:
+    """``conncap run --target HOST:PORT --cluster ADDRESS``: run's steps on every node
+    against the target, each node its share of ``--count``; one ``run`` result with
+    ``steps`` and ``nodes`` (docs/cluster.md) and the exit status. The caller writes it."""
+    from conncap.cluster.runresult import run_cluster_result
+    from conncap.engine.results import host_info
+
+    run = coordinate(
+        args.cluster,
+        args.nodes,
+        args.count,
+        lambda nodes: run_specs(args, nodes),
+        max_duration=args.max_duration,
+        hold_s=args.plateau,
+        say=say,
+    )
+    result = run_cluster_result(
+        run,
+        requested=args.count,
+        address=args.cluster,
+        plan={
+            "target": args.target,
+            "escalate": bool(args.escalate),
+            "source_ips": args.source_ips,
+            "rate": args.rate,
+            "timeout_s": args.timeout,
+            "plateau_s": args.plateau,
+            "nofile": args.client_nofile,
+        },
+        config=config,
+        host=host_info(),
+    )
+    return result, _exit_code(run, result)
 
 
 def open_plan(args: argparse.Namespace) -> dict[str, JsonValue]:
@@ -241,7 +343,7 @@ def open_plan(args: argparse.Namespace) -> dict[str, JsonValue]:
         "hold_s": args.hold,
         "timeout_s": args.timeout,
         "bind_mode": args.bind_mode,
-        "workers": str(args.workers),
+        "workers": "auto" if args.workers is None else str(args.workers),
         "source_ips": [str(s) for s in args.source_ip or []],
         "nofile": args.nofile,
     }

@@ -10,7 +10,7 @@ defensively (an agent of another version may lack a key): most are ``total=False
 
 from __future__ import annotations
 
-from typing import Required, TypedDict
+from typing import NotRequired, Required, TypedDict
 
 from conncap.result import JsonValue
 
@@ -22,6 +22,7 @@ __all__ = [
     "PollAnswer",
     "RayCost",
     "RayNode",
+    "RunSpec",
     "SampleRow",
 ]
 
@@ -31,8 +32,23 @@ __all__ = [
 SampleRow = dict[str, JsonValue]
 
 
+class RunSpec(TypedDict):
+    """``run --target --cluster``: what makes an agent run ``conncap run``'s steps against
+    the target instead of one ``open`` (``driver.run_specs``). Step 1 is one source IP to
+    ``host:port``; step 2 (``escalate``) fans out over this node's own addresses that reach
+    the target (at most ``source_ips`` of them, None: as many as the share needs)."""
+
+    host: str
+    port: int
+    escalate: bool
+    source_ips: int | None
+    plateau_s: float
+    memory_guard: float
+
+
 class AgentSpec(TypedDict):
-    """One node's part of the ``open`` command (``driver.node_specs``)."""
+    """One node's part of the ``open`` command (``driver.node_specs``), or of ``run``
+    (``driver.run_specs``: ``run`` is set, ``targets`` is the one target)."""
 
     targets: list[str]
     #: Its share of ``--count``.
@@ -46,6 +62,7 @@ class AgentSpec(TypedDict):
     max_duration_s: float
     #: The node's object store capacity, from Ray (subtracted from MemAvailable).
     object_store_bytes: int
+    run: NotRequired[RunSpec]
 
 
 class NodeLimits(TypedDict, total=False):
@@ -81,8 +98,10 @@ class NodeInfo(TypedDict, total=False):
     limits: NodeLimits
     ray_cost: RayCost
     #: The model's prediction for its share (``count``, ``cause``, ``side``, ``bounds``,
-    #: ``reason`` of a ``result.Prediction``'s JSON).
+    #: ``reason`` of a ``result.Prediction``'s JSON); with ``run``: step 1's.
     prediction: dict[str, JsonValue]
+    #: With ``run``: step 2's source addresses on this node (empty: step 2 is not run).
+    sources: list[str]
 
 
 class Final(TypedDict, total=False):
@@ -100,6 +119,9 @@ class Final(TypedDict, total=False):
     peak: int
     error: str
     cleanup: list[str]
+    #: With ``run``: the node's own ``run`` document (``conncap.result/2``, its timeline
+    #: left out: the samples came through ``poll``).
+    run: dict[str, JsonValue]
 
 
 class PollAnswer(TypedDict, total=False):

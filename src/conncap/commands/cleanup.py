@@ -10,6 +10,12 @@ from conncap.errors import RunFailed
 
 HELP = "remove network namespaces (and veths) left behind by conncap runs that were killed"
 
+EXAMPLES = """\
+examples:
+  conncap cleanup --dry-run                     # what a killed run left behind
+  sudo conncap cleanup                          # remove it (live runs are never touched)
+"""
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(

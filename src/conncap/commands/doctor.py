@@ -11,6 +11,13 @@ HELP = (
     "pools, TIME_WAIT, descriptors, accept queues, conntrack, socket memory"
 )
 
+EXAMPLES = """\
+examples:
+  conncap doctor
+  sudo conncap doctor --netns conncap-60c51c-demo --top 3
+  conncap doctor --json --sample 0
+"""
+
 
 def add_common(parser: argparse.ArgumentParser) -> None:
     """Flags doctor and watch share."""
@@ -24,16 +31,24 @@ def add_common(parser: argparse.ArgumentParser) -> None:
         metavar="NAME",
         help="read network namespace NAME (/run/netns/NAME) instead of this one (needs root)",
     )
+    from conncap.commands.checks import int_range
+
     parser.add_argument(
-        "--top", type=int, default=10, metavar="N", help="show the N fullest of each (default 10)"
+        "--top",
+        type=int_range(1),
+        default=10,
+        metavar="N",
+        help="show the N fullest of each (default 10)",
     )
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from conncap.commands.checks import float_range
+
     add_common(parser)
     parser.add_argument(
         "--sample",
-        type=float,
+        type=float_range(0, 60),
         default=1.0,
         metavar="S",
         help="seconds between the two reads of ListenOverflows/ListenDrops and conntrack "

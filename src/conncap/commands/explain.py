@@ -14,6 +14,13 @@ HELP = (
     "(ephemeral-ports): its meaning, the limit behind it and how to raise it"
 )
 
+EXAMPLES = """\
+examples:
+  conncap explain EADDRNOTAVAIL
+  conncap explain 10048                         # WSAEADDRINUSE
+  conncap explain time-wait
+"""
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(

@@ -13,6 +13,12 @@ HELP = (
     "and the ceiling each implies"
 )
 
+EXAMPLES = """\
+examples:
+  conncap limits
+  conncap limits --json | jq .predictions
+"""
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(

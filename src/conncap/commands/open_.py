@@ -15,6 +15,14 @@ DEFAULT_HOLD = 5.0
 
 HELP = "open and hold connections fast, from many source IPs to many ports; find the ceiling"
 
+EXAMPLES = """\
+examples:
+  conncap open 127.0.0.1:5000 --count 10000             # hold 10,000, then 5 s more
+  conncap open 127.0.0.1:5000-5009 --source-ip auto --count 200000 --hold 0
+  conncap open [::1]:5000 --count 100                   # IPv6: the address in brackets
+  conncap open 127.0.0.1:5000 --rate 150 --lifetime 0 --duration 10   # churn, TIME_WAIT
+"""
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from conncap.commands.checks import int_or_auto, int_range, nonneg_float, positive_float
@@ -50,14 +58,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         metavar="S",
         help=f"hold S seconds once the ramp is over, to look at them (default {DEFAULT_HOLD:g}; "
-        "0: stop at once",
+        "0: stop at once)",
     )
     parser.add_argument(
         "--timeout",
         type=positive_float,
-        default=5.0,
+        default=3.0,
         metavar="S",
-        help="handshake timeout (default 5)",
+        help="handshake timeout, then ETIMEDOUT (default 3, as in run)",
     )
     parser.add_argument(
         "--bind-mode",

@@ -10,6 +10,12 @@ HELP = (
     "write a self-contained HTML report (plots, summary, limits) of a result JSON, or compare two"
 )
 
+EXAMPLES = """\
+examples:
+  conncap report results/result.json            # writes results/result.html
+  conncap report r.json -o /tmp/report.html
+"""
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(

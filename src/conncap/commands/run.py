@@ -8,11 +8,25 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from conncap.run import RunConfig
 
 HELP = (
     "the whole experiment: predict the ceiling, find it over loopback, lift it, measure "
     "memory per connection, and explain"
 )
+
+EXAMPLES = """\
+examples:
+  conncap run                                  # 100,000 connections at most, 120 s at most
+  conncap run --out results/                   # + results/result.json and results/report.html
+  conncap run --count 20000 --no-escalate --json r.json
+  sudo conncap run --isolated --port-range 1024-5000   # the article's client, in namespaces
+"""
 
 # Defaults repeated here so that `conncap --help` does not import the engine.
 _COUNT = 100_000
@@ -137,6 +151,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="after the steps, a churn step: open and close connections for 6 s (FIN by the "
         "client) and compare the sustainable rate of new connections with the model's",
     )
+    parser.add_argument(
+        "--cluster",
+        metavar="ADDRESS",
+        help="with --target: run the steps on every node of this Ray cluster (one agent per "
+        "node, each its share of --count; ADDRESS as `ray start` prints it, or auto); needs "
+        "pip install 'conncap[ray]'",
+    )
+    parser.add_argument(
+        "--nodes", type=int, metavar="N", help="with --cluster: use N nodes (default: all)"
+    )
     parser.add_argument("--json", metavar="FILE", help="write the conncap.result/2 document here")
     parser.add_argument(
         "--out", metavar="DIR", help="write DIR/result.json and DIR/report.html (plots)"
@@ -227,6 +251,52 @@ def _rerun_in_userns(args: argparse.Namespace) -> int | None:
             signal.signal(sig, handler)
 
 
+def check_cluster_flags(args: argparse.Namespace, *, isolated: bool) -> None:
+    """``--cluster`` measures the user's server from every node: one line (exit 2) for a
+    flag that does not go with it, and for ``--nodes`` without it."""
+    from conncap.errors import UsageError
+
+    if not args.cluster:
+        if args.nodes is not None:
+            raise UsageError("--nodes needs --cluster ADDRESS")
+        return
+    if args.target is None:
+        raise UsageError(
+            "--cluster needs --target HOST:PORT: the nodes measure your server (conncap "
+            "starts no server of its own on a cluster)"
+        )
+    if isolated:
+        raise UsageError("--cluster and --isolated do not go together: the nodes are the hosts")
+    for flag, value in (("--events", args.events), ("--metrics", getattr(args, "metrics", None))):
+        if value:
+            raise UsageError(f"{flag} is not available with --cluster (yet): use --json")
+    if args.nodes is not None and args.nodes < 1:
+        raise UsageError("--nodes must be at least 1")
+
+
+def _run_cluster(args: argparse.Namespace, config: RunConfig, out_dir: Path | None) -> int:
+    """``run --target --cluster``: the driver (``conncap.cluster.driver.run_run``), then the
+    result written and the summary printed as a run's."""
+    from conncap.cluster.driver import run_run
+    from conncap.result import write_atomic
+
+    def say(line: str) -> None:
+        sys.stdout.write(line + "\n")
+        sys.stdout.flush()
+
+    result, code = run_run(args, config.to_json(), say)
+    for line in result.summary:
+        say(line)
+    if args.json:
+        say(f"wrote {write_atomic(args.json, result)}")
+    if out_dir is not None:
+        from conncap import report
+
+        say(f"wrote {write_atomic(out_dir / 'result.json', result)}")
+        say(f"wrote {report.write_text_atomic(out_dir / 'report.html', report.render(result))}")
+    return code
+
+
 def run(args: argparse.Namespace) -> int:
     import dataclasses
     import signal
@@ -259,6 +329,7 @@ def run(args: argparse.Namespace) -> int:
     )
 
     settings = settings_from_args(args)  # None without --isolated
+    check_cluster_flags(args, isolated=settings is not None)
     if settings is not None and args.source_ips is not None and args.source_ips > MAX_SOURCE_IPS:
         raise UsageError(f"--source-ips: at most {MAX_SOURCE_IPS:,} with --isolated")
     host, target_port = "127.0.0.1", None
@@ -302,6 +373,8 @@ def run(args: argparse.Namespace) -> int:
     out_dir = Path(args.out) if args.out else None
     check_output_file(args.json, "--json")
     check_output_dir(args.out, "--out")
+    if args.cluster:
+        return _run_cluster(args, config, out_dir)
     capacity = host_capacity(ends=2, nofile=args.server_nofile)
     check_count(args.count, "--count", capacity)
     for flag, workers in (
@@ -388,7 +461,7 @@ def run(args: argparse.Namespace) -> int:
         if doc is None:
             raise
         late = exc  # the namespaces' removal failed or was interrupted: write what we have
-        doc = dataclasses.replace(doc, notes=(*doc.notes, f"clean-up: {exc or 'interrupted'}"))
+        doc = dataclasses.replace(doc, notes=(*doc.notes, f"clean-up: {str(exc) or 'interrupted'}"))
 
     written: list[str] = []
     if args.json:

@@ -9,6 +9,13 @@ import sys
 
 HELP = "run a named experiment in network namespaces (article, four-tuple, nat, ...) and check it"
 
+EXAMPLES = """\
+examples:
+  conncap scenario --list
+  sudo conncap scenario article                 # the founding article's story, in namespaces
+  sudo conncap scenario four-tuple --scale small --json ft.json
+"""
+
 #: Set in the environment of a conncap re-run inside a user namespace (no second re-run).
 USERNS_ENV = "CONNCAP_IN_USERNS"
 

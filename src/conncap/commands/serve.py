@@ -6,6 +6,14 @@ import argparse
 
 HELP = "a holding server on one or many ports, many worker processes, survives exhaustion"
 
+EXAMPLES = """\
+examples:
+  conncap serve --port 5000                     # hold every connection on 127.0.0.1:5000
+  conncap serve --port 5000-5009 --workers 4    # ten ports, four processes
+  conncap serve --bind ::1 --port 5000 --duration 60
+  conncap serve --port 5000 --close-after 1     # the server closes first (churn)
+"""
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from conncap.commands.checks import (

@@ -10,20 +10,27 @@ HELP = (
     "fill rate and time to full"
 )
 
+EXAMPLES = """\
+examples:
+  conncap watch                                 # every 2 s until Ctrl-C
+  conncap watch --interval 1 --count 30 --json
+"""
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from conncap.commands.checks import float_range, int_range, positive_float
     from conncap.commands.doctor import add_common
 
     add_common(parser)
     parser.add_argument(
         "--interval",
-        type=float,
+        type=float_range(0.1, 3600),
         default=2.0,
         metavar="S",
         help="seconds between readings (default 2)",
     )
-    parser.add_argument("--count", type=int, metavar="N", help="stop after N readings")
-    parser.add_argument("--duration", type=float, metavar="S", help="stop after S seconds")
+    parser.add_argument("--count", type=int_range(1), metavar="N", help="stop after N readings")
+    parser.add_argument("--duration", type=positive_float, metavar="S", help="stop after S seconds")
     parser.add_argument(
         "--metrics",
         metavar="ADDR:PORT",

@@ -59,6 +59,9 @@ class RunConfig:
     target_port: int | None = None
     #: ``--churn``: a churn step after the others (``conncap.run.churn``).
     churn: bool = False
+    #: Step 2's source addresses as given (a cluster node's own, found on that node); None:
+    #: counted up from ``host`` (loopback) or the isolated client's.
+    sources: tuple[str, ...] | None = None
 
     def check(self) -> None:
         """UsageError for values no run can use (one line each)."""
@@ -112,7 +115,14 @@ class RunConfig:
                     )
         if self.churn and self.target_port is not None:
             raise UsageError("--churn opens against conncap's own server, not --target")
-        if self.escalate and self.source_ips is not None and self.client_netns is None:
+        if self.sources is not None and not self.sources:
+            raise UsageError("no source address for step 2")
+        if (
+            self.escalate
+            and self.source_ips is not None
+            and self.client_netns is None
+            and self.sources is None
+        ):
             st.source_addresses(self.host, self.source_ips)  # raises for a bad combination
 
     def to_json(self) -> dict[str, JsonValue]:
@@ -135,6 +145,7 @@ class RunConfig:
             "client_nofile": self.client_nofile,
             "target_port": self.target_port,
             "churn": self.churn,
+            "sources": list(self.sources) if self.sources is not None else None,
         }
 
 

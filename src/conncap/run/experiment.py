@@ -77,14 +77,18 @@ class Experiment:
         argv: Sequence[str] = (),
         on_event: OnEvent | None = None,
         watch: Callable[[Sample, ClientTotals], None] | None = None,
+        linger: Callable[[Measurement], None] | None = None,
     ) -> None:
         """``isolated``: the two namespaces of ``--isolated`` (``config`` then has their
         ``host``, ``server_netns`` and ``client_netns``); limits, source addresses, the
-        client's sockets and the server's counters are read from them."""
+        client's sockets and the server's counters are read from them. ``linger``: called
+        once the steps are over (not after a stop or an error), before anything is closed:
+        a cluster node keeps holding there until the driver stops every node."""
         config.check()
         self.config = config
         self.argv = tuple(argv)
         self._watch = watch
+        self._linger = linger
         self.limits = limits
         self.isolated = isolated
         self.observer: Observer = observer or Silent()
@@ -149,6 +153,8 @@ class Experiment:
             self._run_steps()
             if self.config.churn and self.stop_reason in ("ceiling", "count"):
                 self._run_churn()
+            if self._linger is not None and self.stop_reason in ("ceiling", "count"):
+                self._linger(self.m)
         except RunFailed as exc:
             self.stop_reason = "error"
             self.error = str(exc)
@@ -234,8 +240,10 @@ class Experiment:
         fanout = st.auto_fanout(cfg.count, self._port_pool())
         fanout_ips = 1 if ":" in cfg.host else fanout  # IPv6 loopback is one address
         self._n_source_ips = cfg.source_ips or fanout_ips
+        if cfg.sources is not None:
+            self._n_source_ips = min(len(cfg.sources), cfg.source_ips or len(cfg.sources))
         self._n_ports = 1 if cfg.target_port is not None else cfg.ports or fanout
-        if cfg.escalate and self.isolated is None:
+        if cfg.escalate and self.isolated is None and cfg.sources is None:
             st.source_addresses(cfg.host, self._n_source_ips)
 
     def _pick_server_ports(self) -> list[int]:
@@ -335,6 +343,8 @@ class Experiment:
                 sources = self.isolated.add_source_ips(self._n_source_ips)
             except UsageError as exc:
                 raise RunFailed(str(exc)) from exc
+        elif self.config.sources is not None:
+            sources = self.config.sources[: self._n_source_ips]
         return st.plan_steps(
             self.config.host,
             self._server_ports(),

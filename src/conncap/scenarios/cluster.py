@@ -11,6 +11,10 @@ inside the head's namespace. The scenario checks every node's ceiling against it
 prediction, the sum against what the server holds, and that no Ray process is left in the
 client hosts once Ray is stopped. The topology then removes the namespaces (and ends
 anything still inside them, by pid); ``conncap cleanup`` finds Ray's processes there too.
+
+With ``options["command"] == "run"`` the driver is ``conncap run --target SERVER:PORT
+--cluster``: each client host gets a second address, so every node's step 1 stops at its
+range and its step 2 (its two addresses) at twice that; the server holds the sum.
 """
 
 from __future__ import annotations
@@ -96,6 +100,9 @@ def run(sr: ScenarioRun) -> None:
     k = int(sr.options.get("nodes") or 3)
     if k < 3:
         raise RunFailed("the cluster scenario needs at least 3 nodes")
+    as_run = sr.options.get("command") == "run"
+    #: addresses per client host: a second one for run's step 2
+    per_host = 2 if as_run else 1
     ray = ray_executable()
     widths = sizes(sr.scale, k)
     ranges = [(RANGE_LO, RANGE_LO + w - 1) for w in widths]
@@ -106,12 +113,22 @@ def run(sr: ScenarioRun) -> None:
     mc = sr.topo.many_clients(k, somaxconn=max(4096, 2 * total_ports))
     for host, r in zip(mc.clients, ranges, strict=True):
         sr.topo.sysctls_set(host, {"net.ipv4.ip_local_port_range": port_range_value(r)})
+    # run's step 2: a second address for each client host (a /32 of the block conncap uses
+    # for source addresses; the server routes it back via that host)
+    from conncap.netns.naming import SOURCE_BLOCK
+
+    spare = [str(a) for _, a in zip(range(k), SOURCE_BLOCK.hosts(), strict=False)]
+    extra_ips: list[list[str]] = [[] for _ in mc.clients]
+    if as_run:
+        for i, (host, ip) in enumerate(zip(mc.clients, mc.client_ips, strict=True)):
+            extra_ips[i] = sr.topo.add_addresses(host, [f"{spare[i]}/32"])
+            sr.topo.route(mc.server, spare[i], via=ip)
     server = sr.server(mc.server, mc.server_ip)
     port = server.ports[0]
     head_ip = mc.client_ips[0]
     address = f"{head_ip}:{rp.GCS_PORT}"
     # --count is split evenly over the nodes: every share must pass the widest range
-    count = k * (max(widths) + MARGIN)
+    count = k * (per_host * max(widths) + MARGIN)
     sr.layout = {
         "clients": [
             {"netns": h.name, "ip": ip, "port_range": list(r), "ray": "head" if i == 0 else "node"}
@@ -164,19 +181,18 @@ def run(sr: ScenarioRun) -> None:
         sr.say(f"  Ray started ({time.monotonic() - t_ray:.1f} s): {address}")
 
         out_json = Path(temp) / "cluster.json"
-        sr.say(
-            f"step 2 cluster: conncap open {mc.server_ip}:{port} --cluster {address} "
-            f"--nodes {k} --count {count}"
-        )
+        target = f"{mc.server_ip}:{port}"
+        if as_run:
+            argv = ["run", "--target", target, "--plateau", str(HOLD_S)]
+        else:
+            argv = ["open", target, "--hold", str(HOLD_S)]
+        argv += ["--cluster", address, "--nodes", str(k), "--count", str(count), "--timeout", "2"]
+        argv += ["--max-duration", str(DRIVER_MAX_S), "--json", str(out_json)]
+        sr.say(f"step 2 cluster: conncap {' '.join(argv)}")
         t_start = sr.now()
         driver = sr.topo.popen(
             mc.clients[0],
-            [
-                sys.executable, "-m", "conncap", "open", f"{mc.server_ip}:{port}",
-                "--cluster", address, "--nodes", str(k), "--count", str(count),
-                "--timeout", "2", "--hold", str(HOLD_S),
-                "--max-duration", str(DRIVER_MAX_S), "--json", str(out_json),
-            ],
+            [sys.executable, "-m", "conncap", *argv],
             env=env,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -199,7 +215,7 @@ def run(sr: ScenarioRun) -> None:
             result = load_result(out_json)
         if driver.returncode != 0 or result is None:
             last = said[-1].strip() if said else "no output"
-            raise RunFailed(f"conncap open --cluster exited {driver.returncode}: {last}")
+            raise RunFailed(f"conncap {argv[0]} --cluster exited {driver.returncode}: {last}")
         t_end = sr.now()
     except BaseException:
         log.flush()
@@ -229,7 +245,15 @@ def run(sr: ScenarioRun) -> None:
             continue
         sr.check(ex.same(f"{label}: not lost", False, node.lost, step=step_name))
         pred = node.prediction
-        sr.check(ex.equal(f"{label}: the model predicts its range", w, pred.count, step=step_name))
+        sr.check(
+            ex.equal(
+                f"{label}: the model predicts its range"
+                + (" × its 2 addresses (step 2)" if as_run else ""),
+                per_host * w,
+                pred.count,
+                step=step_name,
+            )
+        )
         sr.check(
             ex.equal(f"{label}: held its predicted ceiling", pred.count, node.held,
                      step=step_name)
@@ -264,17 +288,38 @@ def run(sr: ScenarioRun) -> None:
         )
     total = result.held_at_end
     sr.check(
-        ex.equal("the cluster holds the sum of the ranges", total_ports, total, step=step_name)
+        ex.equal(
+            "the cluster holds the sum of the ranges" + (" × 2" if as_run else ""),
+            per_host * total_ports,
+            total,
+            step=step_name,
+        )
     )
     sr.check(ex.equal("the server holds the sum", total, peak_held, step=step_name))
     sr.check(
         ex.same(
             "the server tells the nodes apart by source IP: each its range",
-            {ip: w for ip, w in zip(mc.client_ips, widths, strict=True)},
+            {
+                a: w
+                for ip, extra, w in zip(mc.client_ips, extra_ips, widths, strict=True)
+                for a in (ip, *extra)
+            },
             peak_by_ip,
             step=step_name,
         )
     )
+    if as_run:
+        for rs in result.steps:
+            want = per_host * total_ports if rs.name == "four-tuple" else total_ports
+            comp = rs.comparison
+            sr.check(
+                ex.equal(
+                    f"run's step {rs.name}: every node as predicted, the sum",
+                    want,
+                    comp.measured if comp is not None and comp.matches else None,
+                    step=step_name,
+                )
+            )
     fs = result.first_stop
     sr.check(
         ex.note(
