@@ -14,18 +14,26 @@ from __future__ import annotations
 import dataclasses
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from contextlib import suppress
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 from conncap.errors import RunFailed
-from conncap.latency import Histogram, merge_all
+from conncap.latency import merge_all
+from conncap.measure.facts import add_counts, as_int, closes_of, counts_growth, growth
+from conncap.measure.step import (
+    ClientPoolLike,
+    ClientTotals,
+    Launch,
+    MeasuredStep,
+    OnEvent,
+    Probe,
+    ServerLike,
+    latency_of,
+)
 from conncap.measure.verdict import ClientStop, StepFacts, Verdict, decide
 from conncap.result import (
     Sample,
-    ServerCloses,
-    ServerMessage,
     TargetSide,
     sample_from_json,
 )
@@ -49,112 +57,6 @@ GROWTH_KEYS: tuple[str, ...] = (
 )
 #: Levels read at the end of a step.
 LEVEL_KEYS: tuple[str, ...] = ("conntrack_count", "conntrack_max")
-
-
-class Probe(Protocol):
-    """Figures sampled beside the pools' counts (kernel memory, TCP counters, conntrack…),
-    given the sample so far (``t``, ``held``, …). ``force``: read now even if the probe
-    rate-limits itself (a step's first and last sample)."""
-
-    def read(
-        self, sample: Mapping[str, object], *, force: bool = False
-    ) -> Mapping[str, object]: ...
-
-
-class ClientPoolLike(Protocol):
-    def start(self) -> None: ...
-    def stats(self) -> Any: ...
-    def ramp_over(self) -> bool: ...
-    def pids(self) -> list[int]: ...
-    def pause(self) -> None: ...
-    def stop(self, timeout: float = 2.0) -> Any: ...
-
-
-class ServerLike(Protocol):
-    def stats(self) -> Any: ...
-    def pids(self) -> list[int]: ...
-    def stop(self, timeout: float = 2.0) -> Any: ...
-
-
-@dataclass(frozen=True)
-class Launch:
-    """One client pool of a step: its plan, the namespace it runs in, its descriptor limit."""
-
-    plan: Any  # conncap.engine.OpenPlan (kept out of this module's imports: the engine is heavy)
-    netns: str | None = None
-    nofile: int | None = None
-
-
-@dataclass(slots=True)
-class ClientTotals:
-    """The client side summed over every pool the measurement launched (released ones too:
-    their failures stay counted)."""
-
-    held: int = 0
-    established: int = 0
-    attempts: int = 0
-    failures: dict[str, int] = field(default_factory=dict)
-    failures_by_cause: dict[str, int] = field(default_factory=dict)
-    dropped: dict[str, int] = field(default_factory=dict)
-    closed: int | None = None
-    """Churn: connections the client closed at their lifetime (None: no churn pool)."""
-    time_wait: int | None = None
-    """Churn: sockets in TIME_WAIT in the client's namespace (the largest a pool read)."""
-    latency: Histogram = field(default_factory=Histogram)
-    """Connect latency, cumulative (``conncap.latency``)."""
-    rss_bytes: int = 0
-    """The live pools' workers' resident memory."""
-
-
-@dataclass(slots=True)
-class MeasuredStep:
-    """One step: its pools (holding until :meth:`Measurement.release`), where it sits in the
-    timeline, and once concluded what it reached."""
-
-    name: str
-    launches: tuple[Launch, ...]
-    pools: list[ClientPoolLike]
-    t_start: float
-    i_start: int
-    server_errors_start: dict[str, int]
-    server_errnos_start: dict[str, int]
-    outcome: str | None = None
-    t_end: float | None = None
-    i_end: int | None = None
-    facts: StepFacts | None = None
-    verdict: Verdict | None = None
-    server: Any = None  # the server's stats once settled (None: no server)
-
-    @property
-    def requested(self) -> int:
-        return sum(int(la.plan.count) for la in self.launches)
-
-    def client_stats(self) -> list[Any]:
-        return [p.stats() for p in self.pools]
-
-    def latency(self) -> Histogram:
-        """Connect latency of this step's pools (their connections only)."""
-        return merge_all(_latency_of(cs) for cs in self.client_stats())
-
-
-def _latency_of(stats: Any) -> Histogram:
-    """A pool's latency histogram (a pool that measures none: empty)."""
-    h = getattr(stats, "latency", None)
-    return h if isinstance(h, Histogram) else Histogram()
-
-
-#: An event of the measurement for the event stream: its type and its fields.
-OnEvent = Callable[[str, Mapping[str, object]], None]
-
-
-def _add(into: dict[str, int], more: Mapping[str, int]) -> None:
-    for k, v in more.items():
-        into[k] = into.get(k, 0) + int(v)
-
-
-def _growth(now: Mapping[str, int], before: Mapping[str, int]) -> dict[str, int]:
-    out = {k: int(v) - int(before.get(k, 0)) for k, v in now.items()}
-    return {k: v for k, v in out.items() if v > 0}
 
 
 def _make_client_pool(launch: Launch) -> ClientPoolLike:
@@ -255,14 +157,14 @@ class Measurement:
         latencies = [self._done.latency]
         for pool in self._live:
             cs = pool.stats()
-            latencies.append(_latency_of(cs))
+            latencies.append(latency_of(cs))
             t.rss_bytes += int(getattr(cs, "rss_bytes", 0) or 0)
             t.held += int(cs.held)
             t.established += int(cs.established)
             t.attempts += int(cs.attempts)
-            _add(t.failures, cs.failures)
-            _add(t.failures_by_cause, cs.failures_by_cause)
-            _add(t.dropped, cs.dropped)
+            add_counts(t.failures, cs.failures)
+            add_counts(t.failures_by_cause, cs.failures_by_cause)
+            add_counts(t.dropped, cs.dropped)
             extra = cs.extra
             if "closed" in extra:
                 t.closed = (t.closed or 0) + int(extra["closed"])
@@ -471,8 +373,8 @@ class Measurement:
         failures: dict[str, int] = {}
         by_cause: dict[str, int] = {}
         for cs in stats:
-            _add(failures, cs.failures)
-            _add(by_cause, cs.failures_by_cause)
+            add_counts(failures, cs.failures)
+            add_counts(by_cause, cs.failures_by_cause)
         stops = [
             ClientStop(errno=str(c.errno), op=str(c.op), evidence=str(c.evidence), cause=c.cause)
             for cs in stats
@@ -486,14 +388,14 @@ class Measurement:
             client_stops=stops,
             client_failures=failures,
             client_failures_by_cause=by_cause,
-            server_errors=_growth(server.errors_by_cause, step.server_errors_start)
+            server_errors=counts_growth(server.errors_by_cause, step.server_errors_start)
             if server is not None
             else {},
-            server_errnos=_growth(server.errors, step.server_errnos_start)
+            server_errnos=counts_growth(server.errors, step.server_errnos_start)
             if server is not None
             else {},
             counters={k: growth(window, k) for k in GROWTH_KEYS if last.figure(k) is not None},
-            levels={k: _int(last.figure(k)) for k in LEVEL_KEYS if last.figure(k) is not None},
+            levels={k: as_int(last.figure(k)) for k in LEVEL_KEYS if last.figure(k) is not None},
             stop_reason="ceiling" if outcome == "ramp-over" and stops else outcome,
         )
         facts = dataclasses.replace(facts, closes=closes_of(stats))
@@ -549,10 +451,10 @@ class Measurement:
         self._live.remove(pool)
         self._done.attempts += int(final.attempts)
         self._done.established += int(final.established)
-        _add(self._done.failures, final.failures)
-        _add(self._done.failures_by_cause, final.failures_by_cause)
-        _add(self._done.dropped, final.dropped)
-        self._done.latency = self._done.latency + _latency_of(final)
+        add_counts(self._done.failures, final.failures)
+        add_counts(self._done.failures_by_cause, final.failures_by_cause)
+        add_counts(self._done.dropped, final.dropped)
+        self._done.latency = self._done.latency + latency_of(final)
 
     def pause_clients(self) -> None:
         """Stop opening (held connections stay): the memory guard."""
@@ -591,51 +493,3 @@ class Measurement:
             except Exception as exc:
                 errors.append(exc)
         return final, errors
-
-
-def growth(samples: Iterable[Sample], key: str) -> int | None:
-    """Growth of a cumulative counter over ``samples`` (None: measured fewer than twice)."""
-    nums = [int(v) for s in samples if (v := s.figure(key)) is not None]
-    return nums[-1] - nums[0] if len(nums) >= 2 else None
-
-
-def _int(value: float | None) -> int | None:
-    return None if value is None else int(value)
-
-
-def closes_of(stats: Sequence[Any]) -> ServerCloses | None:
-    """What the server did to established connections, over client pools' stats (their
-    ``dropped`` by errno name and the ``extra`` keys ``lifetimes``, ``messages``, ``icmp``,
-    ``unacked``); None when it did nothing the client saw."""
-    fin = rst = unacked = 0
-    life: list[int] = []
-    msgs: dict[str, list[int]] = {}
-    icmp: dict[str, int] = {}
-    for cs in stats:
-        fin += int(cs.dropped.get("EOF", 0))
-        rst += int(cs.dropped.get("ECONNRESET", 0)) + int(cs.dropped.get("EPIPE", 0))
-        extra = cs.extra
-        for i, n in enumerate(extra.get("lifetimes") or ()):
-            if i >= len(life):
-                life.extend([0] * (i + 1 - len(life)))
-            life[i] += int(n)
-        for text, seen, closed in extra.get("messages") or ():
-            m = msgs.setdefault(str(text), [0, 0])
-            m[0] += int(seen)
-            m[1] += int(closed)
-        for k, n in (extra.get("icmp") or {}).items():
-            icmp[str(k)] = icmp.get(str(k), 0) + int(n)
-        unacked += int(extra.get("unacked", 0))
-    if not (fin or rst or msgs or icmp or unacked):
-        return None
-    return ServerCloses(
-        fin=fin,
-        rst=rst,
-        lifetimes=tuple(life),
-        messages=tuple(
-            ServerMessage(t, n, c)
-            for t, (n, c) in sorted(msgs.items(), key=lambda kv: (kv[0] == "", -kv[1][0], kv[0]))
-        ),
-        icmp=dict(sorted(icmp.items())),
-        unacked=unacked,
-    )

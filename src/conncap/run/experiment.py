@@ -33,6 +33,7 @@ from conncap.result import (
 from conncap.run import ports as portmod
 from conncap.run import steps as st
 from conncap.run import verdict
+from conncap.run.churn import run_churn_step
 from conncap.run.config import (
     IsolatedSides,
     Observer,
@@ -152,7 +153,7 @@ class Experiment:
             self._start_server()
             self._run_steps()
             if self.config.churn and self.stop_reason in ("ceiling", "count"):
-                self._run_churn()
+                run_churn_step(self)
             if self._linger is not None and self.stop_reason in ("ceiling", "count"):
                 self._linger(self.m)
         except RunFailed as exc:
@@ -396,85 +397,6 @@ class Experiment:
                 )
                 return
 
-    def _run_churn(self) -> None:
-        """``--churn``: after the holding steps (their connections closed first, with RSTs,
-        so the range is free and no TIME_WAIT is left), open and close connections to the
-        server's first port: FIN closes by the client at once, for
-        :data:`~conncap.run.steps.CHURN_DURATION` s, at a rate the churn model says runs a
-        narrow range out within the step, else a modest fixed one; TIME_WAIT is sampled."""
-        from conncap.engine.results import churn_json, predict_churn, step_timeline
-        from conncap.result import json_object
-
-        cfg = self.config
-        limits = self._client_limits or self.limits
-        assert limits is not None
-        for done in self.steps:
-            if done.measured is not None:
-                self.m.release(done.measured)
-        port = self._server_ports()[0]
-        duration = st.CHURN_DURATION
-
-        def churn_plan(rate: float) -> OpenPlan:
-            return OpenPlan(
-                targets=(Target(cfg.host, port, port),),
-                count=max(1, int(rate * duration)),
-                workers=1,
-                rate=rate,
-                timeout_s=cfg.timeout_s,
-                bind_mode="kernel",
-                lifetime=0.0,
-                close="fin",
-                duration_s=duration,
-            )
-
-        plan = churn_plan(st.churn_rate(self._port_pool(), duration))
-        pred = predict_churn(plan, limits)
-        if pred.get("exhausts") is not True and plan.rate != st.CHURN_RATE:
-            plan = churn_plan(st.CHURN_RATE)
-            pred = predict_churn(plan, limits)
-        spec = st.StepSpec(
-            "churn",
-            f"churn: {plan.rate:,.1f} new connections/s for {duration:g} s, FIN closes by "
-            "the client",
-            cfg.host,
-            (port,),
-        )
-        step = StepRun(spec=spec, index=len(self.steps), held_before=self.m.held())
-        step.plan = plan
-        self.steps.append(step)
-        self._n_steps = len(self.steps)
-        self.observer.event(
-            f"step {step.index + 1} (churn): model: {pred.get('line') or pred.get('detail')}"
-        )
-        self._current = step
-        try:
-            step.measured = self.m.begin(
-                spec.name, [Launch(plan, netns=cfg.client_netns, nofile=cfg.client_nofile)]
-            )
-        finally:
-            self._set_client_pids()
-        step.t_start, step.i_start = step.measured.t_start, step.measured.i_start
-        outcome = self.m.churn(
-            step.measured, lifetime=0.0, hz=cfg.hold_hz, should_stop=self._should_stop
-        )
-        verdict = self.m.conclude(step.measured, settle="none")
-        step.outcome = outcome
-        step.ceiling = verdict.ceiling()
-        cs = step.measured.client_stats()[0]
-        step.opened = int(cs.established)
-        step.t_end = step.t_ramp_end = self.m.now()
-        step.i_end = len(self.timeline) - 1
-        churn = churn_json(plan, cs, step_timeline(self.timeline, step.i_start), pred)
-        self.churn = json_object(churn, "churn")
-        pred_rate, meas = churn["sustainable_rate_predicted"], churn["sustainable_rate_measured"]
-        self.observer.event(
-            f"step {step.index + 1} (churn): opened {churn['opened']:,}, TIME_WAIT peak "
-            f"{churn['time_wait_peak']:,}, stopped by {outcome}; sustainable rate predicted "
-            f"{_rate(pred_rate, churn['predicted_unbounded'])}, measured {_rate(meas)}"
-        )
-        if outcome not in ("ceiling", "count"):
-            self.stop_reason = outcome
-
     def _begin_step(self, step: StepRun, remaining: int, n_steps: int) -> None:
         cfg = self.config
         assert self.limits is not None
@@ -687,11 +609,3 @@ class Experiment:
             self._final_server = final.figures()
         if errors and self.error is None:
             self.error = f"clean-up: {errors[0]}"
-
-
-def _rate(value: object, unbounded: object = False) -> str:
-    if unbounded is True:
-        return "no port limit"
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return f"{value:,.1f}/s"
-    return "unknown"
