@@ -316,7 +316,8 @@ def main() -> int:
     print(
         f"  fixed cost: USS per worker client {m['client_uss_per_worker'] / 2**20:.1f} MiB, "
         f"server {m['server_uss_per_worker'] / 2**20:.1f} MiB (interpreter + per-descriptor "
-        "tables allocated at start: 13 B/fd client, 5 B/fd server)"
+        "tables allocated at start: 21 B/fd client (state, start time, pair, connect time), "
+        "5 B/fd server)"
     )
     print(
         f"user memory per connection (USS slope over {len(m['points'])} steps): client "
