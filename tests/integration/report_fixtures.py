@@ -79,6 +79,8 @@ def poison(value: Any, key: str = "", counter: list[int] | None = None) -> Any:
         return PAYLOADS[counter[0] % len(PAYLOADS)]
 
     if isinstance(value, str):
+        if key == "step":  # one payload per step name, as a document has one name per step
+            return value + PAYLOADS[len(value) % len(PAYLOADS)]
         return value if key in _VOCABULARY else value + payload()
     if isinstance(value, list):
         return [poison(v, key, counter) for v in value]

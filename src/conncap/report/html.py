@@ -229,6 +229,8 @@ def _memory_html(result: Result) -> str:
             if isinstance(v, int | float) and not isinstance(v, bool):
                 if k.endswith("bytes") or "per_conn" in k or k == "mem_available":
                     shown = f"{fmt(v)} ({format_bytes(v)})"
+                elif k.endswith("_r2"):
+                    shown = f"{v:.3f}"  # as the summary and the plot quote it
                 elif k == "extrapolated_ceiling":
                     shown = f"{fmt(v)} (about {about(v)})"
             rows.append((k, shown))

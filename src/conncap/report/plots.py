@@ -8,6 +8,7 @@ from __future__ import annotations
 import functools
 import io
 import re
+import textwrap
 import warnings
 from collections.abc import Callable, Sequence
 from html import escape
@@ -15,7 +16,7 @@ from typing import Any
 
 from conncap import analysis
 from conncap.report.summary import format_bytes
-from conncap.result import Result, Sample
+from conncap.result import Result
 
 # Fixed colours per cause so that every plot and report agrees.
 _CAUSE_COLOURS = {
@@ -289,79 +290,80 @@ def plot_failures(result: Result) -> str | None:
     return _svg(fig, "failures", "failures by cause over time")
 
 
-def _user_key(timeline: Sequence[Sample]) -> str | tuple[str, ...] | None:
-    have = [
-        k
-        for k in ("user_bytes_client", "user_bytes_server")
-        if any(s.figure(k) is not None for s in timeline)
-    ]
-    if len(have) == 2:
-        return ("user_bytes_client", "user_bytes_server")
-    return have[0] if have else None
+def _quoted(
+    result: Result, name: str, fit: analysis.MemoryFit
+) -> tuple[float | None, float | None, str | None]:
+    """(bytes per connection, r², reason) of a figure as the result's ``memory`` has them (the
+    summary and the table quote the same), else as ``analysis.memory_fits`` judged them."""
+    mem = result.memory
+    if mem is None:
+        return fit.bytes_per_conn, fit.r2, fit.reason
+    if name == "kernel":
+        return mem.kernel_bytes_per_conn, mem.kernel_r2, mem.kernel_reason
+    return mem.user_bytes_per_conn, mem.user_r2, mem.user_reason
 
 
-def memory_fits(result: Result) -> dict[str, analysis.Fit]:
-    """The kernel and user bytes-per-connection fits over the ramp of the result's timeline."""
-    timeline = result.timeline
-    out: dict[str, analysis.Fit] = {}
-    kernel = analysis.memory_per_connection(timeline, "kernel_bytes")
-    if kernel:
-        out["kernel"] = kernel
-    key = _user_key(timeline)
-    if key is not None:
-        user = analysis.memory_per_connection(timeline, key)
-        if user:
-            out["user"] = user
-    return out
+def _wrap(text: str, width: int = 60) -> str:
+    return "\n".join(textwrap.wrap(text, width))
 
 
 @_plotting
 def plot_memory(result: Result) -> str | None:
     """Kernel and user memory against connections held (one panel each, as they differ by an
-    order of magnitude), with the per-connection slope line and its value."""
+    order of magnitude): the samples of the fitted step's ramp, the slope line and its value
+    and r² as the result's ``memory`` quotes them, or why the figure is not measured."""
     timeline = result.timeline
-    fits = memory_fits(result)
+    fits = {k: f for k, f in analysis.memory_fits(timeline).items() if f.fit is not None}
     if not fits:
         return None
-    keys: dict[str, str | tuple[str, ...]] = {"kernel": "kernel_bytes"}
-    user_key = _user_key(timeline)
-    if user_key is not None:
-        keys["user"] = user_key
     titles = {
         "kernel": "kernel memory (slab caches + socket buffers)",
-        "user": "user memory of the client and server processes"
-        if isinstance(user_key, tuple)
-        else "user memory",
+        "user": "user memory of the client and server processes",
     }
+    if "user" in fits and len(fits["user"].keys) < 2:
+        titles["user"] = "user memory"
     colours = {"kernel": "#7c3aed", "user": "#059669"}
-    fig = _figure(3.2)
+    fig = _figure(3.4)
     axes = fig.subplots(1, len(fits), squeeze=False)[0]
-    for ax, (name, fit) in zip(axes, fits.items(), strict=True):
+    for ax, (name, mf) in zip(axes, fits.items(), strict=True):
+        assert mf.fit is not None
         _style_axes(ax)
         xs: list[float] = []
         ys: list[float] = []
-        for s in timeline:
-            v = analysis.sample_value(s, keys[name])
+        for i in mf.indices:
+            v = analysis.sample_value(timeline[i], mf.keys)
             if v is not None:
-                xs.append(float(s.held))
-                ys.append(v - fit.intercept)
+                xs.append(float(timeline[i].held))
+                ys.append(v - mf.fit.intercept)
         span = max((abs(y) for y in ys), default=1.0)
         unit, scale = ("MiB", 1024.0**2) if span >= 4 * 1024**2 else ("KiB", 1024.0)
         ax.plot(xs, [y / scale for y in ys], ".", color=colours[name], markersize=3, alpha=0.5)
+        value, r2, reason = _quoted(result, name, mf)
         lo, hi = min(xs, default=0.0), max(xs, default=0.0)
-        ax.plot(
-            [lo, hi],
-            [fit.slope * lo / scale, fit.slope * hi / scale],
-            color=colours[name],
-            linewidth=1.6,
-            label=f"{format_bytes(fit.slope)} per connection\n"
-            f"(r² {fit.r2:.3f}, {fit.n} ramp samples)",
-        )
+        if value is not None:
+            ax.plot(
+                [lo, hi],
+                [value * lo / scale, value * hi / scale],
+                color=colours[name],
+                linewidth=1.6,
+                label=f"{format_bytes(value)} per connection\n"
+                + (f"(r² {r2:.3f}, {mf.fit.n} ramp samples)" if r2 is not None else ""),
+            )
+            ax.legend(loc="upper left", fontsize=8, frameon=False)
+        else:
+            ax.text(
+                0.02,
+                0.98,
+                _wrap(reason or "not measured"),
+                transform=ax.transAxes,
+                va="top",
+                fontsize=7.5,
+                color="#b91c1c",
+            )
         ax.set_title(titles[name], fontsize=9, loc="left")
-        ax.set_xlabel("connections held")
+        ax.set_xlabel("connections held (one step's ramp)")
         ax.set_ylabel(f"{unit} above the fit's intercept")
         ax.xaxis.set_major_formatter(_thousands())
-        ax.legend(loc="upper left", fontsize=8, frameon=False)
     return _svg(fig, "memory", "kernel and user memory against connections held")
 
 

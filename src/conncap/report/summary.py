@@ -26,10 +26,6 @@ _STOPPED = {
 }
 
 
-#: Below this fit quality the memory slope is not extrapolated (a short ramp is noise).
-MIN_R2 = 0.9
-
-
 def format_bytes(n: float) -> str:
     """1536 -> '1.5 KiB' (binary units, one decimal)."""
     value = float(n)
@@ -89,11 +85,25 @@ def step_line(step: Step, number: int, previous: Step | None = None) -> str:
     return text + "."
 
 
+def _reason_lines(mem: Memory) -> list[str]:
+    """A figure the data could not support, and why (``analysis.fit_memory``'s words)."""
+    out = []
+    for what, value, reason in (
+        ("Kernel", mem.kernel_bytes_per_conn, mem.kernel_reason),
+        ("User", mem.user_bytes_per_conn, mem.user_reason),
+    ):
+        if value is None and reason:
+            out.append(f"{what} memory per connection {reason}.")
+    return out
+
+
 def memory_lines(mem: Memory) -> list[str]:
-    """Memory per connection and the memory ceiling it implies."""
+    """Memory per connection (each figure with the r² of its one fit, or why it is not
+    measured) and the memory ceiling it implies."""
     kernel, user = mem.kernel_bytes_per_conn, mem.user_bytes_per_conn
+    reasons = _reason_lines(mem)
     if kernel is None and user is None:
-        return ["Memory per connection: not measured (the ramp had too few samples)."]
+        return reasons or ["Memory per connection: not measured (the ramp had too few samples)."]
     parts = []
     if kernel is not None:
         src = mem.kernel_source
@@ -104,19 +114,20 @@ def memory_lines(mem: Memory) -> list[str]:
     if user is not None:
         parts.append(f"{format_bytes(user)} user (client + server processes)")
     per = (kernel or 0) + (user or 0)
-    samples, r2 = mem.samples, mem.kernel_r2
-    fit = f", slope over {samples} samples of the ramp" if samples else ""
-    fit += f" (r² {r2:.3f})" if r2 is not None else ""
+    fit = f", slope over {mem.samples} samples of one step's ramp" if mem.samples else ""
+    r2s = [
+        f"{name}r² {r2:.3f}"
+        for name, value, r2 in (
+            ("kernel " if user is not None else "", kernel, mem.kernel_r2),
+            ("user " if kernel is not None else "", user, mem.user_r2),
+        )
+        if value is not None and r2 is not None
+    ]
+    fit += f" ({', '.join(r2s)})" if r2s else ""
     both = " (both ends: client and server sockets are on this host)" if mem.both_ends else ""
     total = f" = {format_bytes(per)}" if len(parts) > 1 else ""
-    out = [f"Memory per connection{both}: {' + '.join(parts)}{total}{fit}."]
+    out = [f"Memory per connection{both}: {' + '.join(parts)}{total}{fit}.", *reasons]
     avail, ceiling = mem.mem_available, mem.extrapolated_ceiling
-    if r2 is not None and r2 < MIN_R2:
-        out.append(
-            f"Too few or too noisy samples (r² {r2:.2f}) to extrapolate a memory ceiling: "
-            "a longer ramp (a larger --count) measures it."
-        )
-        return out
     if avail is not None and ceiling is not None and per > 0:
         out.append(
             f"{format_bytes(avail)} available: at {format_bytes(per)} per connection this host "
@@ -360,7 +371,7 @@ _SOURCES = {"slabinfo": "from /proc/slabinfo", "meminfo": "from Slab in /proc/me
 def _brief_memory_lines(mem: Memory) -> list[str]:
     kernel, user = mem.kernel_bytes_per_conn, mem.user_bytes_per_conn
     if kernel is None and user is None:
-        return []
+        return _reason_lines(mem)
     out: list[str] = []
     parts = []
     if kernel is not None:
@@ -373,6 +384,7 @@ def _brief_memory_lines(mem: Memory) -> list[str]:
     over = f", the slope over {mem.samples} samples of the ramp" if mem.samples else ""
     total = f" = {format_bytes(per_conn)}" if len(parts) > 1 else ""
     out.append(f"Memory per connection: {' + '.join(parts)}{total}{over}.")
+    out.extend(_reason_lines(mem))
     available, ceiling = mem.mem_available, mem.extrapolated_ceiling
     if available is not None and ceiling is not None and per_conn > 0:
         out.append(

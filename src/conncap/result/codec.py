@@ -240,6 +240,8 @@ def _memory(o: Obj) -> m.Memory:
         mem_available_start=o.int_or_none("mem_available_start"),
         guard_ceiling=o.int_or_none("guard_ceiling"),
         both_ends=o.bool_or_none("both_ends"),
+        kernel_reason=o.str_or_none("kernel_reason"),
+        user_reason=o.str_or_none("user_reason"),
     )
 
 

@@ -332,8 +332,9 @@ class ClientFigures:
 
 @dataclass(frozen=True, slots=True)
 class Memory:
-    """``memory`` (``run``): bytes per connection (least-squares slopes over the ramp) and
-    where memory binds; conncap's own guard."""
+    """``memory`` (``run``): bytes per connection (least-squares slopes over one step's ramp)
+    and where memory binds; conncap's own guard. A figure the data cannot support is None,
+    with ``kernel_reason``/``user_reason`` saying why ("not measured: ...")."""
 
     kernel_bytes_per_conn: int | None = None
     user_bytes_per_conn: int | None = None
@@ -351,6 +352,8 @@ class Memory:
     mem_available_start: int | None = None
     guard_ceiling: int | None = None
     both_ends: bool | None = None
+    kernel_reason: str | None = None
+    user_reason: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
