@@ -103,6 +103,7 @@ def doc() -> dict[str, Any]:
         ],
         "ceiling": ceiling(
             reached=True,
+            count=28232,
             cause="ephemeral-ports",
             side="client",
             knob="net.ipv4.ip_local_port_range",
@@ -128,9 +129,13 @@ def doc() -> dict[str, Any]:
 def test_summary_says_prediction_steps_memory_and_advice() -> None:
     lines = summary_lines(result_of(**doc()))
     text = "\n".join(lines)
-    assert lines[0].startswith("Prediction: with 1 source IP and 1 destination port")
-    assert "A single client process would stop first, at 19,992" in lines[1]
-    assert "step 1 used 2 client processes" in lines[1]
+    assert lines[0] == (
+        "Ceiling: 28,232 connections — ephemeral ports (client) — raise with "
+        "net.ipv4.ip_local_port_range"
+    )
+    assert lines[1].startswith("Prediction: with 1 source IP and 1 destination port")
+    assert "A single client process would stop first, at 19,992" in lines[2]
+    assert "step 1 used 2 client processes" in lines[2]
     assert "Step 1 (one source IP to one server port): held 28,232 in 6.4 s" in text
     assert "stopped by ephemeral-ports (EADDRNOTAVAIL)" in text
     assert "Predicted 28,232, measured 28,232 ✓." in text
@@ -306,3 +311,33 @@ def test_about(n: int, text: str) -> None:
 )
 def test_format_bytes(n: float, text: str) -> None:
     assert summary.format_bytes(n) == text
+
+
+def test_the_headline_comes_first_with_or_without_a_ceiling() -> None:
+    assert summary_lines(result_of(requested=5000, established_peak=5000))[0] == (
+        "No ceiling: reached the requested 5,000"
+    )
+    cut = result_of(requested=5000, established_peak=1200, stop_reason="interrupted")
+    assert summary_lines(cut)[0] == (
+        "No ceiling reached: held 1,200 of the requested 5,000; it ended because it was "
+        "interrupted (Ctrl-C)"
+    )
+
+
+def test_the_report_shows_the_headline_above_the_detail() -> None:
+    from conncap.report import html as report
+
+    page = report.render(result_of(**doc()))
+    assert '<p class="headline">Ceiling: 28,232 connections — ephemeral ports (client)' in page
+    old = result_of(**{**doc(), "summary": ["Prediction: old document"]})
+    assert '<p class="headline">Ceiling: 28,232 connections' in report.render(old)
+
+
+def test_a_run_without_out_says_where_the_report_would_go() -> None:
+    from conncap.commands.run import no_report
+
+    assert no_report(None) == (
+        "no files written: add --out DIR for the HTML report and the JSON "
+        "(DIR/report.html, DIR/result.json)"
+    )
+    assert "`conncap report r.json` writes it" in no_report("r.json")

@@ -259,7 +259,8 @@ def test_limits_sources_and_server_ports_come_from_the_pair() -> None:
     assert two["spec"]["source_ips"] == [CLIENT_IP, "198.19.0.1", "198.19.0.2"]
     assert all(c.netns == "cli" for c in FakeClient.instances)
     assert doc["topology"]["server_netns"] == "srv"
-    assert doc["summary"][0].startswith("Isolated: client namespace cli")
+    assert doc["summary"][0].startswith("Ceiling: 500 connections — ephemeral ports (client)")
+    assert doc["summary"][1].startswith("Isolated: client namespace cli")
     assert any("fixed port(s) 8000, 8001, 8002" in n for n in doc["notes"])
     # both namespaces share this machine: memory and the file table count both ends
     assert "different hosts" not in " ".join(one["prediction"]["notes"])

@@ -37,6 +37,19 @@ _GUARD = 0.25
 USERNS_ENV = "CONNCAP_IN_USERNS"
 
 
+def no_report(json_path: str | None) -> str:
+    """Where the HTML report would have gone, for a run without ``--out``."""
+    if json_path:
+        return (
+            f"no HTML report written: `conncap report {json_path}` writes it, "
+            "or add --out DIR for the HTML report and the JSON"
+        )
+    return (
+        "no files written: add --out DIR for the HTML report and the JSON "
+        "(DIR/report.html, DIR/result.json)"
+    )
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from conncap.commands.checks import (
         float_range,
@@ -294,6 +307,8 @@ def _run_cluster(args: argparse.Namespace, config: RunConfig, out_dir: Path | No
 
         say(f"wrote {write_atomic(out_dir / 'result.json', result)}")
         say(f"wrote {report.write_text_atomic(out_dir / 'report.html', report.render(result))}")
+    else:
+        say(no_report(args.json))
     return code
 
 
@@ -479,6 +494,8 @@ def run(args: argparse.Namespace) -> int:
     print_summary(console, list(doc.summary))
     for path in written:
         console.print(f"wrote {path}", markup=False, highlight=False)
+    if out_dir is None:
+        console.print(no_report(args.json), markup=False, highlight=False)
     if isinstance(late, RunFailed):
         raise late
     if late is not None or doc.stop_reason == "interrupted":

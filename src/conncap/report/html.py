@@ -61,6 +61,7 @@ h2 { font-size: 1.2em; margin: 32px 0 8px; padding-bottom: 4px;
      border-bottom: 1px solid var(--line); }
 h3 { font-size: 1.0em; margin: 20px 0 6px; }
 .meta { color: var(--muted); margin: 0; }
+p.headline { font-size: 1.15em; font-weight: 600; margin: 0.4em 0; }
 ul.summary { padding-left: 1.2em; }
 ul.summary li { margin: 4px 0; }
 table { border-collapse: collapse; margin: 8px 0; font-size: 0.92em; }
@@ -422,7 +423,12 @@ def render(result: Result) -> str:
         # the verdict says what the summary's first line says ("scenario NAME: N of M ...")
         name = result.scenario.name if result.scenario is not None else None
         summary = [s for s in summary if not (name and s.startswith(f"scenario {name}:"))]
-    summary_html = (
+    head = ""
+    if summary and prose.is_headline(summary[0]):
+        head, summary = summary[0], summary[1:]
+    elif not scenario:
+        head = prose.headline(result)  # a document written before the headline
+    summary_html = (f'<p class="headline">{e(head)}</p>' if head else "") + (
         '<ul class="summary">' + "".join(f"<li>{e(s)}</li>" for s in summary) + "</ul>"
         if summary
         else '<p class="na">Nothing to summarize.</p>'

@@ -220,9 +220,34 @@ def _os_name(result: Result) -> str:
     return (result.host.os if result.host is not None else None) or "linux"
 
 
+def headline(result: Result) -> str:
+    """The answer in one line, before any detail: the ceiling, its cause and side and the knob
+    that raises it, or that there was none ("No ceiling: reached the requested 100,000")."""
+    c = result.ceiling
+    if c.reached:
+        cause = (c.cause or "unknown cause").replace("-", " ")
+        side = f" ({c.side})" if c.side and c.side != "unknown" else ""
+        knob = f" — raise with {c.knob}" if c.knob else ""
+        count = f"{c.count:,} connections — " if c.count is not None else ""
+        return f"Ceiling: {count}{cause}{side}{knob}"
+    requested, peak = result.requested, result.established_peak
+    if requested and peak >= requested:
+        return f"No ceiling: reached the requested {requested:,}"
+    stop = result.stop_reason or "?"
+    return (
+        f"No ceiling reached: held {peak:,} of the requested {requested:,}; "
+        f"it ended because {_STOPPED.get(stop, stop)}"
+    )
+
+
+def is_headline(line: str) -> bool:
+    """Whether a summary line is :func:`headline`'s (documents before it have none)."""
+    return line.startswith(("Ceiling: ", "No ceiling: ", "No ceiling reached: "))
+
+
 def summary_lines(result: Result) -> list[str]:
-    """The whole summary, one sentence a line."""
-    lines: list[str] = []
+    """The whole summary, one sentence a line, after the :func:`headline`."""
+    lines: list[str] = [headline(result)]
     where = (result.topology or {}).get("lines")
     isolated = [t for t in where if isinstance(t, str)] if isinstance(where, list) else []
     if isolated:
