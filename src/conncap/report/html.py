@@ -199,10 +199,50 @@ def _failures_html(result: Result) -> str:
             + "".join(f"<li><code>{e(a)}</code></li>" for a in c.advice)
             + "</ul>"
         )
-    server = _fields(result.server) if result.server is not None else {}
-    if server:
-        parts.append("<h3>Server</h3>" + _kv(server))
+    if result.server is not None and _fields(result.server):
+        parts.append("<h3>Server</h3>" + _kv(server_rows(result)))
     return "".join(parts)
+
+
+#: Why a conncap server counts resets: its own clients end with an RST.
+RESETS_WHY = (
+    "conncap's client resets its connections at the end (SO_LINGER 0), so no TIME_WAIT is left "
+    "for the next run; these are those resets, not failures"
+)
+
+
+def _peak_server_held(result: Result) -> int | None:
+    """The most connections the server held at once: its samples, else its steps' counts."""
+    seen = [s.server_held for s in result.timeline if s.server_held is not None]
+    seen += [st.server_held for st in result.steps if st.server_held is not None]
+    return max(seen) if seen else None
+
+
+def server_rows(result: Result) -> dict[str, object]:
+    """The server's own figures for people: the peak it held (its count is read after the
+    clients closed, so ``held`` is what was left), and what its resets are."""
+    server = result.server
+    assert server is not None
+    fields = _fields(server)
+    rows: dict[str, object] = {}
+    peak = _peak_server_held(result)
+    if peak is not None:
+        rows["held at the peak"] = peak
+    if "held" in fields:
+        rows["held when read, after the clients closed"] = fields.pop("held")
+    for key in ("accepted", "closed"):
+        if key in fields:
+            rows[key] = fields.pop(key)
+    if "resets" in fields:
+        resets = fields.pop("resets")
+        rows["resets (RST)"] = (
+            f"{fmt(resets)}: {RESETS_WHY}" if result.command in ("run", "scenario") else resets
+        )
+    for key, value in fields.items():
+        if isinstance(value, Mapping):
+            value = ", ".join(f"{k} {fmt(v)}" for k, v in value.items()) or "none"
+        rows[key.replace("_", " ")] = value
+    return rows
 
 
 def _memory_html(result: Result) -> str:
