@@ -367,7 +367,11 @@ _FIXES: dict[Cause, _Fix] = {
     Cause.SYSTEM_FILE_TABLE: _Fix(
         knob="the system-wide open file table (fs.file-max; macOS kern.maxfiles)",
         names=("fs.file-max", "kern.maxfiles", "kernel handles (no table to raise)"),
-        linux=("sysctl -w fs.file-max=2097152", _persist("fs.file-max = 2097152")),
+        linux=(
+            '[ "$(sysctl -n fs.file-max)" -lt 2097152 ] && sysctl -w fs.file-max=2097152  '
+            "# raises it, never lowers it",
+            _persist("fs.file-max = 2097152") + "  # only if it was lower",
+        ),
         macos=(
             "sudo sysctl -w kern.maxfiles=200000",
             "echo 'kern.maxfiles=200000' | sudo tee -a /etc/sysctl.conf",
@@ -377,21 +381,31 @@ _FIXES: dict[Cause, _Fix] = {
         "memory (see memory)",
         checks_linux=("cat /proc/sys/fs/file-nr",),
         checks_macos=("sysctl kern.maxfiles kern.num_files",),
-        note="on Linux a process with CAP_SYS_ADMIN may go past fs.file-max",
+        note="on Linux a process with CAP_SYS_ADMIN may go past fs.file-max; the kernel's "
+        "default is about 10 % of RAM in KiB and systemd 240+ sets it to the maximum "
+        "(9223372036854775807), so read it first: writing 2097152 there would lower it",
     ),
     Cause.MEMORY: _Fix(
-        knob="memory: MemAvailable, the cgroup's memory.max, and tcp_mem for buffered data",
+        knob="memory: MemAvailable and the cgroup's memory.max bound idle connections; tcp_mem "
+        "bounds only data queued in socket buffers",
         names=(
-            "memory (MemAvailable, cgroup memory.max, net.ipv4.tcp_mem)",
+            "memory (MemAvailable, the cgroup's memory.max; net.ipv4.tcp_mem only for data "
+            "queued in socket buffers)",
             "memory (mbuf clusters, kern.ipc.maxsockets)",
             "non-paged pool memory (TcpNumConnections)",
         ),
         linux=(
-            'sysctl -w net.ipv4.tcp_mem="1048576 1572864 2097152"',
+            "systemctl set-property UNIT MemoryMax=infinity  # when the cgroup's memory.max "
+            "binds (cat /sys/fs/cgroup/$(cut -d: -f3 /proc/PID/cgroup)/memory.max)",
+            'sysctl -w net.ipv4.tcp_mem="1048576 1572864 2097152"  # only when connections '
+            "carry data: sockstat's TCP mem near tcp_mem's third value, TCPAbortOnMemory "
+            "growing",
             _persist("net.ipv4.tcp_mem = 1048576 1572864 2097152"),
-            "systemctl set-property UNIT MemoryMax=infinity",
         ),
-        macos=('sudo nvram boot-args="ncl=131072"',),
+        macos=(
+            'sudo nvram boot-args="$(nvram boot-args 2>/dev/null | cut -f2-) ncl=131072"  '
+            "# reads the current boot-args (nvram boot-args) and appends ncl=; then reboot",
+        ),
         windows=(f"reg add {_TCPIP} /v TcpNumConnections /t REG_DWORD /d 16777214 /f",),
         windows_line="each connection takes paged and non-paged pool: add RAM; "
         "TcpNumConnections (REG_DWORD, default and most 16,777,214) caps the count",
@@ -400,11 +414,20 @@ _FIXES: dict[Cause, _Fix] = {
             "cat /proc/net/sockstat",
             "sysctl net.ipv4.tcp_mem",
         ),
-        checks_macos=("netstat -m", "sysctl kern.ipc.maxsockets kern.ipc.nmbclusters"),
+        checks_macos=(
+            "netstat -m",
+            "sysctl kern.ipc.maxsockets kern.ipc.nmbclusters",
+            "nvram boot-args",
+        ),
         checks_windows=("poolmon",),
-        note="tcp_mem (pages) bounds data queued in socket buffers, not idle connections; an "
-        "idle loopback connection costs about 8 KB of kernel memory on Linux; macOS: "
-        "boot-args ncl= sets the mbuf clusters (and so kern.ipc.maxsockets) after a reboot",
+        note="an idle connection's socket buffers are nearly empty: it costs about 4 KB of "
+        "kernel memory per socket on Linux (8 KB a loopback connection, both ends), so "
+        "MemAvailable and the cgroup's memory.max bound how many are held, and more RAM (or "
+        "a higher memory.max) raises it; tcp_mem (pages) bounds only data queued in socket "
+        "buffers, and raising it helps only connections that carry data. macOS: boot-args "
+        "ncl= sets the mbuf clusters (and so kern.ipc.maxsockets) after a reboot; "
+        "`sudo nvram boot-args=...` replaces the whole variable, so append to the current "
+        "value; on Apple silicon boot-args need Permissive Security (recoveryOS)",
     ),
     Cause.SERVER_BACKLOG: _Fix(
         knob="the listen() backlog, capped by net.core.somaxconn (SYN queue: "
@@ -440,8 +463,10 @@ _FIXES: dict[Cause, _Fix] = {
         checks_macos=("netstat -an -p tcp | grep LISTEN",),
         checks_windows=("netstat -ano -p tcp | findstr LISTENING",),
         note="nobody listens there (server not started, crashed, wrong port), a firewall "
-        "rejects with a reset, or the accept queue overflowed with "
-        "net.ipv4.tcp_abort_on_overflow=1 (Linux) or a full backlog (Windows)",
+        "rejects with a reset, or (Windows) the listen backlog is full; Linux and macOS drop "
+        "a SYN that meets a full accept queue instead (a timeout), and "
+        "net.ipv4.tcp_abort_on_overflow=1 resets a connection after its handshake "
+        "(ECONNRESET, not a refusal)",
     ),
     Cause.SERVER_CLOSED: _Fix(
         knob="the server application's connection limit or timeout (redis maxclients, "
@@ -504,7 +529,9 @@ _FIXES: dict[Cause, _Fix] = {
     Cause.PERMISSION: _Fix(
         knob="firewall rules, privileged ports, security policy",
         linux=(
-            "sysctl -w net.ipv4.ip_unprivileged_port_start=1024",
+            "sysctl -w net.ipv4.ip_unprivileged_port_start=80  # any user may bind ports from "
+            "80 up (the default, 1024, changes nothing)",
+            _persist("net.ipv4.ip_unprivileged_port_start = 80"),
             "setcap cap_net_bind_service=+ep BINARY",
         ),
         windows_line="netsh int ipv4 show excludedportrange protocol=tcp shows ports Windows "
@@ -712,8 +739,8 @@ _ENTRIES: tuple[Entry, ...] = (
         "Too many open files in system: the system-wide file table is full.",
         "socket() or accept(): fs.file-max (Linux) or kern.maxfiles (macOS) is reached.",
         "none: Windows handles are bounded by kernel memory (WSAENOBUFS, 10055)",
-        note="Rare on Linux: fs.file-max defaults to about 10% of RAM in KB, and processes "
-        "with CAP_SYS_ADMIN may exceed it.",
+        note="Rare on Linux: fs.file-max defaults to about 10% of RAM in KiB (systemd 240+ "
+        "sets it to the maximum), and processes with CAP_SYS_ADMIN may exceed it.",
     ),
     _posix(
         "ENOBUFS", _C.MEMORY, "client",
@@ -729,14 +756,16 @@ _ENTRIES: tuple[Entry, ...] = (
         "Cannot allocate memory: the kernel or the cgroup is out of memory.",
         "socket(), connect() or accept() under memory pressure or at the cgroup's memory.max.",
         "WSAENOBUFS (10055)",
-        note="accept(2): this often means the socket buffer limits (tcp_mem), not the "
-        "system's memory.",
+        note="accept(2) says this often means the socket buffer limits rather than the "
+        "system's memory: tcp_mem bounds data queued in buffers, so it binds only when "
+        "connections carry data (sockstat's TCP mem near tcp_mem); idle connections run out "
+        "of MemAvailable or the cgroup's memory.max.",
     ),
     _posix(
         "ECONNREFUSED", _C.SERVER_REFUSED, "server",
         "Connection refused: the server answered the SYN with a reset.",
-        "connect(): nobody listens on that address and port, a firewall rejects, or the "
-        "accept queue overflowed with net.ipv4.tcp_abort_on_overflow=1.",
+        "connect(): nobody listens on that address and port, or a firewall rejects with a "
+        "reset.",
         "WSAECONNREFUSED (10061)",
         note="Linux and macOS drop a SYN when the accept queue is full (the client times "
         "out); Windows refuses it.",
@@ -755,7 +784,9 @@ _ENTRIES: tuple[Entry, ...] = (
         "ECONNRESET", _C.SERVER_CLOSED, "server",
         "Connection reset by peer: the other end aborted the connection.",
         "recv()/send() on a held connection, or connect() when the reset comes during the "
-        "handshake: the server closed or crashed, or hit its own limit.",
+        "handshake: the server closed or crashed, or hit its own limit, or its accept queue "
+        "was full with net.ipv4.tcp_abort_on_overflow=1 (Linux resets the connection once "
+        "the client's handshake is done).",
         "WSAECONNRESET (10054)",
     ),
     _posix(

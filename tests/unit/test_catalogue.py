@@ -269,3 +269,56 @@ def test_cause_of_name_follows_the_catalogue_for_recorded_names() -> None:
     assert cause_of_name("WSAEADDRNOTAVAIL") is Cause.NETWORK
     assert cause_of_name("WSAENOBUFS", op="accept") is Cause.MEMORY
     assert cause_of_name("E4242") is Cause.UNKNOWN
+
+
+# --- the advice says what is true (issue 12) ----------------------------------------------------
+
+
+def test_macos_boot_args_are_appended_to_not_overwritten() -> None:
+    mac = advice(Cause.MEMORY, "darwin")
+    (command,) = mac.commands
+    assert command.startswith('sudo nvram boot-args="$(nvram boot-args 2>/dev/null | cut -f2-) ')
+    assert "ncl=131072" in command and "reads the current boot-args" in command
+    assert 'boot-args="ncl=' not in " ".join(lookup("WSAENOBUFS").raise_macos)
+    assert "nvram boot-args" in mac.checks
+    assert "append to the current value" in mac.note
+
+
+def test_memory_advice_agrees_that_idle_connections_have_small_buffers() -> None:
+    linux = advice(Cause.MEMORY, "linux")
+    assert "MemoryMax" in linux.commands[0]  # what bounds idle connections comes first
+    tcp_mem = next(c for c in linux.commands if c.startswith("sysctl -w net.ipv4.tcp_mem"))
+    assert "only when connections carry data" in tcp_mem
+    assert "bounds only data queued in socket buffers" in linux.note
+    assert "nearly empty" in linux.note
+    assert "tcp_mem bounds data queued in buffers" in lookup("ENOMEM").note
+
+
+def test_the_rest_of_the_advice_read_once() -> None:
+    # abort_on_overflow resets after the handshake: a reset, not a refusal
+    assert "abort_on_overflow" not in lookup("ECONNREFUSED").when
+    assert "tcp_abort_on_overflow=1" in lookup("ECONNRESET").when
+    # the default (1024) changes nothing
+    perm = advice(Cause.PERMISSION, "linux").commands
+    assert perm[0].startswith("sysctl -w net.ipv4.ip_unprivileged_port_start=80")
+    # systemd sets fs.file-max to the maximum: never lower it
+    assert (
+        advice(Cause.SYSTEM_FILE_TABLE, "linux")
+        .commands[0]
+        .startswith('[ "$(sysctl -n fs.file-max)" -lt 2097152 ] && sysctl -w fs.file-max=2097152')
+    )
+
+
+def test_the_summary_names_a_persisting_command_only_for_the_same_setting() -> None:
+    from conncap.report.summary import persisting
+
+    assert persisting(advice(Cause.EPHEMERAL_PORTS, "linux").commands) == (
+        "echo 'net.ipv4.ip_local_port_range = 1024 65535' >> /etc/sysctl.d/60-conncap.conf "
+        "&& sysctl --system"
+    )
+    # macOS's second command is portrange.last, Windows' the ipv6 range: neither persists
+    assert persisting(advice(Cause.EPHEMERAL_PORTS, "darwin").commands) == (
+        "echo 'net.inet.ip.portrange.first=1024' | sudo tee -a /etc/sysctl.conf"
+    )
+    assert persisting(advice(Cause.EPHEMERAL_PORTS, "windows").commands) is None
+    assert persisting(advice(Cause.MEMORY, "linux").commands) is None

@@ -8,7 +8,8 @@ the same.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import re
+from collections.abc import Mapping, Sequence
 
 from conncap import catalogue
 from conncap.analysis import cause_of_name, positive
@@ -142,6 +143,18 @@ def memory_lines(mem: Memory) -> list[str]:
     return out
 
 
+def persisting(commands: Sequence[str]) -> str | None:
+    """The command that keeps the first command's sysctl after a reboot (it writes the same
+    name to a file under /etc), or None: the catalogue's other commands are alternatives or
+    further steps, not the first one made permanent."""
+    if not commands:
+        return None
+    found = re.search(r"(?<![\w/.-])([a-z_]+(?:\.[a-z0-9_-]+)+)", commands[0])
+    if found is None:
+        return None
+    return next((c for c in commands[1:] if "/etc/" in c and found.group(1) in c), None)
+
+
 def advice_lines(ceiling: Ceiling, os_name: str) -> list[str]:
     """How to raise the ceiling's limit on this OS, and the Windows equivalent."""
     cause = ceiling.cause
@@ -153,8 +166,9 @@ def advice_lines(ceiling: Ceiling, os_name: str) -> list[str]:
     if knob or commands:
         head = f"To raise it ({cause}) on {label}: {knob or 'see the catalogue'}"
         out.append(head + (f": {commands[0]}" if commands else "") + ".")
-        if len(commands) > 1:
-            out.append(f"  to keep it after a reboot: {commands[1]}")
+        kept = persisting(commands)
+        if kept:
+            out.append(f"  to keep it after a reboot: {kept}")
     if cause == "ephemeral-ports":
         out.append(
             "  or change the 4-tuple: more source IPs (bind each socket to one) or more "
