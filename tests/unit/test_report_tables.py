@@ -39,3 +39,59 @@ def test_the_server_table_shows_the_peak_and_why_resets_appear() -> None:
     page = report.render(result_of(**_run_with_server()))
     assert "<td>held at the peak</td>" in page and "100,000" in page
     assert "SO_LINGER 0" in page
+
+
+def _limits_doc() -> dict[str, object]:
+    fact = {"source": "sysctl", "status": "known"}
+    return {
+        "schema": "conncap.limits/1",
+        "os": "linux",
+        "facts": {
+            "port_range": {**fact, "value": [32768, 60999]},
+            "reserved_ports": {**fact, "value": [[8080, 8080], [9000, 9010]]},
+            "tcp_mem": {**fact, "value": [1179242496, 1572327424, 2358484992]},
+            "sockstat": {
+                **fact,
+                "value": {
+                    "tcp_inuse": 1,
+                    "tcp_orphan": 0,
+                    "tcp_tw": 56,
+                    "tcp_alloc": 1,
+                    "tcp_mem_pages": 122,
+                    "sockets_used": 7,
+                },
+            },
+            "extra.page_size": {**fact, "value": 4096},
+            "extra.some_new_fact": {**fact, "value": {"nested_key": [1, 2]}},
+            "cgroup_mem_current": {
+                "source": "/sys/fs/cgroup/" + "x" * 120 + "/memory.current",
+                "status": "known",
+                "value": 66646016,
+            },
+        },
+        "implied": {},
+    }
+
+
+def _limit_cells(page: str) -> list[str]:
+    import re
+
+    section = page[page.index("<h2>Host limits</h2>") :]
+    return re.findall(r"<td[^>]*>(.*?)</td>", section[: section.index("</table>")])
+
+
+def test_the_limits_table_is_for_people() -> None:
+    page = report.render(result_of(limits=_limits_doc()))
+    cells = _limit_cells(page)
+    for label in ("ephemeral port range", "TCP sockets now", "page size", "some new fact"):
+        assert label in cells
+    assert "32768-60999" in cells and "8080, 9000-9010" in cells
+    assert "in use 1, time-wait 56, orphan 0, allocated 1, buffers 488.0 KiB" in cells
+    assert "nested key 1, 2" in cells
+    assert not any(c.startswith(("{", "[", "(")) or "{&#x27;" in c or "_" in c[:1] for c in cells)
+    assert not any("{'" in c or '{"' in c or "&#x27;:" in c for c in cells)
+    assert "sockstat" not in cells and "extra.page_size" not in cells
+    # long values wrap inside a fixed-width table instead of overflowing
+    assert '<table class="limits">' in page
+    assert "table.limits { table-layout: fixed; width: 100%; }" in page
+    assert "table.limits td { overflow-wrap: anywhere; }" in page

@@ -69,6 +69,12 @@ th, td { border: 1px solid var(--line); padding: 4px 8px; text-align: left; vert
 th { background: var(--soft); font-weight: 600; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
 tr.unknown td { color: var(--bad); }
+table.limits { table-layout: fixed; width: 100%; }
+table.limits td { overflow-wrap: anywhere; }
+table.limits th:nth-child(1) { width: 17%; }
+table.limits th:nth-child(2) { width: 20%; }
+table.limits th:nth-child(3) { width: 25%; }
+table.limits th:nth-child(4) { width: 18%; }
 tr.na td { color: var(--muted); }
 .na { color: var(--muted); font-style: italic; }
 figure { margin: 12px 0 20px; }
@@ -94,6 +100,7 @@ def _table(
     classes: Sequence[str] = (),
     *,
     align_numbers: bool = True,
+    table_class: str = "",
 ) -> str:
     head = "".join(f"<th>{e(h)}</th>" for h in headers)
     body = []
@@ -106,7 +113,8 @@ def _table(
                 f'<td class="num">{e(fmt(v))}</td>' if numeric else f"<td>{e(fmt(v))}</td>"
             )
         body.append(f"<tr{cls}>{''.join(cells)}</tr>")
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+    cls = f' class="{e(table_class)}"' if table_class else ""
+    return f"<table{cls}><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
 
 
 def _kv(mapping: Mapping[str, object]) -> str:
@@ -328,14 +336,48 @@ def _bounds_table(prediction: Prediction | None) -> str:
     return _table(("cause", "count", "detail", "estimate"), rows)
 
 
-def _limit_value(name: str, value: JsonValue) -> str:
-    if isinstance(value, list) and len(value) == 2 and "range" in name:
-        lo, hi = value
-        if isinstance(lo, int) and isinstance(hi, int):
-            return f"{lo}–{hi}"
-    if isinstance(value, int) and not isinstance(value, bool) and "mem" in name and value > 4096:
-        return f"{value:,} ({format_bytes(value)})"
+def _typed_limit(name: str, value: JsonValue) -> object:
+    """A ``conncap.limits/1`` value back in the shape ``limits.render.format_value`` takes
+    (tuples for lists, a ``SockStat`` for sockstat)."""
+    from conncap.limits import SockStat
+
+    if name == "sockstat" and isinstance(value, Mapping):
+        return SockStat(**{k: v for k, v in value.items() if isinstance(v, int)})
+    if isinstance(value, list):
+        return tuple(tuple(v) if isinstance(v, list) else v for v in value)
+    return value
+
+
+def _plain(value: JsonValue) -> str:
+    """Any JSON value in words, never a Python or JSON repr: ``{"a_b": 1}`` -> ``a b 1``."""
+    if isinstance(value, Mapping):
+        return ", ".join(f"{k.replace('_', ' ')} {_plain(v)}" for k, v in value.items()) or "none"
+    if isinstance(value, list):
+        return ", ".join(_plain(v) for v in value) or "none"
     return fmt(value)
+
+
+def limit_value(name: str, value: JsonValue, page_size: int | None = None) -> str:
+    """A limit's value as ``conncap limits`` shows it (``limits.render.format_value``), or in
+    plain words when this conncap does not know its shape."""
+    from conncap.limits import Fact
+    from conncap.limits.render import format_value
+
+    if value is None:
+        return "—"
+    try:
+        shown = format_value(name, Fact.of(_typed_limit(name, value), ""), page_size)
+    except (TypeError, ValueError, IndexError, KeyError):
+        return _plain(value)
+    # format_value's last resort is str(): a repr of a shape it does not know
+    return _plain(value) if shown.startswith(("{", "(", "[")) else shown
+
+
+def limit_label(name: str) -> str:
+    """A limit's name for people (``limits.render.LABELS``), else its key in words."""
+    from conncap.limits.render import LABELS
+
+    return LABELS.get(name) or name.removeprefix("extra.").replace("_", " ")
 
 
 def _limits_html(result: Result) -> str:
@@ -351,14 +393,16 @@ def _limits_html(result: Result) -> str:
     implied = _sub(limits, "implied")
     headers = ("limit", "value", "what it implies", "source", "status / reason")
     rows, classes, na_rows = [], [], []
+    page = _sub(facts, "extra.page_size").get("value")
+    page_size = page if isinstance(page, int) and not isinstance(page, bool) else None
     for name in facts:
         f = _sub(facts, name)
         status = _text(f, "status") or "?"
         reason = _text(f, "reason")
         no_limit = status == "unknown" and reason.startswith("no limit")
-        value = "no limit" if no_limit else _limit_value(name, f.get("value"))
+        value = "no limit" if no_limit else limit_value(name, f.get("value"), page_size)
         row = (
-            name,
+            limit_label(name),
             value,
             _text(_sub(implied, name), "text"),
             _text(f, "source"),
@@ -370,11 +414,11 @@ def _limits_html(result: Result) -> str:
             rows.append(row)
             classes.append("unknown" if status == "unknown" and not no_limit else "")
     os_name = _text(limits, "os") or "this OS"
-    out = _table(headers, rows, classes, align_numbers=False)
+    out = _table(headers, rows, classes, align_numbers=False, table_class="limits")
     if na_rows:
         out += (
             f"<details><summary>{len(na_rows)} limits not applicable on {e(os_name)}</summary>"
-            + _table(headers, na_rows, align_numbers=False)
+            + _table(headers, na_rows, align_numbers=False, table_class="limits")
             + "</details>"
         )
     return out
