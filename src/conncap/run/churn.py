@@ -71,9 +71,7 @@ def run_churn_step(exp: Experiment) -> None:
     finally:
         exp._set_client_pids()
     step.t_start, step.i_start = step.measured.t_start, step.measured.i_start
-    outcome = exp.m.churn(
-        step.measured, lifetime=0.0, hz=cfg.hold_hz, should_stop=exp._should_stop
-    )
+    outcome = exp.m.churn(step.measured, lifetime=0.0, hz=cfg.hold_hz, should_stop=exp._should_stop)
     verdict = exp.m.conclude(step.measured, settle="none")
     step.outcome = outcome
     step.ceiling = verdict.ceiling()
