@@ -102,6 +102,14 @@ def test_article() -> None:
     table = s4["observed"]["client_fd_table"]
     assert table["open"] == table["limit"] and table["sockets"] == s4["held"]
     assert doc["ceiling"]["cause"] == "ephemeral-ports"  # the headline is the article's
+    # the article's story: its Windows error and knob beside Linux's, as a short narrative
+    story = doc["summary"][1:5]
+    assert story[0].startswith("Setting: the client's ip_local_port_range 1024-5000 plays")
+    assert "MaxUserPort" in story[0] and "WSAEADDRINUSE (10048)" in story[1]
+    assert f"the client held {s1['held']:,}" in story[1]
+    assert f"EMFILE at {s4['held']:,}" in story[2]
+    assert any("WSAEADDRINUSE" in e["name"] for e in doc["expectations"])
+    assert "MaxUserPort" in s1["title"]
 
 
 def test_four_tuple() -> None:

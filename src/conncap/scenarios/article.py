@@ -88,8 +88,8 @@ def run(sr: ScenarioRun) -> None:
     top = TOPS[0]
     s1 = step(
         "maxuserport-5000",
-        f"ports {LOW}-{top} ({ex.range_size(LOW, top):,} ports, Windows' MaxUserPort default), "
-        "connect() picks the port",
+        f"ip_local_port_range {LOW}-{top} ({ex.range_size(LOW, top):,} ports) plays Windows' "
+        "MaxUserPort default (the article's 1024-5000), connect() picks the port",
         top,
     )
     view = server_view(sr, s1, cs.client_ip, port)
@@ -120,7 +120,7 @@ def run(sr: ScenarioRun) -> None:
     set_range(top)
     s3 = step(
         "maxuserport-10000",
-        f"ports {LOW}-{top} ({ex.range_size(LOW, top):,}), as MaxUserPort=10000; "
+        f"ip_local_port_range {LOW}-{top} ({ex.range_size(LOW, top):,}), as MaxUserPort=10000; "
         "applies to the next connect(), no reboot",
         top,
     )
@@ -133,13 +133,14 @@ def run(sr: ScenarioRun) -> None:
     set_range(top)
     s4 = step(
         "maxuserport-65535",
-        f"ports {LOW}-{top} ({full_ports:,}), one client process like the article's: "
-        f"the next limit",
+        f"ip_local_port_range {LOW}-{top} ({full_ports:,}), as MaxUserPort=65534; one client "
+        "process like the article's: the next limit",
         top,
     )
     descriptor_ceiling(sr, s4, hard, cs.client)
     server_view(sr, s4, cs.client_ip, port)
     sr.release(s4)
+    sr.story = story(s1, s3, s4)
 
     if sr.small:
         sr.note(
@@ -162,6 +163,28 @@ def run(sr: ScenarioRun) -> None:
     view = server_view(sr, s5, cs.client_ip, port)
     port_ceiling(sr, s5, view, LOW, top)
     sr.release(s5)
+
+
+def story(first: Step, raised: Step, last: Step) -> list[str]:
+    """The article's story in four sentences: setting, prediction, measured, what changed."""
+
+    def said(s: Step) -> str:
+        p = s.prediction
+        return f"predicted {ex.n(p.count)} ({p.cause})" if p.count is not None else "no prediction"
+
+    return [
+        f"Setting: the client's ip_local_port_range {LOW}-{TOPS[0]} plays Windows' MaxUserPort "
+        "default, the range the article's client had; one client, one server ip:port.",
+        f"Prediction and measurement: {said(first)}; the client held {first.held:,}, then "
+        "connect() failed with EADDRNOTAVAIL, the error Windows calls WSAEADDRINUSE (10048): "
+        "the ports ran out, not the server.",
+        f"What changed: raising the range as the article raised MaxUserPort (to {TOPS[1]}) "
+        f"moved the ceiling to {raised.held:,} ({said(raised)}); with {LOW}-{TOPS[2]} the "
+        f"next limit was the process's descriptors, EMFILE at {last.held:,} ({said(last)}): "
+        'the article\'s "nearly 20 thousand".',
+        "The server held every connection on one port, telling clients apart by (source IP, "
+        "source port): ports bound the client, never the server.",
+    ]
 
 
 def ex_nofile() -> int:
@@ -199,7 +222,14 @@ def port_ceiling(sr: ScenarioRun, s: Step, view: PeerView, lo: int, hi: int) -> 
     if outside:
         measured += f", {outside:,} from outside the range"
     sr.check(ex.holds("the client uses up its port range", ok, expected, measured, step=s.name))
-    sr.check(ex.same("then fails with EADDRNOTAVAIL", "EADDRNOTAVAIL", s.errno, step=s.name))
+    sr.check(
+        ex.same(
+            "then fails with EADDRNOTAVAIL (the article's WSAEADDRINUSE, 10048)",
+            "EADDRNOTAVAIL",
+            s.errno,
+            step=s.name,
+        )
+    )
     sr.check(ex.same("named ephemeral-ports", "ephemeral-ports", s.cause, step=s.name))
     sr.check(ex.model_note(s.prediction.count, s.prediction.cause, s.held, step=s.name))
 

@@ -59,6 +59,7 @@ def build_result(
     settings: Mapping[str, object],
     notes: Sequence[str] = (),
     headline: str | None = None,
+    story: Sequence[str] = (),
     interrupted: bool = False,
     error: str | None = None,
     nodes: Sequence[Node] = (),
@@ -85,6 +86,7 @@ def build_result(
         f"scenario {scenario.name}: {ok} of {total} expectations hold"
         + (" (interrupted)" if interrupted else "")
         + (f" (stopped by an error: {error})" if error else ""),
+        *story,
         *(f"✗ {e.name}: expected {e.expected}, measured {e.measured}" for e in failing),
         *(step_line(s) for s in steps),
     ]

@@ -93,6 +93,8 @@ class ScenarioRun:
         self.settings: dict[str, JsonValue] = {}
         self.layout: dict[str, Any] = {}  # free-form JSON; scenarios fill nested parts in place
         self.headline: str | None = None
+        #: The scenario's account in a few sentences, for its summary (set by the scenario).
+        self.story: list[str] = []
         self.interrupted = False
         self.error: str | None = None
         self._server: ServerPool | None = None

@@ -179,6 +179,7 @@ def run_scenario(
                 settings=sr.settings,
                 notes=sr.notes,
                 headline=sr.headline,
+                story=sr.story,
                 interrupted=sr.interrupted,
                 error=sr.error,
                 nodes=sr.nodes,
