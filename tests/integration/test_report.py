@@ -181,6 +181,20 @@ def test_scenario_result_shows_its_expectations_near_the_top() -> None:
         assert html.escape(st["title"]) in table
 
 
+def test_scenario_tiles_do_not_add_counts_across_steps() -> None:
+    """Each step of a scenario starts afresh: the tiles give the headline step's own figures,
+    never a sum over the steps (the article's steps would add to 37,000 'requested')."""
+    doc = load(SCENARIO)
+    page = render(doc)
+    cards = page[page.index('<div class="cards">') : page.index("</div></div></div>")]
+    headline = next(st for st in doc["steps"] if st["ceiling"] == doc["ceiling"])
+    assert f"requested in {html.escape(headline['name'])}" in cards
+    assert f">{headline['requested']:,}<" in cards
+    assert f">{len(doc['steps'])}<" in cards and ">steps<" in cards
+    total = sum(st["requested"] for st in doc["steps"])
+    assert f">{total:,}<" not in cards
+
+
 def test_scenario_steps_show_attribution_and_what_was_observed() -> None:
     doc = load(SCENARIO)
     steps = _section(render(doc), "Steps: attribution and what was observed")

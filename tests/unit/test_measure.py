@@ -356,3 +356,26 @@ class _NoWait(threading.Event):
 
     def wait(self, timeout: float | None = None) -> bool:
         return self.is_set()
+
+
+def test_a_rate_is_never_measured_over_a_sliver_of_time() -> None:
+    """Two samples a few milliseconds apart (a step's closing sample right after its last)
+    keep the rate of the last full interval: pools report a few times a second, so a jump in
+    their counts over 3 ms is not 100,000 connections per second."""
+    t = [0.0]
+    pools: list[FakePool] = []
+
+    def make(la: Launch) -> FakePool:
+        pools.append(FakePool(la.plan.count, 10**6, step=1000))
+        return pools[-1]
+
+    m = Measurement(make_client=make, clock=lambda: t[0], stop=_NoWait())
+    step = m.begin("one", [Launch(Plan(10**6))])
+    t[0] = 1.0
+    first = m.sample("one")  # 2 stats() calls so far: 2,000 over 1 s
+    t[0] = 1.003
+    second = m.sample("one")  # 1,000 more in 3 ms: not a rate
+    assert first.rate == second.rate
+    assert 0 < first.rate < 10_000
+    m.close()
+    assert step.pools == pools

@@ -42,6 +42,8 @@ from conncap.result import (
 #: times a second), and the settle waits at most this long by default.
 SETTLE_S = 0.4
 SETTLE_MAX_S = 2.0
+#: A sample's connect rate is measured over at least this long (else the last one is kept).
+MIN_RATE_INTERVAL_S = 0.2
 
 #: Cumulative kernel counters whose growth over a step is evidence.
 GROWTH_KEYS: tuple[str, ...] = (
@@ -187,9 +189,11 @@ class Measurement:
         now = self.clock()
         totals = self.client_totals()
         dt = now - self._last_t
-        if dt > 0:
+        if dt >= MIN_RATE_INTERVAL_S:
+            # Over a shorter interval (a step's closing sample right after its last one) the
+            # pools' counters, reported a few times a second, would give a meaningless rate.
             self.rate = (totals.established - self._last_established) / dt
-        self._last_t, self._last_established = now, totals.established
+            self._last_t, self._last_established = now, totals.established
         s: dict[str, object] = {
             "t": round(now - self.t0, 3),
             "step": step,

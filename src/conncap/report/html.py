@@ -151,13 +151,25 @@ def _figure_html(svg: str | None, caption: str, missing: str) -> str:
 
 def _cards(result: Result) -> str:
     ceiling, pred = result.ceiling, result.prediction
-    cards: list[tuple[str, str, str]] = [
-        ("requested", fmt(result.requested), ""),
-        ("peak held", fmt(result.established_peak), ""),
-        ("held at the end", fmt(result.held_at_end), ""),
-        ("attempts", fmt(result.attempts), ""),
-        ("duration", f"{result.duration_s:.1f} s", ""),
-    ]
+    if result.command == "scenario" and result.steps:
+        # A scenario's steps each start afresh: their counts do not add up to anything. The
+        # tiles give the number of steps and the headline step's own figures.
+        shown = next((s for s in result.steps if s.ceiling == ceiling), result.steps[-1])
+        cards: list[tuple[str, str, str]] = [
+            ("steps", fmt(len(result.steps)), ""),
+            (f"requested in {shown.name}", fmt(shown.requested), ""),
+            (f"held in {shown.name}", fmt(shown.held), ""),
+            ("peak held, any step", fmt(result.established_peak), ""),
+            ("duration", f"{result.duration_s:.1f} s", ""),
+        ]
+    else:
+        cards = [
+            ("requested", fmt(result.requested), ""),
+            ("peak held", fmt(result.established_peak), ""),
+            ("held at the end", fmt(result.held_at_end), ""),
+            ("attempts", fmt(result.attempts), ""),
+            ("duration", f"{result.duration_s:.1f} s", ""),
+        ]
     if ceiling.reached:
         cards.append(
             (f"ceiling ({ceiling.cause or 'unknown cause'})", fmt(ceiling.count), "ceiling")
