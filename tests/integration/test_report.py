@@ -195,6 +195,25 @@ def test_scenario_tiles_do_not_add_counts_across_steps() -> None:
     assert f">{total:,}<" not in cards
 
 
+def test_every_step_that_reached_a_ceiling_gets_its_marker_and_a_numbered_bar() -> None:
+    """The held plot's caption promises a red marker where held stopped growing: one per step
+    that reached a ceiling, at that ceiling's count, even when the step ended on it (no
+    plateau after); steps are numbered bars, named once in the title line."""
+    from conncap.report import plots
+    from conncap.result import load_result
+
+    result = load_result(SCENARIO)
+    reached = [st for st in result.steps if st.ceiling.reached]
+    knees = plots._knees(result)
+    assert [(held, cause) for _t, held, cause in knees] == [
+        (st.ceiling.count, st.ceiling.cause) for st in reached
+    ]
+    svg = plots.plot_held(result)
+    assert svg is not None
+    names = " · ".join(f"{i} {st.name}" for i, st in enumerate(result.steps, start=1))
+    assert html.escape(f"steps: {names}") in svg or f"steps: {names}" in svg
+
+
 def test_scenario_steps_show_attribution_and_what_was_observed() -> None:
     doc = load(SCENARIO)
     steps = _section(render(doc), "Steps: attribution and what was observed")

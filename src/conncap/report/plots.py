@@ -102,21 +102,36 @@ def _short(text: str, limit: int = 32) -> str:
 
 
 def _step_lines(ax: Any, result: Result) -> None:
-    for st in result.steps:
+    """Each step as a shaded bar across the plot with its number at the top (names would
+    overlap when steps are short); the numbers are named in the plot's title line."""
+    steps = [st for st in result.steps if st.name]
+    if not steps:
+        return
+    end = result.timeline[-1].t if result.timeline else None
+    names = []
+    for i, st in enumerate(steps, start=1):
         t0 = st.t_start
-        ax.axvline(t0, color="#6b7280", linewidth=0.9, linestyle=":", zorder=1)
-        name = st.name
-        if name:
-            ax.annotate(
-                _short(name),
-                (t0, 1.0),
-                xycoords=("data", "axes fraction"),
-                xytext=(3, -3),
-                textcoords="offset points",
-                va="top",
-                fontsize=8,
-                color="#4b5563",
-            )
+        t1 = st.t_end if st.t_end is not None else end
+        if t1 is not None and t1 > t0:
+            ax.axvspan(t0, t1, color="#e5e7eb" if i % 2 else "#f3f4f6", zorder=0, linewidth=0)
+            mid = (t0 + t1) / 2
+        else:
+            mid = t0
+        ax.axvline(t0, color="#6b7280", linewidth=0.8, linestyle=":", zorder=1)
+        ax.annotate(
+            str(i),
+            (mid, 1.0),
+            xycoords=("data", "axes fraction"),
+            xytext=(0, -3),
+            textcoords="offset points",
+            ha="center",
+            va="top",
+            fontsize=8,
+            fontweight="bold",
+            color="#374151",
+        )
+        names.append(f"{i} {_short(st.name)}")
+    ax.set_title("steps: " + " · ".join(names), fontsize=8, loc="left", color="#4b5563")
 
 
 def _knees(result: Result) -> list[tuple[float, int, str]]:
@@ -132,6 +147,12 @@ def _knees(result: Result) -> list[tuple[float, int, str]]:
             knee = analysis.find_knee(timeline, start=idx[0], end=idx[-1] + 1)
             if knee:
                 out.append((knee.t, knee.held, st.ceiling.cause or "?"))
+            elif st.ceiling.count is not None:
+                # no plateau to find (the step ended as it reached the ceiling): mark the
+                # first sample that holds the ceiling's count, as the caption promises
+                at = next((timeline[i] for i in idx if timeline[i].held >= st.ceiling.count), None)
+                if at is not None:
+                    out.append((at.t, st.ceiling.count, st.ceiling.cause or "?"))
     if not out and result.ceiling.reached:
         knee = analysis.find_knee(timeline)
         if knee:
