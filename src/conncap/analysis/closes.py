@@ -8,7 +8,7 @@ The lifetime histogram's bucket 0 holds lifetimes under 1 ms, bucket k those in
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -168,3 +168,39 @@ def where(t: TargetSide | None) -> str:
     if t is None or not t.sources:
         return ""
     return "; read on this host from " + ", ".join(t.sources)
+
+
+class CloseTally:
+    """What the server did to connections, summed over parts (workers' snapshots into a
+    pool's figures, pools' figures into a step's): the lifetime histogram, the first bytes
+    by text ([seen, then closed]), ICMP errors by kind, messages never acknowledged."""
+
+    def __init__(self) -> None:
+        self.life: list[int] = []
+        self.msgs: dict[str, list[int]] = {}
+        self.icmp: dict[str, int] = {}
+        self.unacked = 0
+
+    def add(
+        self,
+        life: Iterable[int],
+        msgs: Iterable[Sequence[str | int]],
+        icmp: Mapping[str, int],
+        unacked: int,
+    ) -> None:
+        for i, n in enumerate(life):
+            if i >= len(self.life):
+                self.life.extend([0] * (i + 1 - len(self.life)))
+            self.life[i] += int(n)
+        for text, seen, closed in msgs:
+            m = self.msgs.setdefault(str(text), [0, 0])
+            m[0] += int(seen)
+            m[1] += int(closed)
+        for k, n in icmp.items():
+            self.icmp[str(k)] = self.icmp.get(str(k), 0) + int(n)
+        self.unacked += int(unacked)
+
+    def ranked(self) -> list[tuple[str, int, int]]:
+        """(text, seen, then closed), most seen first; "" (other messages) last."""
+        order = sorted(self.msgs.items(), key=lambda kv: (kv[0] == "", -kv[1][0], kv[0]))
+        return [(t, n, c) for t, (n, c) in order]

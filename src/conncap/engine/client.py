@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass, field
 from typing import NotRequired, TypedDict
 
+from conncap.analysis.closes import CloseTally
 from conncap.catalogue import Cause
 from conncap.engine import classify as cl
 from conncap.engine.plan import OpenPlan, check_plan
@@ -398,30 +399,19 @@ def server_close_extra(snaps: list[ClientSnapshot]) -> ServerCloses:
     [2^(k-1), 2^k) ms), ``messages`` (its first bytes: [text, seen, then closed], merged by
     text, most seen first; "" is "other messages"), ``icmp`` ({"icmp 3/13": n}) and
     ``unacked`` (``--send``: first messages never acknowledged). Absent keys: nothing seen."""
-    out: ServerCloses = {}
-    life: list[int] = []
-    msgs: dict[str, list[int]] = {}
-    icmp: dict[str, int] = {}
-    unacked = 0
+
+    tally = CloseTally()
     for s in snaps:
-        for i, n in enumerate(s.get("life") or ()):
-            if i >= len(life):
-                life.extend([0] * (i + 1 - len(life)))
-            life[i] += int(n)
-        for text, seen, closed in s.get("msgs") or ():
-            m = msgs.setdefault(str(text), [0, 0])
-            m[0] += int(seen)
-            m[1] += int(closed)
-        for k, n in (s.get("icmp") or {}).items():
-            icmp[str(k)] = icmp.get(str(k), 0) + int(n)
-        unacked += int(s.get("unacked", 0))
-    if any(life):
-        out["lifetimes"] = life
-    if msgs:
-        ranked = sorted(msgs.items(), key=lambda kv: (kv[0] == "", -kv[1][0], kv[0]))
-        out["messages"] = [[t, n, c] for t, (n, c) in ranked]
-    if icmp:
-        out["icmp"] = icmp
-    if unacked:
-        out["unacked"] = unacked
+        tally.add(
+            s.get("life") or (), s.get("msgs") or (), s.get("icmp") or {}, s.get("unacked", 0)
+        )
+    out: ServerCloses = {}
+    if any(tally.life):
+        out["lifetimes"] = tally.life
+    if tally.msgs:
+        out["messages"] = [[t, n, c] for t, n, c in tally.ranked()]
+    if tally.icmp:
+        out["icmp"] = tally.icmp
+    if tally.unacked:
+        out["unacked"] = tally.unacked
     return out

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from conncap.analysis.closes import CloseTally
 from conncap.result import Sample, ServerCloses, ServerMessage
 
 
@@ -33,35 +34,25 @@ def closes_of(stats: Sequence[Any]) -> ServerCloses | None:
     """What the server did to established connections, over client pools' stats (their
     ``dropped`` by errno name and the ``extra`` keys ``lifetimes``, ``messages``, ``icmp``,
     ``unacked``); None when it did nothing the client saw."""
-    fin = rst = unacked = 0
-    life: list[int] = []
-    msgs: dict[str, list[int]] = {}
-    icmp: dict[str, int] = {}
+    fin = rst = 0
+    tally = CloseTally()
     for cs in stats:
         fin += int(cs.dropped.get("EOF", 0))
         rst += int(cs.dropped.get("ECONNRESET", 0)) + int(cs.dropped.get("EPIPE", 0))
         extra = cs.extra
-        for i, n in enumerate(extra.get("lifetimes") or ()):
-            if i >= len(life):
-                life.extend([0] * (i + 1 - len(life)))
-            life[i] += int(n)
-        for text, seen, closed in extra.get("messages") or ():
-            m = msgs.setdefault(str(text), [0, 0])
-            m[0] += int(seen)
-            m[1] += int(closed)
-        for k, n in (extra.get("icmp") or {}).items():
-            icmp[str(k)] = icmp.get(str(k), 0) + int(n)
-        unacked += int(extra.get("unacked", 0))
-    if not (fin or rst or msgs or icmp or unacked):
+        tally.add(
+            extra.get("lifetimes") or (),
+            extra.get("messages") or (),
+            extra.get("icmp") or {},
+            extra.get("unacked", 0),
+        )
+    if not (fin or rst or tally.msgs or tally.icmp or tally.unacked):
         return None
     return ServerCloses(
         fin=fin,
         rst=rst,
-        lifetimes=tuple(life),
-        messages=tuple(
-            ServerMessage(t, n, c)
-            for t, (n, c) in sorted(msgs.items(), key=lambda kv: (kv[0] == "", -kv[1][0], kv[0]))
-        ),
-        icmp=dict(sorted(icmp.items())),
-        unacked=unacked,
+        lifetimes=tuple(tally.life),
+        messages=tuple(ServerMessage(t, n, c) for t, n, c in tally.ranked()),
+        icmp=dict(sorted(tally.icmp.items())),
+        unacked=tally.unacked,
     )
