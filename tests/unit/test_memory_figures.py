@@ -41,6 +41,20 @@ def test_a_negative_slope_is_not_a_figure() -> None:
     )
 
 
+def test_memory_that_did_not_move_at_all_is_a_measured_zero() -> None:
+    # conncap's workers allocate their tables at start: USS stays put while held rises
+    mem = analysis.memory_report(
+        tl(
+            RAMP,
+            kernel_bytes=[1e8 + 8000 * h for h in RAMP],
+            user_bytes_client=[3e7] * 15,
+            user_bytes_server=[2e7] * 15,
+        ),
+        guard_fraction=0.0,
+    )
+    assert mem.user_bytes_per_conn == 0 and mem.user_reason is None
+
+
 def test_noise_below_the_r2_threshold_is_not_a_figure() -> None:
     noise = [4e6 if i % 2 else -4e6 for i in range(len(RAMP))]
     mem = analysis.memory_report(

@@ -150,7 +150,9 @@ def _present(timeline: Timeline, keys: Sequence[str]) -> tuple[str, ...]:
 def fit_memory(timeline: Timeline, keys: Sequence[str], what: str) -> MemoryFit:
     """The bytes-per-connection fit of the sum of ``keys`` (those the timeline has) over one
     step's ramp, judged: fewer than :data:`MIN_SAMPLES` samples, held rising by less than
-    :data:`MIN_HELD_SPAN`, a slope <= 0 or an r² below :data:`MIN_R2` is "not measured"."""
+    :data:`MIN_HELD_SPAN`, a slope below 0 (or 0 from a line that moved) or an r² below
+    :data:`MIN_R2` is "not measured". Memory that did not move at all while held rose is a
+    measured 0 B per connection (conncap's workers allocate their tables at start)."""
     present = _present(timeline, keys)
     if not present:
         return MemoryFit((), (), None, f"not measured: this run did not sample {what} memory")
@@ -180,7 +182,7 @@ def fit_memory(timeline: Timeline, keys: Sequence[str], what: str) -> MemoryFit:
             f"not measured: held rose by only {span:,.0f} connections over the ramp "
             f"(at least {MIN_HELD_SPAN:,} needed); {longer}"
         )
-    elif fit.slope <= 0:
+    elif fit.slope < 0 or (fit.slope == 0 and len(set(ys)) > 1):
         reason = (
             f"not measured: {what} memory did not grow with connections "
             f"({fit.slope:,.0f} B per connection, r² {fit.r2:.3f}): something else "
