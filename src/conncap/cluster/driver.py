@@ -13,8 +13,6 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import signal
-import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import suppress
@@ -25,6 +23,7 @@ from conncap.cluster.messages import AgentSpec, RayNode
 from conncap.cluster.verdict import cluster_result, node_table
 from conncap.errors import RunFailed, UsageError
 from conncap.result import JsonValue, Result
+from conncap.stopping import SignalStop
 
 #: Seconds to wait for the agents' actors to be placed and answer ``info``.
 PLACE_TIMEOUT_S = 60.0
@@ -221,14 +220,12 @@ def coordinate(
     :class:`Coordinator` (Ctrl-C and SIGTERM stop every agent); the actors are killed and
     Ray is left at the end."""
     ray = import_ray()
-    stop = threading.Event()
-
-    def on_signal(_signum: int, _frame: object) -> None:
-        stop.set()
+    sig = SignalStop()
+    stop = sig.event
 
     connect(ray, address)
     agents: RayAgents | None = None
-    old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    sig.install()
     try:
         nodes = choose_nodes(wait_nodes(ray, wanted), wanted)
         agents = RayAgents(ray, nodes, specs(nodes))
@@ -247,8 +244,7 @@ def coordinate(
         )
         return coord()
     finally:
-        for s, h in old.items():
-            signal.signal(s, h)
+        sig.restore()
         if agents is not None:
             agents.kill()
         ray.shutdown()

@@ -114,8 +114,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import dataclasses
     import datetime as dt
-    import signal
-    import threading
 
     from rich.console import Console
 
@@ -124,11 +122,12 @@ def run(args: argparse.Namespace) -> int:
     from conncap.engine.plan import check_plan
     from conncap.engine.results import open_result, predict
     from conncap.errors import RunFailed, UsageError
-    from conncap.exitcodes import ExitStatus, signal_exit
+    from conncap.exitcodes import ExitStatus
     from conncap.measure import Launch, Measurement
     from conncap.observe.session import Observers
     from conncap.probes.target import local_target
     from conncap.result import write_atomic
+    from conncap.stopping import SignalStop
 
     check_output_file(args.json, "--json")
     if args.cluster:
@@ -154,17 +153,12 @@ def run(args: argparse.Namespace) -> int:
         console.print(f"conncap: {note}", markup=False)
     prediction = predict(plan, args.nofile)
 
-    stop = threading.Event()
-    why: list[int] = []
-
-    def on_signal(signum: int, _frame: object) -> None:
-        why.append(signum)
-        obs.on_signal(signum)
-        stop.set()
+    sig = SignalStop(obs.on_signal)
+    stop = sig.event
 
     argv = getattr(args, "_argv", ())
     obs.start(argv, plan=plan.to_json())
-    old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    sig.install()
     started = dt.datetime.now(dt.UTC)
     probe, read_target = local_target(plan.destinations())
     hold_end: list[float] = []
@@ -222,8 +216,7 @@ def run(args: argparse.Namespace) -> int:
                 )
     finally:
         _, problems = m.close()
-        for s, h in old.items():
-            signal.signal(s, h)
+        sig.restore()
         obs.close(stop_reason=stop_reason, held_at_end=m.last_totals.held)
     result = open_result(
         plan,
@@ -245,7 +238,7 @@ def run(args: argparse.Namespace) -> int:
         write_atomic(args.json, result)
     _summary(console, result)
     if stop_reason == "interrupted":
-        return signal_exit(why[0]) if why else ExitStatus.INTERRUPTED
+        return sig.exit_status(ExitStatus.INTERRUPTED)
     if peak == 0:
         # Nothing answered (refused, timed out, unreachable): a run that held nothing
         # measured no ceiling of this host; the verdict above says what stopped it.

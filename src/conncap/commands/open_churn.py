@@ -107,17 +107,16 @@ def build_churn_plan(args: argparse.Namespace) -> tuple[Any, list[str]]:
 
 def run_churn(args: argparse.Namespace) -> int:
     import datetime as dt
-    import signal
-    import threading
 
     from rich.console import Console
 
     from conncap.engine.plan import check_plan
     from conncap.engine.results import churn_json, open_result, predict, predict_churn
-    from conncap.exitcodes import ExitStatus, signal_exit
+    from conncap.exitcodes import ExitStatus
     from conncap.measure import Launch, Measurement
     from conncap.observe.session import Observers
     from conncap.result import json_object, write_atomic
+    from conncap.stopping import SignalStop
 
     plan, notes = build_churn_plan(args)
     check_plan(plan)
@@ -129,17 +128,12 @@ def run_churn(args: argparse.Namespace) -> int:
     console.print(f"model: {churn_pred.get('line') or churn_pred.get('reason')}", markup=False)
     prediction = predict(plan, args.nofile)
 
-    stop = threading.Event()
-    why: list[int] = []
-
-    def on_signal(signum: int, _frame: object) -> None:
-        why.append(signum)
-        obs.on_signal(signum)
-        stop.set()
+    sig = SignalStop(obs.on_signal)
+    stop = sig.event
 
     argv = getattr(args, "_argv", ())
     obs.start(argv, plan=plan.to_json(), churn=churn_pred)
-    old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    sig.install()
     started = dt.datetime.now(dt.UTC)
 
     def on_sample(sample: Sample) -> None:
@@ -162,8 +156,7 @@ def run_churn(args: argparse.Namespace) -> int:
         peak = max((x.held for x in m.timeline), default=0)
     finally:
         _, problems = m.close()
-        for s, h in old.items():
-            signal.signal(s, h)
+        sig.restore()
         obs.close(stop_reason=stop_reason, held_at_end=m.last_totals.held)
     if console.is_terminal:
         console.print()
@@ -196,7 +189,7 @@ def run_churn(args: argparse.Namespace) -> int:
         write_atomic(args.json, result)
     _churn_summary(console, result, churn)
     if stop_reason == "interrupted":
-        return signal_exit(why[0]) if why else ExitStatus.INTERRUPTED
+        return sig.exit_status(ExitStatus.INTERRUPTED)
     return ExitStatus.SUCCESS
 
 

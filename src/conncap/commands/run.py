@@ -314,11 +314,8 @@ def _run_cluster(args: argparse.Namespace, config: RunConfig, out_dir: Path | No
 
 def run(args: argparse.Namespace) -> int:
     import dataclasses
-    import signal
-    import threading
     from contextlib import ExitStack
     from pathlib import Path
-    from typing import Any
 
     from rich.console import Console
 
@@ -330,7 +327,7 @@ def run(args: argparse.Namespace) -> int:
         host_capacity,
     )
     from conncap.errors import RunFailed, UsageError
-    from conncap.exitcodes import ExitStatus, signal_exit
+    from conncap.exitcodes import ExitStatus
     from conncap.observe.session import Observers
     from conncap.result import Result, write_atomic
     from conncap.run import Experiment, RunConfig
@@ -342,6 +339,7 @@ def run(args: argparse.Namespace) -> int:
         isolated_pair,
         settings_from_args,
     )
+    from conncap.stopping import SignalStop
 
     settings = settings_from_args(args)  # None without --isolated
     check_cluster_flags(args, isolated=settings is not None)
@@ -409,16 +407,10 @@ def run(args: argparse.Namespace) -> int:
     # with --events -, stdout is the event stream: everything else goes to stderr
     console = Console(highlight=False, soft_wrap=True, stderr=args.events == "-")
     mode = "quiet" if args.quiet else ("live" if console.is_terminal else "plain")
-    stop = threading.Event()
     obs = Observers.from_args(args, "run", say=lambda line: console.print(line, markup=False))
-    why: list[int] = []
-
-    def on_signal(signum: int, _frame: object) -> None:
-        why.append(signum)
-        obs.on_signal(signum)
-        if stop.is_set():  # a second Ctrl-C: stop waiting (the clean-up still runs)
-            raise KeyboardInterrupt
-        stop.set()
+    # a second Ctrl-C stops waiting (KeyboardInterrupt; the clean-up still runs)
+    stopper = SignalStop(obs.on_signal, second_raises=True)
+    stop = stopper.event
 
     class Tee:
         """The live view, and the event stream for the run's lines."""
@@ -455,9 +447,7 @@ def run(args: argparse.Namespace) -> int:
                     server_netns=pair.server_netns,
                     client_netns=pair.client_netns,
                 )
-            old: dict[signal.Signals, Any] = {}
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                old[sig] = signal.signal(sig, on_signal)
+            stopper.install()
             try:
                 with LiveView(console, mode) as view:
                     doc = Experiment(
@@ -470,8 +460,7 @@ def run(args: argparse.Namespace) -> int:
                         watch=obs.on_sample,
                     ).run()
             finally:
-                for sig, handler in old.items():
-                    signal.signal(sig, handler)
+                stopper.restore()
     except (RunFailed, KeyboardInterrupt) as exc:
         if doc is None:
             raise
@@ -499,7 +488,7 @@ def run(args: argparse.Namespace) -> int:
     if isinstance(late, RunFailed):
         raise late
     if late is not None or doc.stop_reason == "interrupted":
-        return signal_exit(why[0]) if why else ExitStatus.INTERRUPTED
+        return stopper.exit_status(ExitStatus.INTERRUPTED)
     if doc.stop_reason == "error":
         raise RunFailed(doc.error or "the run failed")
     return ExitStatus.SUCCESS

@@ -85,8 +85,6 @@ AUTO_CONNECTIONS = 100_000
 
 def run(args: argparse.Namespace) -> int:
     import datetime as dt
-    import signal
-    import threading
     import time
 
     from rich.console import Console
@@ -97,11 +95,12 @@ def run(args: argparse.Namespace) -> int:
     from conncap.engine.plan import auto_workers, parse_ports_arg, per_worker_capacity
     from conncap.engine.portrange import read_time_wait
     from conncap.errors import RunFailed
-    from conncap.exitcodes import ExitStatus, signal_exit
+    from conncap.exitcodes import ExitStatus
     from conncap.observe.figures import from_server
     from conncap.observe.session import Observers
     from conncap.result import part_to_json, write_atomic
     from conncap.scenarios.isolated import check_nofile
+    from conncap.stopping import SignalStop
 
     if args.port is None or args.port == "0":
         ports = [0]
@@ -125,15 +124,10 @@ def run(args: argparse.Namespace) -> int:
 
     console = Console(stderr=True, highlight=False, soft_wrap=True)
     obs = Observers.from_args(args, "serve", say=lambda text: console.print(text, markup=False))
-    stop = threading.Event()
-    why: list[int] = []
+    sig = SignalStop(obs.on_signal)
+    stop = sig.event
 
-    def on_signal(signum: int, _frame: object) -> None:
-        obs.on_signal(signum)
-        why.append(signum)
-        stop.set()
-
-    old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    sig.install()
     started = dt.datetime.now(dt.UTC)
     pool = ServerPool(
         bind=args.bind,
@@ -207,8 +201,7 @@ def run(args: argparse.Namespace) -> int:
                     raise RunFailed("every server worker exited; see the lines above")
     finally:
         final = pool.stop(timeout=2.0)
-        for s, h in old.items():
-            signal.signal(s, h)
+        sig.restore()
         obs.close(held=final.held, accepted=final.accepted)
     console.print(_line(final, 0.0, final=True, peak=peak), markup=False)
     if args.json:
@@ -224,7 +217,7 @@ def run(args: argparse.Namespace) -> int:
             "timeline": timeline,
         }
         write_atomic(args.json, doc)
-    return signal_exit(why[0]) if why else ExitStatus.SUCCESS
+    return sig.exit_status(ExitStatus.SUCCESS)
 
 
 def _line(st: object, rate: float, final: bool = False, peak: int = 0) -> str:
