@@ -208,28 +208,36 @@ def test_memcached_connection_limit(ns: str, tmp_path: Path, servers: list[Serve
         assert "Too many open connections" in doc["ceiling"]["evidence"]
 
 
-def test_nginx_worker_connections(ns: str, tmp_path: Path, servers: list[Server]) -> None:
-    exe = need("nginx")
-    conf = tmp_path / "nginx.conf"
+def nginx_conf(tmp: Path, *, worker_connections: int, idle_s: int | None = None) -> Path:
+    """An nginx config in ``tmp``, in the foreground, one worker, listening on PORT;
+    ``idle_s``: client_header_timeout (a connection that sends no request is closed)."""
+    idle = f"client_header_timeout {idle_s}s;" if idle_s is not None else ""
+    conf = tmp / "nginx.conf"
     conf.write_text(
         textwrap.dedent(f"""\
         worker_processes 1;
         daemon off;
         master_process off;
-        pid {tmp_path}/nginx.pid;
-        error_log {tmp_path}/error.log;
-        events {{ worker_connections 16; }}
+        pid {tmp}/nginx.pid;
+        error_log {tmp}/error.log;
+        events {{ worker_connections {worker_connections}; }}
         http {{
             access_log off;
-            client_body_temp_path {tmp_path};
-            proxy_temp_path {tmp_path};
-            fastcgi_temp_path {tmp_path};
-            uwsgi_temp_path {tmp_path};
-            scgi_temp_path {tmp_path};
+            {idle}
+            client_body_temp_path {tmp};
+            proxy_temp_path {tmp};
+            fastcgi_temp_path {tmp};
+            uwsgi_temp_path {tmp};
+            scgi_temp_path {tmp};
             server {{ listen 127.0.0.1:{PORT}; }}
         }}
     """)
     )
+    return conf
+
+
+def test_nginx_worker_connections(ns: str, tmp_path: Path, servers: list[Server]) -> None:
+    exe, conf = need("nginx"), nginx_conf(tmp_path, worker_connections=16)
     start(servers, ns, [exe, "-c", str(conf), "-p", str(tmp_path)], tmp_path)
     doc = conncap_open(ns, tmp_path, "--count", "80")
     cause, side = verdict(doc)
@@ -243,28 +251,7 @@ def test_nginx_idle_timeout_is_a_steady_lifetime(
 ) -> None:
     """nginx closes a connection that sends no request within client_header_timeout: every
     connection lives about as long, the reading is a steady lifetime (an idle timeout)."""
-    exe = need("nginx")
-    conf = tmp_path / "nginx.conf"
-    conf.write_text(
-        textwrap.dedent(f"""\
-        worker_processes 1;
-        daemon off;
-        master_process off;
-        pid {tmp_path}/nginx.pid;
-        error_log {tmp_path}/error.log;
-        events {{ worker_connections 1024; }}
-        http {{
-            access_log off;
-            client_header_timeout 1s;
-            client_body_temp_path {tmp_path};
-            proxy_temp_path {tmp_path};
-            fastcgi_temp_path {tmp_path};
-            uwsgi_temp_path {tmp_path};
-            scgi_temp_path {tmp_path};
-            server {{ listen 127.0.0.1:{PORT}; }}
-        }}
-    """)
-    )
+    exe, conf = need("nginx"), nginx_conf(tmp_path, worker_connections=1024, idle_s=1)
     start(servers, ns, [exe, "-c", str(conf), "-p", str(tmp_path)], tmp_path)
     doc = conncap_open(ns, tmp_path, "--count", "40", "--hold", "4")
     assert verdict(doc) == ("server-closed", "server")
